@@ -1,0 +1,35 @@
+package collector
+
+import "net/netip"
+
+// UnknownCountry is the country label of an IP whose country is not known
+// (yet): "ZZ", CLDR's code for "Unknown Region".
+const UnknownCountry = "ZZ"
+
+// CountryLookup is what the engine needs from the geo package. Every method
+// must answer from memory: it is called while the engine refreshes on the
+// scrape path, so it must never wait on the network, on disk or on a lock
+// held across I/O.
+type CountryLookup interface {
+	// Track tells geo that the engine now counts ip. Geo keeps tracked IPs
+	// in its cache (never evicts them) and resolves unknown ones in the
+	// background.
+	Track(ip netip.Addr)
+	// Untrack tells geo that the engine no longer counts ip.
+	Untrack(ip netip.Addr)
+	// Country returns ip's ISO 3166-1 alpha-2 code in upper case, or ""
+	// when it is not known yet.
+	Country(ip netip.Addr) string
+	// Generation changes whenever a country became known for an IP that had
+	// none, so the engine knows when to look again at its unknown IPs.
+	Generation() uint64
+}
+
+// NoCountries is the CountryLookup used when geo resolution is off: every IP
+// counts under UnknownCountry.
+type NoCountries struct{}
+
+func (NoCountries) Track(netip.Addr)          {}
+func (NoCountries) Untrack(netip.Addr)        {}
+func (NoCountries) Country(netip.Addr) string { return "" }
+func (NoCountries) Generation() uint64        { return 0 }

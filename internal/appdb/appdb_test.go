@@ -1,0 +1,77 @@
+package appdb
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestOpenCreatesDirectoryWALAndMigrates(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "nested", "dir", "app.sqlite3")
+	db, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var mode string
+	if err := db.Reader.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "wal" {
+		t.Fatalf("journal_mode = %q, want wal", mode)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode = %v, want 0600", st.Mode().Perm())
+	}
+	migs := []Migration{
+		{1, "CREATE TABLE a(x INTEGER)"},
+		{2, "CREATE TABLE b(y INTEGER)"},
+	}
+	for range 2 { // idempotent
+		if err := db.Migrate(ctx, "test", migs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Migrate(ctx, "other", []Migration{{1, "CREATE TABLE c(z INTEGER)"}}); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := db.Reader.QueryRowContext(ctx, "SELECT version FROM schema_versions WHERE component='test'").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	if v != 2 {
+		t.Fatalf("version = %d, want 2", v)
+	}
+	if _, err := db.Reader.ExecContext(ctx, "INSERT INTO a VALUES(1)"); err == nil {
+		t.Fatal("reader pool accepted a write")
+	}
+	if _, err := db.Writer.ExecContext(ctx, "INSERT INTO a VALUES(1)"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMigrateFailureRollsBack(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "app.sqlite3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Migrate(ctx, "bad", []Migration{{1, "CREATE TABLE ok(x)"}, {2, "THIS IS NOT SQL"}})
+	if err == nil {
+		t.Fatal("want error")
+	}
+	var n int
+	if err := db.Reader.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE name='ok'").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatal("partial migration was committed")
+	}
+}

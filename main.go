@@ -1,0 +1,282 @@
+// Command bangui_exporter exports fail2ban's bans per jail and per country as
+// Prometheus metrics, read strictly read-only from fail2ban's own database.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	"github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/bangui/bangui_exporter/collector"
+	"github.com/bangui/bangui_exporter/internal/appdb"
+)
+
+const exporterName = "bangui_exporter"
+
+// coreFlags are the flags of the exporter itself; optional parts add theirs
+// in main_*.go.
+type coreFlags struct {
+	toolkit        *web.FlagConfig
+	metricsPath    *string
+	maxRequests    *int
+	storagePath    *string
+	fail2banDB     *string
+	defaultBantime *time.Duration
+	windows        *[]string
+	chunkSize      *int
+}
+
+func addCoreFlags(app *kingpin.Application) *coreFlags {
+	return &coreFlags{
+		toolkit:     kingpinflag.AddFlags(app, ":9635"),
+		metricsPath: app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String(),
+		maxRequests: app.Flag("web.max-requests", "Maximum number of parallel scrape requests. Use 0 to disable.").Default("40").Int(),
+		storagePath: app.Flag("storage.path", "Path of the exporter's own SQLite database (geo cache, admin sessions); created with its directory when missing.").
+			Default("/var/lib/bangui_exporter/bangui.sqlite3").String(),
+		fail2banDB: app.Flag("fail2ban.db", "Path of fail2ban's SQLite database, opened read-only.").
+			Default(collector.DefaultDBPath).String(),
+		defaultBantime: app.Flag("fail2ban.default-bantime", "Ban time assumed for schema-2 databases (fail2ban 0.9-0.10), which do not record it.").
+			Default("10m").Duration(),
+		windows: app.Flag("bans.window", "Trailing window for fail2ban_recent_bans; repeatable (e.g. 24h, 7d, 30d, 365d).").
+			Default("24h", "7d", "30d", "365d").Strings(),
+		chunkSize: app.Flag("fail2ban.read-chunk", "Rows read per read transaction; keeps each lock on fail2ban's database short.").
+			Default("20000").Int(),
+	}
+}
+
+// exporter holds what the parts share while the process runs.
+type exporter struct {
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	mux      *http.ServeMux
+	appDB    *appdb.DB
+	// countries is what the engine asks for countries; geo replaces it.
+	countries collector.CountryLookup
+	// onShutdown runs in reverse order after the HTTP server stopped.
+	onShutdown []func(context.Context) error
+	// background runs for the life of the process, stopped by its context.
+	background []func(context.Context)
+	// geo is what the geo part shares with later parts (the admin API).
+	geo geoPart
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	app := kingpin.New(exporterName, "Prometheus exporter for fail2ban: bans per jail and per country, read-only from fail2ban's database.")
+	promslogConfig := &promslog.Config{}
+	promslogflag.AddFlags(app, promslogConfig)
+	app.Version(version.Print(exporterName))
+	app.HelpFlag.Short('h')
+
+	serveCmd := app.Command("serve", "Run the exporter (the default command).").Default()
+	flags := addCoreFlags(app)
+	// Optional parts register their flags and commands here.
+	geoFlags := addGeoFlags(app)
+	adminFlags := addAdminFlags(app)
+	socketFlags := addSocketFlags(app)
+
+	cmd, err := app.Parse(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", exporterName, err)
+		return 2
+	}
+	logger := promslog.New(promslogConfig)
+
+	switch cmd {
+	case serveCmd.FullCommand():
+	default:
+		if code, handled := runAdminCommand(cmd, adminFlags, flags, logger); handled {
+			return code
+		}
+		fmt.Fprintf(os.Stderr, "%s: unknown command %q\n", exporterName, cmd)
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, logger, flags, geoFlags, adminFlags, socketFlags); err != nil {
+		logger.Error("exporter stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags *geoFlags, adminFlags *adminFlags, socketFlags *socketFlags) error {
+	logger.Info("starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
+
+	windows, err := collector.ParseWindows(*flags.windows)
+	if err != nil {
+		return fmt.Errorf("--bans.window: %w", err)
+	}
+
+	e := &exporter{
+		logger:    logger,
+		registry:  prometheus.NewRegistry(),
+		mux:       http.NewServeMux(),
+		countries: collector.NoCountries{},
+	}
+	defer e.shutdown(logger)
+	e.registry.MustRegister(versioncollector.NewCollector(exporterName))
+
+	db, err := appdb.Open(ctx, *flags.storagePath)
+	if err != nil {
+		return fmt.Errorf("open storage (--storage.path): %w", err)
+	}
+	e.appDB = db
+	e.onShutdown = append(e.onShutdown, func(context.Context) error { return db.Close() })
+
+	dbPath := *flags.fail2banDB
+	// Optional parts wire themselves in; the socket may supply the DB path.
+	if dbPath, err = e.setupSocket(ctx, socketFlags, dbPath, flagGiven("fail2ban.db")); err != nil {
+		return err
+	}
+	if err := e.setupGeo(ctx, geoFlags); err != nil {
+		return err
+	}
+
+	f2b := collector.NewExporter(collector.Options{
+		DBPath:         dbPath,
+		DefaultBantime: *flags.defaultBantime,
+		Windows:        windows,
+		ChunkSize:      *flags.chunkSize,
+		Logger:         logger,
+	}, e.countries)
+	e.onShutdown = append(e.onShutdown, func(context.Context) error { return f2b.Close() })
+	e.registry.MustRegister(f2b)
+
+	if err := e.setupAdmin(ctx, adminFlags, flags); err != nil {
+		return err
+	}
+
+	e.mux.Handle(*flags.metricsPath, promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
+		ErrorHandling:       promhttp.ContinueOnError,
+		MaxRequestsInFlight: *flags.maxRequests,
+		Registry:            e.registry,
+	}))
+	e.mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintln(w, "Healthy")
+	})
+	e.mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if !f2b.Ready() {
+			http.Error(w, "Not ready: fail2ban's database has not been read successfully yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "Ready")
+	})
+	if *flags.metricsPath != "/" {
+		landing, err := web.NewLandingPage(web.LandingConfig{
+			Name:        "bangui_exporter",
+			Description: "Prometheus exporter for fail2ban: bans per jail and per country",
+			Version:     version.Info(),
+			Links:       e.landingLinks(*flags.metricsPath, adminFlags),
+		})
+		if err != nil {
+			return fmt.Errorf("landing page: %w", err)
+		}
+		e.mux.Handle("/", landing)
+	}
+
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runAll(bgCtx, e.background)
+	}()
+	// Read the database once at start so /-/ready turns true without
+	// waiting for the first scrape.
+	go f2b.Warm(bgCtx)
+
+	server := &http.Server{
+		Handler:           e.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- web.ListenAndServe(server, flags.toolkit, logger) }()
+
+	select {
+	case err := <-serveErr:
+		stopBackground()
+		<-done
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: finishing in-flight requests")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := server.Shutdown(shutdownCtx); err != nil {
+		logger.Error("http server shutdown", "err", err)
+	}
+	stopBackground()
+	<-done
+	return nil
+}
+
+// runAll runs every function in its own goroutine and waits for all.
+func runAll(ctx context.Context, fns []func(context.Context)) {
+	finished := make(chan struct{}, len(fns))
+	for _, fn := range fns {
+		go func() {
+			defer func() { finished <- struct{}{} }()
+			fn(ctx)
+		}()
+	}
+	for range fns {
+		<-finished
+	}
+}
+
+func (e *exporter) shutdown(logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := len(e.onShutdown) - 1; i >= 0; i-- {
+		if err := e.onShutdown[i](ctx); err != nil {
+			logger.Error("shutdown step failed", "err", err)
+		}
+	}
+	e.onShutdown = nil
+}
+
+func (e *exporter) landingLinks(metricsPath string, adminFlags *adminFlags) []web.LandingLinks {
+	links := []web.LandingLinks{
+		{Address: metricsPath, Text: "Metrics"},
+		{Address: "/-/healthy", Text: "Health"},
+		{Address: "/-/ready", Text: "Readiness (first successful read of fail2ban's database)"},
+	}
+	return append(links, adminLandingLinks(adminFlags)...)
+}
+
+// flagGiven reports whether a flag was set on the command line (or by its
+// environment), as opposed to carrying its default.
+func flagGiven(name string) bool {
+	for _, a := range os.Args[1:] {
+		if a == "--"+name || len(a) > len(name)+3 && a[:len(name)+3] == "--"+name+"=" {
+			return true
+		}
+	}
+	return false
+}

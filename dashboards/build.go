@@ -1,0 +1,258 @@
+package dashboards
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+)
+
+// DatasourceVariable is the name of the datasource template variable that
+// every panel and target refers to, so the JSON works both with file
+// provisioning and with an import through Grafana's UI.
+const DatasourceVariable = "datasource"
+
+// Definition is one generated dashboard: the file it is written to and the
+// function that builds it.
+type Definition struct {
+	// File is the JSON file name inside dashboards/.
+	File string
+	// Build builds the dashboard.
+	Build func() (dashboard.Dashboard, error)
+}
+
+// All returns every dashboard the project ships, in a stable order.
+func All() []Definition {
+	return []Definition{
+		{File: "bangui-world-map.json", Build: WorldMap},
+		{File: "bangui-overview.json", Build: Overview},
+		{File: "bangui-exporter-internals.json", Build: ExporterInternals},
+	}
+}
+
+// Render marshals a dashboard the way the committed JSON is written:
+// indented with two spaces, HTML characters not escaped, final newline.
+func Render(d dashboard.Dashboard) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(d); err != nil {
+		return nil, fmt.Errorf("marshal dashboard %q: %w", deref(d.Title), err)
+	}
+	return buf.Bytes(), nil
+}
+
+// RenderAll builds and renders every dashboard, keyed by file name.
+func RenderAll() (map[string][]byte, error) {
+	out := make(map[string][]byte)
+	for _, def := range All() {
+		d, err := def.Build()
+		if err != nil {
+			return nil, fmt.Errorf("build %s: %w", def.File, err)
+		}
+		data, err := Render(d)
+		if err != nil {
+			return nil, err
+		}
+		out[def.File] = data
+	}
+	return out, nil
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// datasourceRef is the reference every panel and target carries.
+func datasourceRef() common.DataSourceRef {
+	return common.DataSourceRef{Type: ptr("prometheus"), Uid: ptr("${" + DatasourceVariable + "}")}
+}
+
+// selector renders a PromQL series selector for metric limited to the
+// dashboard's job and instance variables, plus extra matchers.
+func selector(metric string, extra ...string) string {
+	matchers := append([]string{`job=~"$job"`, `instance=~"$instance"`}, extra...)
+	return metric + "{" + strings.Join(matchers, ",") + "}"
+}
+
+// jailSelector is selector plus the jail variable.
+func jailSelector(metric string, extra ...string) string {
+	return selector(metric, append([]string{`jail=~"$jail"`}, extra...)...)
+}
+
+// panelIDs hands out panel ids and query refIds, which the SDK does not
+// assign by itself.
+type panelIDs struct{ next uint32 }
+
+func (p *panelIDs) id() uint32 {
+	p.next++
+	return p.next
+}
+
+// refID returns the refId of the i-th target of a panel: A, B, C, ...
+func refID(i int) string { return string(rune('A' + i)) }
+
+// rangeQuery is a time series query.
+func rangeQuery(i int, expr, legend string) *prometheus.DataqueryBuilder {
+	return prometheus.NewDataqueryBuilder().
+		Datasource(datasourceRef()).
+		RefId(refID(i)).
+		Expr(expr).
+		LegendFormat(legend).
+		Range()
+}
+
+// instantTable is an instant query in table format: rows of
+// Time | labels... | Value.
+func instantTable(i int, expr string) *prometheus.DataqueryBuilder {
+	return prometheus.NewDataqueryBuilder().
+		Datasource(datasourceRef()).
+		RefId(refID(i)).
+		Expr(expr).
+		Instant().
+		Format(prometheus.PromQueryFormatTable)
+}
+
+// instantValue is an instant query for a single value (stat panels).
+func instantValue(i int, expr, legend string) *prometheus.DataqueryBuilder {
+	return prometheus.NewDataqueryBuilder().
+		Datasource(datasourceRef()).
+		RefId(refID(i)).
+		Expr(expr).
+		LegendFormat(legend).
+		Instant()
+}
+
+// thresholds builds absolute thresholds: base color first, then
+// value/color pairs.
+func thresholds(base string, steps ...any) *dashboard.ThresholdsConfigBuilder {
+	list := []dashboard.Threshold{{Color: base}}
+	for i := 0; i+1 < len(steps); i += 2 {
+		list = append(list, dashboard.Threshold{Value: ptr(toFloat(steps[i])), Color: steps[i+1].(string)})
+	}
+	return dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).Steps(list)
+}
+
+func toFloat(v any) float64 {
+	switch n := v.(type) {
+	case int:
+		return float64(n)
+	case float64:
+		return n
+	default:
+		panic(fmt.Sprintf("threshold value %v is not a number", v))
+	}
+}
+
+// valueText maps exact values to display texts and colors ("1" → "up").
+func valueText(pairs ...[3]string) []dashboard.ValueMapping {
+	options := make(map[string]dashboard.ValueMappingResult, len(pairs))
+	for i, p := range pairs {
+		options[p[0]] = dashboard.ValueMappingResult{Text: ptr(p[1]), Color: ptr(p[2]), Index: ptr(int32(i))}
+	}
+	return []dashboard.ValueMapping{{ValueMap: &dashboard.ValueMap{Type: dashboard.MappingTypeValueToText, Options: options}}}
+}
+
+func legend() cog.Builder[common.VizLegendOptions] {
+	return common.NewVizLegendOptionsBuilder().
+		DisplayMode(common.LegendDisplayModeTable).
+		Placement(common.LegendPlacementRight).
+		ShowLegend(true).
+		Calcs([]string{"lastNotNull", "max"})
+}
+
+func tooltip() cog.Builder[common.VizTooltipOptions] {
+	return common.NewVizTooltipOptionsBuilder().Mode(common.TooltipDisplayModeMulti).Sort(common.SortOrderDescending)
+}
+
+func lastValue() cog.Builder[common.ReduceDataOptions] {
+	return common.NewReduceDataOptionsBuilder().Calcs([]string{"lastNotNull"}).Values(false)
+}
+
+// commonVariables are the datasource, job and instance variables every
+// dashboard has; withJail adds the jail variable.
+func commonVariables(withJail bool) []cog.Builder[dashboard.VariableModel] {
+	vars := []cog.Builder[dashboard.VariableModel]{
+		dashboard.NewDatasourceVariableBuilder(DatasourceVariable).
+			Label("Data source").
+			Description("The Prometheus that scrapes bangui_exporter.").
+			Type("prometheus"),
+		labelVariable("job", "Job", "The scrape job(s) of bangui_exporter.",
+			"label_values(bangui_exporter_build_info, job)"),
+		labelVariable("instance", "Instance", "The exporter instance(s), one per fail2ban host.",
+			`label_values(bangui_exporter_build_info{job=~"$job"}, instance)`),
+	}
+	if withJail {
+		vars = append(vars, labelVariable("jail", "Jail", "fail2ban jail(s).",
+			`label_values(fail2ban_jail_enabled{job=~"$job",instance=~"$instance"}, jail)`))
+	}
+	return vars
+}
+
+// labelVariable is a multi-value query variable with "All" meaning any
+// value, refreshed when the time range changes.
+func labelVariable(name, label, description, query string) *dashboard.QueryVariableBuilder {
+	return dashboard.NewQueryVariableBuilder(name).
+		Label(label).
+		Description(description).
+		Datasource(datasourceRef()).
+		Query(dashboard.StringOrMap{String: ptr(query)}).
+		Definition(query).
+		Multi(true).
+		IncludeAll(true).
+		AllValue(".+").
+		Current(dashboard.VariableOption{
+			Selected: ptr(true),
+			Text:     dashboard.StringOrArrayOfString{ArrayOfString: []string{"All"}},
+			Value:    dashboard.StringOrArrayOfString{ArrayOfString: []string{"$__all"}},
+		}).
+		Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
+		Sort(dashboard.VariableSortAlphabeticalAsc)
+}
+
+// builtInAnnotation is Grafana's own "Annotations & Alerts" entry.
+func builtInAnnotation() *dashboard.AnnotationQueryBuilder {
+	return dashboard.NewAnnotationQueryBuilder().
+		Name("Annotations & Alerts").
+		Datasource(common.DataSourceRef{Type: ptr("grafana"), Uid: ptr("-- Grafana --")}).
+		Enable(true).
+		Hide(true).
+		IconColor("rgba(0, 211, 255, 1)").
+		Type("dashboard").
+		BuiltIn(1)
+}
+
+// newDashboard sets what all dashboards share.
+func newDashboard(uid, title, description string) *dashboard.DashboardBuilder {
+	return dashboard.NewDashboardBuilder(title).
+		Uid(uid).
+		Description(description).
+		Tags([]string{"fail2ban", "bangui_exporter"}).
+		Editable().
+		Tooltip(dashboard.DashboardCursorSyncCrosshair).
+		Time("now-24h", "now").
+		Refresh("1m").
+		Timezone("browser").
+		Annotation(builtInAnnotation()).
+		Link(dashboard.NewDashboardLinkBuilder("bangui_exporter").
+			Type(dashboard.DashboardLinkTypeDashboards).
+			Tags([]string{"bangui_exporter"}).
+			AsDropdown(true).
+			IncludeVars(true).
+			KeepTime(true).
+			Icon("external link").
+			Tooltip("Other bangui_exporter dashboards").
+			TargetBlank(false))
+}

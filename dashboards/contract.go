@@ -1,0 +1,149 @@
+// Package dashboards builds bangui_exporter's Grafana dashboards as Go code
+// with the Grafana foundation SDK and holds the metric contract that the
+// dashboards, the alert rules and their tests check queries against.
+//
+// The generated JSON lives beside this file (dashboards/*.json) and is
+// written by `go generate ./dashboards/...`.
+package dashboards
+
+import (
+	"slices"
+	"sort"
+)
+
+//go:generate go run ./gen -out .
+
+// MetricType is the Prometheus type of a metric family.
+type MetricType string
+
+// Metric types used by the exporter.
+const (
+	Gauge   MetricType = "gauge"
+	Counter MetricType = "counter"
+)
+
+// Owner names the part of the exporter (and the issue) that exposes a metric.
+type Owner string
+
+// Parts of the exporter that own metrics.
+const (
+	OwnerCore    Owner = "core (issue 2, collector/)"
+	OwnerGeo     Owner = "geo (issue 3, geo/)"
+	OwnerArchive Owner = "archive (issue 6, collector/)"
+	OwnerSocket  Owner = "socket (issue 7, socket/)"
+)
+
+// Metric is one metric family of the contract: its name, type, the labels
+// the exporter sets (target labels such as job and instance come from
+// Prometheus) and which part of the exporter exposes it.
+type Metric struct {
+	Name   string
+	Type   MetricType
+	Labels []string
+	Owner  Owner
+	Help   string
+}
+
+// contract is the list of metric families from the issues' metric tables.
+// Names, types and labels are a promise to users: dashboards and alert
+// rules may only use what is listed here.
+var contract = []Metric{
+	// Issue 2 §3: the fail2ban database.
+	{Name: "fail2ban_up", Type: Gauge, Owner: OwnerCore,
+		Help: "1 when the last read of the fail2ban DB succeeded."},
+	{Name: "fail2ban_jail_enabled", Type: Gauge, Labels: []string{"jail"}, Owner: OwnerCore,
+		Help: "1/0 from the jails table."},
+	{Name: "fail2ban_banned_ips", Type: Gauge, Labels: []string{"jail", "country"}, Owner: OwnerCore,
+		Help: "IPs banned right now, by fail2ban's own rule on bips."},
+	{Name: "fail2ban_recent_bans", Type: Gauge, Labels: []string{"jail", "country", "window"}, Owner: OwnerCore,
+		Help: "Ban events whose timeofban lies in the trailing window."},
+	{Name: "fail2ban_bans_total", Type: Counter, Labels: []string{"jail", "country"}, Owner: OwnerCore,
+		Help: "Ban events that appeared in the DB since the exporter started."},
+	{Name: "fail2ban_oldest_ban_timestamp_seconds", Type: Gauge, Owner: OwnerCore,
+		Help: "timeofban of the oldest ban the exporter can count: the history horizon."},
+	{Name: "bangui_exporter_build_info", Type: Gauge,
+		Labels: []string{"branch", "goarch", "goos", "goversion", "revision", "tags", "version"}, Owner: OwnerCore,
+		Help: "Build information, from client_golang's version collector."},
+	{Name: "bangui_exporter_read_duration_seconds", Type: Gauge, Owner: OwnerCore,
+		Help: "Duration of the last read of the fail2ban DB."},
+	{Name: "bangui_exporter_last_read_success_timestamp_seconds", Type: Gauge, Owner: OwnerCore,
+		Help: "Time of the last successful read of the fail2ban DB."},
+	{Name: "bangui_exporter_read_errors_total", Type: Counter, Labels: []string{"kind"}, Owner: OwnerCore,
+		Help: "Failed reads of the fail2ban DB, by kind of error."},
+	{Name: "bangui_exporter_skipped_rows_total", Type: Counter, Labels: []string{"reason"}, Owner: OwnerCore,
+		Help: "Rows of the fail2ban DB that could not be counted, by reason."},
+	{Name: "bangui_exporter_rows_in_memory", Type: Gauge, Labels: []string{"table"}, Owner: OwnerCore,
+		Help: "Rows of the fail2ban DB held in memory by the engine."},
+
+	// Issue 3 §4: geo.
+	{Name: "bangui_exporter_geo_cache_entries", Type: Gauge, Labels: []string{"state"}, Owner: OwnerGeo,
+		Help: "IPs in the geo cache, resolved or unresolved."},
+	{Name: "bangui_exporter_geo_pending_ips", Type: Gauge, Owner: OwnerGeo,
+		Help: "IPs waiting for the background resolver."},
+	{Name: "bangui_exporter_geo_lookups_total", Type: Counter, Labels: []string{"provider", "result"}, Owner: OwnerGeo,
+		Help: "Lookups by provider and result."},
+	{Name: "bangui_exporter_geo_ipapi_requests_total", Type: Counter, Labels: []string{"code"}, Owner: OwnerGeo,
+		Help: "ip-api batch requests by HTTP status code."},
+	{Name: "bangui_exporter_geo_ipapi_rate_limit_remaining", Type: Gauge, Owner: OwnerGeo,
+		Help: "X-Rl of ip-api's last answer: requests left in the current window."},
+	{Name: "bangui_exporter_geo_flushes_total", Type: Counter, Owner: OwnerGeo,
+		Help: "Flushes of the dirty geo entries to the app DB."},
+	{Name: "bangui_exporter_geo_flush_errors_total", Type: Counter, Owner: OwnerGeo,
+		Help: "Failed flushes of the geo cache."},
+	{Name: "bangui_exporter_geo_flushed_entries_total", Type: Counter, Owner: OwnerGeo,
+		Help: "Geo cache entries written by flushes."},
+	{Name: "bangui_exporter_geo_last_flush_timestamp_seconds", Type: Gauge, Owner: OwnerGeo,
+		Help: "Time of the last successful flush."},
+	{Name: "bangui_exporter_geo_mmdb_build_timestamp_seconds", Type: Gauge, Owner: OwnerGeo,
+		Help: "Build time of the loaded MaxMind-format database."},
+
+	// Issue 6 §2: the ban archive.
+	{Name: "bangui_exporter_archive_events", Type: Gauge, Owner: OwnerArchive,
+		Help: "Ban events kept in the exporter's archive."},
+
+	// Issue 7 §2: fail2ban's socket.
+	{Name: "fail2ban_server_up", Type: Gauge, Owner: OwnerSocket,
+		Help: "1 when fail2ban's socket answered this scrape."},
+	{Name: "fail2ban_version_info", Type: Gauge, Labels: []string{"version"}, Owner: OwnerSocket,
+		Help: "fail2ban's version."},
+	{Name: "fail2ban_jail_banned_current", Type: Gauge, Labels: []string{"jail"}, Owner: OwnerSocket,
+		Help: "fail2ban's own count of currently banned IPs."},
+	{Name: "fail2ban_jail_failed_current", Type: Gauge, Labels: []string{"jail"}, Owner: OwnerSocket,
+		Help: "Failures fail2ban currently counts in the jail."},
+	{Name: "fail2ban_jail_failed_total", Type: Counter, Labels: []string{"jail"}, Owner: OwnerSocket,
+		Help: "Failures since fail2ban started (resets when fail2ban restarts)."},
+	{Name: "fail2ban_jail_banned_total", Type: Counter, Labels: []string{"jail"}, Owner: OwnerSocket,
+		Help: "Bans since fail2ban started (resets when fail2ban restarts)."},
+	{Name: "fail2ban_jail_bantime_seconds", Type: Gauge, Labels: []string{"jail"}, Owner: OwnerSocket,
+		Help: "The jail's bantime."},
+	{Name: "fail2ban_jail_findtime_seconds", Type: Gauge, Labels: []string{"jail"}, Owner: OwnerSocket,
+		Help: "The jail's findtime."},
+	{Name: "fail2ban_jail_maxretry", Type: Gauge, Labels: []string{"jail"}, Owner: OwnerSocket,
+		Help: "The jail's maxretry."},
+	{Name: "fail2ban_db_purge_age_seconds", Type: Gauge, Owner: OwnerSocket,
+		Help: "fail2ban's dbpurgeage: how long its DB keeps ban history."},
+}
+
+// Contract returns a copy of the metric contract, sorted by name.
+func Contract() []Metric {
+	out := make([]Metric, len(contract))
+	for i, m := range contract {
+		m.Labels = slices.Clone(m.Labels)
+		out[i] = m
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// LookupMetric returns the contract entry of a metric family. It also
+// accepts the series names Prometheus derives from families (none for
+// gauges and counters, so only exact names match).
+func LookupMetric(name string) (Metric, bool) {
+	for _, m := range contract {
+		if m.Name == name {
+			m.Labels = slices.Clone(m.Labels)
+			return m, true
+		}
+	}
+	return Metric{}, false
+}

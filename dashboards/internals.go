@@ -1,0 +1,110 @@
+package dashboards
+
+import (
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
+	"github.com/grafana/grafana-foundation-sdk/go/units"
+)
+
+// ExporterInternals shows how bangui_exporter itself is doing: reads of
+// fail2ban's database, the engine's memory, geo resolution and its cache
+// flushes, ip-api.com's rate limit, and the ban archive.
+func ExporterInternals() (dashboard.Dashboard, error) {
+	ids := &panelIDs{}
+	perInstance := "{{instance}}"
+	b := newDashboard("bangui-exporter-internals", "fail2ban / Exporter internals",
+		"How bangui_exporter itself is doing: database reads, memory, geo resolution, cache flushes, ip-api.com rate limits and the ban archive.").
+		Variables(commonVariables(false)).
+		WithRow(dashboard.NewRowBuilder("Reading fail2ban's database").Id(ids.id())).
+		WithPanel(timeseriesPanel(ids, "Read duration",
+			"Duration of the exporter's last read of fail2ban's database (bangui_exporter_read_duration_seconds). Reads are incremental: usually milliseconds, longer at startup or after many new bans.",
+			units.Seconds,
+			rangeQuery(0, "max by (instance) ("+selector("bangui_exporter_read_duration_seconds")+")", perInstance)).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Time since last successful read",
+			"Seconds since the exporter last read fail2ban's database successfully (from bangui_exporter_last_read_success_timestamp_seconds). Grows while fail2ban_up is 0.",
+			units.Seconds,
+			rangeQuery(0, "time() - max by (instance) ("+selector("bangui_exporter_last_read_success_timestamp_seconds")+")", perInstance)).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Read errors",
+			"Failed reads of fail2ban's database per interval, by kind (bangui_exporter_read_errors_total).",
+			units.Short,
+			rangeQuery(0, "sum by (instance, kind) (increase("+selector("bangui_exporter_read_errors_total")+"[$__rate_interval]))", "{{instance}} {{kind}}")).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Rows in memory",
+			"Rows of fail2ban's database the engine holds in memory, by table (bangui_exporter_rows_in_memory).",
+			units.Short,
+			rangeQuery(0, "sum by (instance, table) ("+selector("bangui_exporter_rows_in_memory")+")", "{{instance}} {{table}}")).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Skipped rows",
+			"Rows of fail2ban's database that could not be counted per interval, by reason (bangui_exporter_skipped_rows_total): NULL or invalid IPs, bad data. They are logged and never crash the exporter.",
+			units.Short,
+			rangeQuery(0, "sum by (instance, reason) (increase("+selector("bangui_exporter_skipped_rows_total")+"[$__rate_interval]))", "{{instance}} {{reason}}")).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Archived ban events",
+			"Ban events kept in the exporter's own archive (bangui_exporter_archive_events), which keeps history after fail2ban purges it. Empty when the archive is off.",
+			units.Short,
+			rangeQuery(0, "sum by (instance) ("+selector("bangui_exporter_archive_events")+")", perInstance)).
+			Span(8)).
+		WithRow(dashboard.NewRowBuilder("Geo resolution").Id(ids.id())).
+		WithPanel(timeseriesPanel(ids, "Geo cache and pending IPs",
+			"IPs in the geo cache by state (bangui_exporter_geo_cache_entries) and IPs waiting for the background resolver (bangui_exporter_geo_pending_ips). A pending count that keeps growing means lookups cannot keep up (ip-api.com rate limit, no local database).",
+			units.Short,
+			rangeQuery(0, "sum by (instance, state) ("+selector("bangui_exporter_geo_cache_entries")+")", "{{instance}} {{state}}"),
+			rangeQuery(1, "sum by (instance) ("+selector("bangui_exporter_geo_pending_ips")+")", "{{instance}} pending")).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Lookups",
+			"Lookups per second by provider (mmdb, ipapi, local) and result (bangui_exporter_geo_lookups_total).",
+			units.Short,
+			rangeQuery(0, "sum by (provider, result) (rate("+selector("bangui_exporter_geo_lookups_total")+"[$__rate_interval]))", "{{provider}} {{result}}")).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "ip-api.com requests",
+			"Batch requests to ip-api.com per interval by HTTP status code (bangui_exporter_geo_ipapi_requests_total); 429 means rate-limited.",
+			units.Short,
+			rangeQuery(0, "sum by (code) (increase("+selector("bangui_exporter_geo_ipapi_requests_total")+"[$__rate_interval]))", "{{code}}")).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "ip-api.com rate limit remaining",
+			"Requests left in ip-api.com's current window (bangui_exporter_geo_ipapi_rate_limit_remaining, from its X-Rl header; 15 per minute on the free endpoint).",
+			units.Short,
+			rangeQuery(0, "min by (instance) ("+selector("bangui_exporter_geo_ipapi_rate_limit_remaining")+")", perInstance)).
+			Span(8)).
+		WithPanel(statPanel(ids, "ip-api.com 429s in time range",
+			"Answers 429 (Too Many Requests) from ip-api.com during the dashboard's time range. The exporter then waits as told by X-Ttl; persistent 429s slow resolution down.",
+			"sum(increase("+selector("bangui_exporter_geo_ipapi_requests_total", `code="429"`)+"[$__range]))", units.Short).
+			Decimals(0).NoValue("0").Thresholds(thresholds("green", 1, "orange")).Height(8).Span(8)).
+		WithPanel(timeseriesPanel(ids, "Cache flushes",
+			"Flushes of resolved IPs to the app database per interval (one transaction each), flush errors, and entries written (bangui_exporter_geo_flushes_total, _flush_errors_total, _flushed_entries_total).",
+			units.Short,
+			rangeQuery(0, "sum by (instance) (increase("+selector("bangui_exporter_geo_flushes_total")+"[$__rate_interval]))", "{{instance}} flushes"),
+			rangeQuery(1, "sum by (instance) (increase("+selector("bangui_exporter_geo_flush_errors_total")+"[$__rate_interval]))", "{{instance}} errors"),
+			rangeQuery(2, "sum by (instance) (increase("+selector("bangui_exporter_geo_flushed_entries_total")+"[$__rate_interval]))", "{{instance}} entries")).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Time since last flush",
+			"Seconds since the geo cache was last flushed successfully (bangui_exporter_geo_last_flush_timestamp_seconds). Flushes run every --geo.flush-interval (60s by default) when there is something to write.",
+			units.Seconds,
+			rangeQuery(0, "time() - max by (instance) ("+selector("bangui_exporter_geo_last_flush_timestamp_seconds")+")", perInstance)).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "MaxMind database age",
+			"Age of the loaded MaxMind-format database (from bangui_exporter_geo_mmdb_build_timestamp_seconds). Countries of IP ranges drift: update it at least monthly.",
+			units.Seconds,
+			rangeQuery(0, "time() - max by (instance) ("+selector("bangui_exporter_geo_mmdb_build_timestamp_seconds")+")", perInstance)).
+			Span(8)).
+		WithRow(dashboard.NewRowBuilder("Build").Id(ids.id())).
+		WithPanel(table.NewPanelBuilder().
+			Id(ids.id()).
+			Title("Exporter versions").
+			Description("bangui_exporter_build_info of every selected instance: version, revision and Go version.").
+			Datasource(datasourceRef()).
+			WithTarget(instantTable(0, "max by (instance, version, revision, goversion) ("+selector("bangui_exporter_build_info")+")")).
+			Transformations([]dashboard.DataTransformerConfig{{
+				Id:      "organize",
+				Options: map[string]any{"excludeByName": map[string]any{"Time": true, "Value": true}},
+			}}).
+			Thresholds(thresholds("green")).
+			ShowHeader(true).
+			CellHeight(common.TableCellHeightSm).
+			Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"}).CountRows(false)).
+			Height(6).Span(24))
+	return b.Build()
+}

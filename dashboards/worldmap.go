@@ -1,0 +1,261 @@
+package dashboards
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/common"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/geomap"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
+	"github.com/grafana/grafana-foundation-sdk/go/table"
+	"github.com/grafana/grafana-foundation-sdk/go/units"
+	"golang.org/x/text/language"
+	"golang.org/x/text/language/display"
+)
+
+// Values of the world map's "view" variable. They are numbers so that the
+// map query can pick its source with plain PromQL (vector($view) == 0).
+const (
+	ViewBannedNow    = "0"
+	ViewRecentWindow = "1"
+)
+
+// unknownCountry is the country label of IPs whose country is not known.
+const unknownCountry = "ZZ"
+
+// byCountry is the map's query: IPs banned now per country, or ban events
+// per country in the chosen window, depending on $view. extra matchers
+// (e.g. country="ZZ") narrow both halves; grouping is "by (country)" or
+// "" for a single total.
+func byCountry(grouping string, extra ...string) string {
+	now := jailSelector("fail2ban_banned_ips", extra...)
+	window := jailSelector("fail2ban_recent_bans", append([]string{`window="$window"`}, extra...)...)
+	return fmt.Sprintf("(sum %s(%s) and on() (vector($view) == %s))\nor\n(sum %s(%s) and on() (vector($view) == %s))",
+		grouping, now, ViewBannedNow, grouping, window, ViewRecentWindow)
+}
+
+// WorldMapQuery is the expression behind the world map and its country
+// table, exported for the end-to-end test.
+func WorldMapQuery() string { return byCountry("by (country) ") }
+
+// WorldMap is the world map dashboard: banned IPs (or ban events of a
+// window) per country on a Geomap, with a country table beside it.
+func WorldMap() (dashboard.Dashboard, error) {
+	ids := &panelIDs{}
+	vars := commonVariables(true)
+	vars = append(vars,
+		dashboard.NewCustomVariableBuilder("view").
+			Label("Show").
+			Description("Banned now: IPs fail2ban bans at this moment (fail2ban_banned_ips). Ban events in window: every ban event of the chosen window (fail2ban_recent_bans).").
+			Values(dashboard.StringOrMap{String: ptr("Banned now : " + ViewBannedNow + ",Ban events in window : " + ViewRecentWindow)}).
+			Current(dashboard.VariableOption{
+				Selected: ptr(true),
+				Text:     dashboard.StringOrArrayOfString{String: ptr("Banned now")},
+				Value:    dashboard.StringOrArrayOfString{String: ptr(ViewBannedNow)},
+			}).
+			Options([]dashboard.VariableOption{
+				{Selected: ptr(true), Text: dashboard.StringOrArrayOfString{String: ptr("Banned now")}, Value: dashboard.StringOrArrayOfString{String: ptr(ViewBannedNow)}},
+				{Selected: ptr(false), Text: dashboard.StringOrArrayOfString{String: ptr("Ban events in window")}, Value: dashboard.StringOrArrayOfString{String: ptr(ViewRecentWindow)}},
+			}),
+		dashboard.NewQueryVariableBuilder("window").
+			Label("Window").
+			Description("Trailing window of fail2ban_recent_bans (the exporter's --bans.window values). Used when Show is \"Ban events in window\".").
+			Datasource(datasourceRef()).
+			Query(dashboard.StringOrMap{String: ptr(`label_values(fail2ban_recent_bans{job=~"$job",instance=~"$instance"}, window)`)}).
+			Definition(`label_values(fail2ban_recent_bans{job=~"$job",instance=~"$instance"}, window)`).
+			Multi(false).
+			IncludeAll(false).
+			Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
+			Sort(dashboard.VariableSortNaturalAsc),
+	)
+
+	b := newDashboard("bangui-world-map", "fail2ban / World map",
+		"Banned IPs of fail2ban per country, from bangui_exporter: banned right now, or ban events in a trailing window.").
+		Variables(vars).
+		WithPanel(worldMapPanel(ids)).
+		WithPanel(countryTable(ids)).
+		WithPanel(stat.NewPanelBuilder().
+			Id(ids.id()).
+			Title("Total").
+			Description("Banned IPs right now, or ban events in the chosen window, summed over the selected jails and countries. An IP banned in two jails counts twice.").
+			Datasource(datasourceRef()).
+			WithTarget(instantValue(0, byCountry(""), "total")).
+			Unit(units.Short).
+			Decimals(0).
+			NoValue("0").
+			Thresholds(thresholds("blue")).
+			ColorMode(common.BigValueColorModeValue).
+			GraphMode(common.BigValueGraphModeNone).
+			Orientation(common.VizOrientationAuto).
+			TextMode(common.BigValueTextModeValue).
+			ReduceOptions(lastValue()).
+			Height(5).Span(6)).
+		WithPanel(stat.NewPanelBuilder().
+			Id(ids.id()).
+			Title("Country unknown (ZZ)").
+			Description("IPs (or ban events) whose country is not known, counted under country \"ZZ\". They cannot be drawn on the map. Reasons: geo resolution is off (--geo.providers none), the IP is not resolved yet (the background resolver is working through its queue; see bangui_exporter_geo_pending_ips), the local MaxMind database has no answer and ip-api.com is disabled or rate-limited, or the address is private or reserved.").
+			Datasource(datasourceRef()).
+			WithTarget(instantValue(0, byCountry("", `country="`+unknownCountry+`"`), "unknown")).
+			Unit(units.Short).
+			Decimals(0).
+			NoValue("0").
+			Thresholds(thresholds("green", 1, "orange")).
+			ColorMode(common.BigValueColorModeValue).
+			GraphMode(common.BigValueGraphModeNone).
+			Orientation(common.VizOrientationAuto).
+			TextMode(common.BigValueTextModeValue).
+			ReduceOptions(lastValue()).
+			Height(5).Span(6)).
+		WithPanel(stat.NewPanelBuilder().
+			Id(ids.id()).
+			Title("History horizon").
+			Description("How far back the exporter can count ban events: the age of the oldest ban it knows (fail2ban_oldest_ban_timestamp_seconds). fail2ban deletes ban history older than its dbpurgeage (1 day by default); the exporter's archive, when on, reaches further.").
+			Datasource(datasourceRef()).
+			WithTarget(instantValue(0, "time() - min("+selector("fail2ban_oldest_ban_timestamp_seconds")+")", "horizon")).
+			Unit(units.Seconds).
+			Decimals(1).
+			Thresholds(thresholds("blue")).
+			ColorMode(common.BigValueColorModeValue).
+			GraphMode(common.BigValueGraphModeNone).
+			Orientation(common.VizOrientationAuto).
+			TextMode(common.BigValueTextModeValue).
+			ReduceOptions(lastValue()).
+			Height(5).Span(6)).
+		WithPanel(stat.NewPanelBuilder().
+			Id(ids.id()).
+			Title("History missing from window $window").
+			Description("Warning for \"Ban events in window\": how much of the chosen window lies before the history horizon, where no ban events can be counted (0 = the window is complete). If this is not 0, the map shows fewer events than really happened in the window: raise fail2ban's dbpurgeage or keep the exporter's archive on. The window start is computed to within 10 minutes.").
+			Datasource(datasourceRef()).
+			WithTarget(instantValue(0, WindowTruncationQuery(), "missing")).
+			Unit(units.Seconds).
+			Decimals(1).
+			Thresholds(thresholds("green", 900, "red")).
+			ColorMode(common.BigValueColorModeBackground).
+			GraphMode(common.BigValueGraphModeNone).
+			Orientation(common.VizOrientationAuto).
+			TextMode(common.BigValueTextModeValue).
+			ReduceOptions(lastValue()).
+			Height(5).Span(6))
+	return b.Build()
+}
+
+// WindowTruncationQuery is the horizon warning: seconds of the chosen
+// window that lie before the newest instance's history horizon. The window
+// start is time() minus the window, computed with a subquery because a
+// PromQL duration cannot be turned into a number directly.
+func WindowTruncationQuery() string {
+	return "clamp_min(max(" + selector("fail2ban_oldest_ban_timestamp_seconds") +
+		") - scalar(min_over_time(vector(time())[$window:10m])), 0)"
+}
+
+func worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
+	layer := common.NewMapLayerOptionsBuilder().
+		Type("markers").
+		Name("Countries").
+		Config(map[string]any{
+			"showLegend": true,
+			"style": map[string]any{
+				"color":   map[string]any{"field": "Value", "fixed": "dark-green"},
+				"opacity": 0.6,
+				"size":    map[string]any{"field": "Value", "fixed": 5, "min": 4, "max": 30},
+				"symbol":  map[string]any{"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
+				"text":    map[string]any{"field": "country", "fixed": "", "mode": "field"},
+				"textConfig": map[string]any{
+					"fontSize": 10, "offsetX": 0, "offsetY": 0, "textAlign": "center", "textBaseline": "middle",
+				},
+			},
+		}).
+		Location(common.NewFrameGeometrySourceBuilder().
+			Mode(common.FrameGeometrySourceModeLookup).
+			Lookup("country").
+			Gazetteer("public/gazetteer/countries.json")).
+		Tooltip(true)
+	return geomap.NewPanelBuilder().
+		Id(ids.id()).
+		Title("Bans per country").
+		Description("One marker per country, sized and colored by the number of banned IPs (Show = Banned now) or of ban events in the chosen window. Countries come from bangui_exporter's geo resolution (ISO 3166-1 alpha-2 codes, looked up in Grafana's countries gazetteer). IPs of unknown country (ZZ) cannot be drawn: see the table and the ZZ stat. Map tiles are loaded from the internet; offline, markers show on an empty background.").
+		Datasource(datasourceRef()).
+		WithTarget(instantTable(0, WorldMapQuery())).
+		Unit(units.Short).
+		Decimals(0).
+		ColorScheme(dashboard.NewFieldColorBuilder().Mode(dashboard.FieldColorModeIdContinuousGrYlRd)).
+		Thresholds(thresholds("green")).
+		View(geomap.NewMapViewConfigBuilder().Id("zero").Lat(20).Lon(0).Zoom(1)).
+		Controls(geomap.NewControlsOptionsBuilder().
+			ShowZoom(true).MouseWheelZoom(false).ShowAttribution(true).ShowScale(false).ShowDebug(false).ShowMeasure(false)).
+		Basemap(common.NewMapLayerOptionsBuilder().Type("default").Name("Basemap").Config(map[string]any{})).
+		Layers([]cog.Builder[common.MapLayerOptions]{layer}).
+		Tooltip(geomap.NewTooltipOptionsBuilder().Mode(geomap.TooltipModeDetails)).
+		Height(14).Span(16)
+}
+
+func countryTable(ids *panelIDs) *table.PanelBuilder {
+	return table.NewPanelBuilder().
+		Id(ids.id()).
+		Title("Countries").
+		Description("The map's numbers as a list, largest first, with country names; includes ZZ (unknown country) and codes the map cannot draw.").
+		Datasource(datasourceRef()).
+		WithTarget(instantTable(0, "sort_desc(\n"+WorldMapQuery()+"\n)")).
+		Transformations([]dashboard.DataTransformerConfig{{
+			Id: "organize",
+			Options: map[string]any{
+				"excludeByName": map[string]any{"Time": true},
+				"indexByName":   map[string]any{"country": 0, "Value": 1},
+				"renameByName":  map[string]any{"country": "Country", "Value": "Count"},
+			},
+		}}).
+		Mappings(CountryNameMappings()).
+		Unit(units.Short).
+		Decimals(0).
+		Thresholds(thresholds("green")).
+		ShowHeader(true).
+		CellHeight(common.TableCellHeightSm).
+		SortBy([]cog.Builder[common.TableSortByFieldState]{
+			common.NewTableSortByFieldStateBuilder().DisplayName("Count").Desc(true),
+		}).
+		Footer(common.NewTableFooterOptionsBuilder().
+			Show(true).Reducer([]string{"sum"}).Fields([]string{"Count"}).CountRows(false).EnablePagination(false)).
+		Height(14).Span(8)
+}
+
+// CountryNameMappings maps ISO 3166-1 alpha-2 codes to "Name (CODE)", with
+// English names from CLDR, plus ZZ as unknown.
+func CountryNameMappings() []dashboard.ValueMapping {
+	names := countryNames()
+	codes := make([]string, 0, len(names))
+	for code := range names {
+		codes = append(codes, code)
+	}
+	sort.Strings(codes)
+	options := make(map[string]dashboard.ValueMappingResult, len(codes))
+	for i, code := range codes {
+		options[code] = dashboard.ValueMappingResult{Text: ptr(names[code] + " (" + code + ")"), Index: ptr(int32(i))}
+	}
+	return []dashboard.ValueMapping{{ValueMap: &dashboard.ValueMap{Type: dashboard.MappingTypeValueToText, Options: options}}}
+}
+
+// countryNames returns the English name of every current ISO 3166-1
+// alpha-2 country code CLDR knows, and ZZ.
+func countryNames() map[string]string {
+	names := map[string]string{unknownCountry: "Unknown"}
+	regionNames := display.English.Regions()
+	for a := 'A'; a <= 'Z'; a++ {
+		for b := 'A'; b <= 'Z'; b++ {
+			code := string([]rune{a, b})
+			region, err := language.ParseRegion(code)
+			if err != nil || !region.IsCountry() {
+				continue
+			}
+			// Skip deprecated codes that CLDR replaces (DD → DE).
+			if canonical := region.Canonicalize(); canonical.String() != code {
+				continue
+			}
+			if name := regionNames.Name(region); name != "" && name != code {
+				names[code] = name
+			}
+		}
+	}
+	return names
+}

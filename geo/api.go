@@ -2,6 +2,12 @@
 // cache backed by the geo_cache table in the app database, local
 // MaxMind-format databases, ip-api.com batch lookups, a background resolver
 // and batched persistence (one transaction per flush).
+//
+// The engine talks to a Resolver through collector.CountryLookup (Track,
+// Untrack, Country, Generation); every one of those answers from memory. IPs
+// without a country are queued, deduplicated, and resolved in the background
+// by a chain of providers (--geo.providers). Results go to the memory tier and
+// to a dirty set that Flush writes to the app database in one transaction.
 package geo
 
 import (
@@ -21,6 +27,13 @@ type Entry struct {
 	Failures    int        `json:"failures,omitempty"`
 	Message     string     `json:"message,omitempty"` // e.g. "private range", or the last error
 	Pending     bool       `json:"pending"`           // queued for background resolution
+	// Final is true when the answer will not change by asking again (a
+	// country, or "private range", "reserved range", "invalid query").
+	Final bool `json:"final"`
+	// RetryAt is when a failed lookup may be tried again (negative tier).
+	RetryAt time.Time `json:"retry_at,omitzero"`
+	// Tracked is true while the engine counts the IP.
+	Tracked bool `json:"tracked"`
 }
 
 // ProviderStatus describes one provider's state for the admin API.
@@ -30,12 +43,15 @@ type ProviderStatus struct {
 	Path         string    `json:"path,omitempty"`
 	BuildTime    time.Time `json:"build_time,omitzero"`
 	DatabaseType string    `json:"database_type,omitempty"`
+	LoadedAt     time.Time `json:"loaded_at,omitzero"`
 	// Ip-api only.
-	URL                string    `json:"url,omitempty"`
+	URL                string    `json:"url,omitempty"` // never contains the key
 	RateLimitRemaining *int      `json:"rate_limit_remaining,omitempty"`
 	RateLimitReset     time.Time `json:"rate_limit_reset,omitzero"`
 	BlockedUntil       time.Time `json:"blocked_until,omitzero"`
 	LastError          string    `json:"last_error,omitempty"`
+	// Every provider.
+	Queued int `json:"queued"` // IPs waiting for this provider
 }
 
 // Status is a snapshot of the geo subsystem for the admin API.
@@ -43,6 +59,9 @@ type Status struct {
 	Resolved        int              `json:"resolved"`
 	Unresolved      int              `json:"unresolved"`
 	Pending         int              `json:"pending"`
+	Tracked         int              `json:"tracked"`
+	Dirty           int              `json:"dirty"`
+	Generation      uint64           `json:"generation"`
 	Providers       []ProviderStatus `json:"providers"`
 	LastFlush       time.Time        `json:"last_flush,omitzero"`
 	LastFlushError  string           `json:"last_flush_error,omitempty"`

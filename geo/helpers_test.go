@@ -1,0 +1,231 @@
+package geo
+
+import (
+	"context"
+	"database/sql"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"modernc.org/sqlite"
+
+	"github.com/bangui/bangui_exporter/internal/appdb"
+)
+
+// autoClock is a test clock that moves only when the code under test waits:
+// Sleep advances it at once. Pacing is tested against it without sleeping.
+type autoClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	slept time.Duration
+}
+
+func newAutoClock() *autoClock {
+	return &autoClock{now: time.Date(2026, 11, 28, 10, 0, 0, 0, time.UTC)}
+}
+
+func (c *autoClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *autoClock) Sleep(ctx context.Context, d time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.Advance(d)
+	return nil
+}
+
+func (c *autoClock) Advance(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	c.slept += d
+}
+
+// openTestDB opens a fresh app database in a temporary directory.
+func openTestDB(t testing.TB) *appdb.DB {
+	t.Helper()
+	db, err := appdb.Open(context.Background(), filepath.Join(t.TempDir(), "app.sqlite3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// commitCounter counts the commits of the app database's single writer
+// connection with SQLite's commit hook: every COMMIT, explicit or implicit.
+type commitCounter struct{ n atomic.Int64 }
+
+func countCommits(t testing.TB, db *appdb.DB) *commitCounter {
+	t.Helper()
+	cc := &commitCounter{}
+	conn, err := db.Writer.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	err = conn.Raw(func(dc any) error {
+		h, ok := dc.(sqlite.HookRegisterer)
+		if !ok {
+			t.Fatalf("driver connection %T has no commit hook", dc)
+		}
+		h.RegisterCommitHook(func() int32 { cc.n.Add(1); return 0 })
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cc
+}
+
+func (c *commitCounter) Load() int64 { return c.n.Load() }
+
+// dataVersion pins one reader connection and reports PRAGMA data_version,
+// which changes whenever another connection committed a write.
+type dataVersion struct{ conn *sql.Conn }
+
+func pinDataVersion(t testing.TB, db *appdb.DB) *dataVersion {
+	t.Helper()
+	conn, err := db.Reader.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &dataVersion{conn: conn}
+}
+
+func (d *dataVersion) get(t testing.TB) int64 {
+	t.Helper()
+	var v int64
+	if err := d.conn.QueryRowContext(context.Background(), "PRAGMA data_version").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// mmdbNet is one network of a test database.
+type mmdbNet struct {
+	cidr       string
+	country    string // country.iso_code (official) or country_code (flat)
+	name       string // country.names.en (official)
+	registered string // registered_country.iso_code only (official)
+}
+
+// writeMMDB writes a MaxMind-format database with mmdbwriter. schema is
+// "official" (GeoLite2-Country layout) or "flat" (country_code only).
+func writeMMDB(t testing.TB, path, schema string, nets []mmdbNet, buildEpoch int64) {
+	t.Helper()
+	dbType := "GeoLite2-Country"
+	if schema == "flat" {
+		dbType = "ip-location-db-country"
+	}
+	tree, err := mmdbwriter.New(mmdbwriter.Options{
+		DatabaseType:            dbType,
+		BuildEpoch:              buildEpoch,
+		IncludeReservedNetworks: true,
+		RecordSize:              28,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nets {
+		_, ipnet, err := net.ParseCIDR(n.cidr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec mmdbtype.Map
+		switch schema {
+		case "flat":
+			rec = mmdbtype.Map{"country_code": mmdbtype.String(n.country)}
+		default:
+			rec = mmdbtype.Map{"continent": mmdbtype.Map{"code": mmdbtype.String("EU")}}
+			if n.country != "" {
+				rec["country"] = mmdbtype.Map{
+					"iso_code": mmdbtype.String(n.country),
+					"names":    mmdbtype.Map{"en": mmdbtype.String(n.name), "de": mmdbtype.String("x")},
+				}
+			}
+			if n.registered != "" {
+				rec["registered_country"] = mmdbtype.Map{"iso_code": mmdbtype.String(n.registered)}
+			}
+		}
+		if err := tree.Insert(ipnet, rec); err != nil {
+			t.Fatalf("insert %s: %v", n.cidr, err)
+		}
+	}
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Put in place by rename, as geoipupdate does.
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// testNets is a small world used by most tests.
+var testNets = []mmdbNet{
+	{cidr: "8.8.8.0/24", country: "US", name: "United States"},
+	{cidr: "1.1.1.0/24", country: "AU", name: "Australia"},
+	{cidr: "81.2.69.0/24", country: "GB", name: "United Kingdom"},
+	{cidr: "2001:4860::/32", country: "US", name: "United States"},
+	{cidr: "5.255.255.0/24", country: "RU", name: "Russia"},
+	{cidr: "2.16.0.0/16", registered: "EU"}, // no country: registered_country fallback
+	// A documentation block the database claims to know: local
+	// classification must win.
+	{cidr: "203.0.113.0/24", country: "AU", name: "Australia"},
+}
+
+// drain resolves everything queued, stage by stage, synchronously: tests
+// use it instead of Run to be deterministic.
+func (r *Resolver) drain(ctx context.Context) {
+	for {
+		worked := false
+		for i := range r.stages {
+			for {
+				batch := r.take(i)
+				if len(batch) == 0 {
+					break
+				}
+				worked = true
+				r.resolveBatch(ctx, i, batch)
+			}
+		}
+		if !worked {
+			return
+		}
+	}
+}
+
+func newTestMMDB(t testing.TB, schema string, nets []mmdbNet) (*MMDB, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "test.mmdb")
+	writeMMDB(t, path, schema, nets, 1_700_000_000)
+	m, err := OpenMMDB(path, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, path
+}

@@ -212,7 +212,7 @@ func (r *Resolver) drain(ctx context.Context) {
 				r.resolveBatch(ctx, i, batch)
 			}
 		}
-		if !worked {
+		if !worked && !(r.takeBacklog() && r.RetryDue() > 0) {
 			return
 		}
 	}
@@ -228,4 +228,25 @@ func newTestMMDB(t testing.TB, schema string, nets []mmdbNet) (*MMDB, string) {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m, path
+}
+
+// writeMMDBv4 writes an IPv4-only database.
+func writeMMDBv4(t testing.TB, path string) {
+	t.Helper()
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "test-v4", IPVersion: 4, RecordSize: 24})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ipnet, _ := net.ParseCIDR("8.8.8.0/24")
+	if err := tree.Insert(ipnet, mmdbtype.Map{"country_code": mmdbtype.String("US")}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -110,6 +110,7 @@ type Resolver struct {
 	nResolved  int // entries with a country
 	nPending   int
 	nTracked   int
+	backlogged bool // an IP did not fit in a queue since the last RetryDue
 	flushState flushState
 
 	// flushMu serialises Flush and eviction, so an entry being written is
@@ -372,6 +373,7 @@ func (r *Resolver) enqueueLocked(i int, k key, _ uint32) bool {
 			r.entries[k] = rec
 		}
 		r.waiting[k] = struct{}{}
+		r.backlogged = true
 		r.metrics.queueDropped.Inc()
 		return false
 	}
@@ -487,6 +489,7 @@ func (r *Resolver) runMaintenance(ctx context.Context) {
 func (r *Resolver) RetryDue() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.backlogged = false
 	now := r.now()
 	queued := 0
 	for k := range r.waiting {
@@ -499,6 +502,7 @@ func (r *Resolver) RetryDue() int {
 			continue
 		}
 		if len(r.stages) == 0 || len(r.stages[0].queue) >= r.queueSize {
+			r.backlogged = true
 			break
 		}
 		if r.enqueueLocked(0, k, now) {
@@ -513,6 +517,11 @@ func (r *Resolver) runStage(ctx context.Context, i int) {
 	st := r.stages[i]
 	for {
 		batch := r.take(i)
+		if len(batch) == 0 && r.takeBacklog() {
+			// The queues ran dry while IPs wait in the backlog.
+			r.RetryDue()
+			continue
+		}
 		if len(batch) == 0 {
 			select {
 			case <-ctx.Done():
@@ -526,6 +535,16 @@ func (r *Resolver) runStage(ctx context.Context, i int) {
 			return
 		}
 	}
+}
+
+// takeBacklog reports (and clears) whether IPs were left out of a full
+// queue since the last RetryDue.
+func (r *Resolver) takeBacklog() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b := r.backlogged
+	r.backlogged = false
+	return b
 }
 
 // take pops up to the provider's batch size from stage i's queue.

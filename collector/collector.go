@@ -1,0 +1,490 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const (
+	namespace = "fail2ban"
+	selfNS    = "bangui_exporter"
+)
+
+var (
+	upDesc = prometheus.NewDesc(namespace+"_up",
+		"1 when the last read of fail2ban's database succeeded, 0 otherwise.", nil, nil)
+	jailEnabledDesc = prometheus.NewDesc(namespace+"_jail_enabled",
+		"1 when the jail is enabled in fail2ban's jails table, 0 otherwise.", []string{"jail"}, nil)
+	bannedDesc = prometheus.NewDesc(namespace+"_banned_ips",
+		"IPs banned right now by fail2ban's rule on bips: bantime <= -1 OR timeofban + bantime > now.", []string{"jail", "country"}, nil)
+	recentDesc = prometheus.NewDesc(namespace+"_recent_bans",
+		"Ban events (distinct rows of bans) whose timeofban lies in the trailing window.", []string{"jail", "country", "window"}, nil)
+	bansTotalDesc = prometheus.NewDesc(namespace+"_bans_total",
+		"Ban events that appeared in fail2ban's database since the exporter started.", []string{"jail", "country"}, nil)
+	oldestDesc = prometheus.NewDesc(namespace+"_oldest_ban_timestamp_seconds",
+		"timeofban of the oldest ban event in fail2ban's bans table: the history horizon of the windows.", nil, nil)
+
+	readDurationDesc = prometheus.NewDesc(selfNS+"_fail2ban_read_duration_seconds",
+		"Duration of the last read of fail2ban's database (incremental refresh).", nil, nil)
+	lastSuccessDesc = prometheus.NewDesc(selfNS+"_fail2ban_last_read_success_timestamp_seconds",
+		"Time of the last successful read of fail2ban's database.", nil, nil)
+	readErrorsDesc = prometheus.NewDesc(selfNS+"_fail2ban_read_errors_total",
+		"Failed reads of fail2ban's database by kind of error.", []string{"kind"}, nil)
+	skippedDesc = prometheus.NewDesc(selfNS+"_fail2ban_skipped_rows",
+		"Rows of fail2ban's database that cannot be counted (NULL or invalid ip, jail, timeofban or bantime).", []string{"table", "reason"}, nil)
+	rowsDesc = prometheus.NewDesc(selfNS+"_fail2ban_rows",
+		"Rows of fail2ban's database held in memory.", []string{"table"}, nil)
+	ipsDesc = prometheus.NewDesc(selfNS+"_fail2ban_ips",
+		"Distinct IPs held in memory.", nil, nil)
+	reconcileDesc = prometheus.NewDesc(selfNS+"_fail2ban_reconciliations_total",
+		"Reconciliations of a table after rows were deleted (unban, purge) or replaced.", []string{"table"}, nil)
+	schemaDesc = prometheus.NewDesc(selfNS+"_fail2ban_schema_version",
+		"Schema version of fail2ban's database (2 or 4); 0 when unknown.", nil, nil)
+)
+
+// Exporter reads fail2ban's database and exposes it as metrics. A scrape
+// brings the engine up to date when the database changed, then emits the
+// aggregates; concurrent scrapes share one refresh.
+type Exporter struct {
+	opts      Options
+	countries CountryLookup
+	logger    *slog.Logger
+	now       func() time.Time
+
+	// refreshMu serialises refreshes; flight lets concurrent scrapes share one.
+	flightMu sync.Mutex
+	flight   *refreshCall
+
+	ready atomic.Bool
+
+	mu          sync.Mutex // guards everything below
+	src         *source
+	eng         *engine
+	loaded      bool // eng holds a complete read of src
+	closed      bool
+	up          bool
+	jails       map[string]bool
+	lastErrKind errorKind
+	lastErrMsg  string
+	readErrors  map[errorKind]float64
+	reconciles  map[string]float64
+	lastDur     time.Duration
+	lastSuccess time.Time
+	carry       *engineCarry
+	snap        *snapshot
+}
+
+type refreshCall struct {
+	done chan struct{}
+}
+
+// NewExporter returns an Exporter for opts. countries answers countries from
+// memory; use NoCountries when geo resolution is off.
+func NewExporter(opts Options, countries CountryLookup) *Exporter {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.ChunkSize <= 0 {
+		opts.ChunkSize = 20000
+	}
+	if opts.DefaultBantime <= 0 {
+		opts.DefaultBantime = 10 * time.Minute
+	}
+	if countries == nil {
+		countries = NoCountries{}
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Exporter{
+		opts:       opts,
+		countries:  countries,
+		logger:     opts.Logger,
+		now:        now,
+		readErrors: map[errorKind]float64{},
+		reconciles: map[string]float64{},
+	}
+}
+
+// Ready reports whether fail2ban's database was read successfully once.
+// It never waits for a refresh in progress.
+func (x *Exporter) Ready() bool {
+	return x.ready.Load()
+}
+
+// Warm reads the database at start so /-/ready turns true without waiting for
+// a scrape, retrying until the first success or ctx ends.
+func (x *Exporter) Warm(ctx context.Context) {
+	delay := time.Second
+	for {
+		if err := x.Refresh(ctx); err == nil || ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}
+
+// Close closes fail2ban's database. Collect keeps answering with fail2ban_up 0.
+func (x *Exporter) Close() error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.closed = true
+	if x.src != nil {
+		x.src.close()
+		x.src = nil
+	}
+	return nil
+}
+
+// Refresh brings the engine up to date. Concurrent callers share one refresh:
+// a caller arriving while one runs waits for it instead of starting another.
+func (x *Exporter) Refresh(ctx context.Context) error {
+	x.flightMu.Lock()
+	if c := x.flight; c != nil {
+		x.flightMu.Unlock()
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		if !x.up {
+			return errors.New(x.lastErrMsg)
+		}
+		return nil
+	}
+	c := &refreshCall{done: make(chan struct{})}
+	x.flight = c
+	x.flightMu.Unlock()
+	defer func() {
+		x.flightMu.Lock()
+		x.flight = nil
+		x.flightMu.Unlock()
+		close(c.done)
+	}()
+
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		x.up = false
+		return errors.New("exporter closed")
+	}
+	if x.opts.DBPath == "" {
+		x.up = false
+		x.lastErrMsg = "no fail2ban database configured"
+		return errors.New(x.lastErrMsg)
+	}
+	start := time.Now()
+	err := x.refreshLocked(ctx)
+	x.lastDur = time.Since(start)
+	if err != nil {
+		kind := classifyError(err)
+		x.readErrors[kind]++
+		x.up = false
+		if kind != x.lastErrKind {
+			x.logger.Error("cannot read fail2ban's database; fail2ban_up is 0 until it can", "path", x.opts.DBPath, "kind", string(kind), "err", err)
+		}
+		x.lastErrKind = kind
+		x.lastErrMsg = err.Error()
+		if kind == kindSchema || kind == kindMissing || kind == kindCorrupt || kind == kindPermission {
+			// Start over from a fresh open once the file is good again.
+			x.dropSource()
+		}
+		return err
+	}
+	if x.lastErrKind != "" {
+		x.logger.Info("fail2ban's database is readable again", "path", x.opts.DBPath)
+		x.lastErrKind = ""
+	}
+	x.up = true
+	x.ready.Store(true)
+	x.lastSuccess = x.now()
+	x.snap = x.eng.snapshot()
+	return nil
+}
+
+func (x *Exporter) dropSource() {
+	if x.src != nil {
+		x.src.close()
+		x.src = nil
+	}
+	if x.eng != nil {
+		x.eng.settlePending(x.eng.lastNow, true)
+		x.carry = x.eng.carry()
+	}
+	x.eng = nil
+	x.loaded = false
+}
+
+func (x *Exporter) refreshLocked(ctx context.Context) error {
+	now := x.now().Unix()
+	if x.src != nil {
+		replaced, err := x.src.replaced()
+		if err != nil {
+			return err
+		}
+		if replaced {
+			x.logger.Warn("fail2ban's database file was replaced; reading the new one from scratch", "path", x.opts.DBPath)
+			x.dropSource()
+		}
+	}
+	if x.src == nil {
+		src, err := openSource(ctx, x.opts.DBPath)
+		if err != nil {
+			return err
+		}
+		x.src = src
+		x.eng = newEngine(x.countries, x.opts.Windows, src.schema, x.opts.DefaultBantime, nil, x.carry)
+		x.carry = nil
+		x.loaded = false
+	}
+	src, eng := x.src, x.eng
+
+	version, err := src.currentVersion(ctx)
+	if err != nil {
+		return err
+	}
+	eng.advance(now)
+	eng.refreshCountries(now)
+	if x.loaded && src.hasVersion && version == src.dataVersion {
+		return nil
+	}
+
+	jails, err := src.readJails(ctx)
+	if err != nil {
+		return err
+	}
+	if err := x.readNew(ctx, "bans", now); err != nil {
+		return err
+	}
+	if src.schema == 4 {
+		if err := x.readNew(ctx, "bips", now); err != nil {
+			return err
+		}
+	}
+	if err := x.verify(ctx, "bans", now); err != nil {
+		return err
+	}
+	if src.schema == 4 {
+		if err := x.verify(ctx, "bips", now); err != nil {
+			return err
+		}
+	}
+	x.jails = jails
+	src.dataVersion, src.hasVersion = version, true
+	if !x.loaded {
+		x.loaded = true
+		eng.live = true
+		x.logger.Info("read fail2ban's database", "path", x.opts.DBPath, "schema", src.schema,
+			"bans_rows", len(eng.events), "bips_rows", eng.liveRecs, "ips", len(eng.ipIndex))
+	}
+	return nil
+}
+
+// readNew reads the rows of table above the engine's high-water mark, in
+// chunks, each chunk its own short read.
+func (x *Exporter) readNew(ctx context.Context, table string, now int64) error {
+	for {
+		high := x.eng.bansHigh()
+		if table == "bips" {
+			high = x.eng.bipsHigh()
+		}
+		rows, err := x.src.readAfter(ctx, table, high, x.opts.ChunkSize)
+		if err != nil {
+			return err
+		}
+		if table == "bans" {
+			x.eng.appendBans(rows, now)
+		} else {
+			x.eng.appendBips(rows, now)
+		}
+		if len(rows) < x.opts.ChunkSize {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}
+
+// verify checks cheaply that the engine holds exactly what table holds (row
+// count, highest rowid, fingerprint of the top bucket) and reconciles when
+// it does not: rows were deleted (unban, purge) or rowids reused.
+func (x *Exporter) verify(ctx context.Context, table string, now int64) error {
+	sh, err := x.src.shape(ctx, table)
+	if err != nil {
+		return err
+	}
+	eng := x.eng
+	count, high, fps := int64(len(eng.events)), eng.bansHigh(), eng.bansFP
+	if table == "bips" {
+		count, high, fps = int64(eng.liveRecs), eng.bipsHigh(), eng.bipsFP
+	}
+	if sh.count == count && sh.max == high {
+		if count == 0 {
+			return nil
+		}
+		top := bucketOf(high)
+		dbFP, err := x.src.fingerprints(ctx, table, top<<bucketShift, (top+1)<<bucketShift-1)
+		if err != nil {
+			return err
+		}
+		if dbFP[top] == fps[top] {
+			return nil
+		}
+	}
+	return x.reconcile(ctx, table, sh, now)
+}
+
+// reconcile compares the fingerprints of every bucket of table with the
+// engine's and rereads the buckets that differ.
+func (x *Exporter) reconcile(ctx context.Context, table string, sh tableShape, now int64) error {
+	x.reconciles[table]++
+	eng := x.eng
+	ours := eng.bansFP
+	if table == "bips" {
+		ours = eng.bipsFP
+	}
+	// Ranges of rowids per fingerprint query: each is its own short read.
+	span := int64(x.opts.ChunkSize)
+	span = max(span>>bucketShift, 1) << bucketShift
+	theirs := map[int64]fingerprint{}
+	if sh.count > 0 {
+		for lo := (sh.min >> bucketShift) << bucketShift; lo <= sh.max; lo += span {
+			fps, err := x.src.fingerprints(ctx, table, lo, lo+span-1)
+			if err != nil {
+				return err
+			}
+			for b, f := range fps {
+				theirs[b] = f
+			}
+		}
+	}
+	var differ []int64
+	for b, f := range theirs {
+		if ours[b] != f {
+			differ = append(differ, b)
+		}
+	}
+	for b := range ours {
+		if _, ok := theirs[b]; !ok {
+			differ = append(differ, b)
+		}
+	}
+	for _, b := range differ {
+		lo, hi := b<<bucketShift, (b+1)<<bucketShift-1
+		var rows []row
+		if _, ok := theirs[b]; ok {
+			var err error
+			if rows, err = x.src.readRange(ctx, table, lo, hi); err != nil {
+				return err
+			}
+		}
+		if table == "bans" {
+			eng.replaceBansRange(lo, hi, rows, now)
+		} else {
+			eng.replaceBipsRange(lo, hi, rows, now)
+		}
+	}
+	x.logger.Debug("reconciled fail2ban table", "table", table, "buckets", len(differ))
+	return nil
+}
+
+// Describe implements prometheus.Collector.
+func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{upDesc, jailEnabledDesc, bannedDesc, recentDesc, bansTotalDesc, oldestDesc,
+		readDurationDesc, lastSuccessDesc, readErrorsDesc, skippedDesc, rowsDesc, ipsDesc, reconcileDesc, schemaDesc} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_ = x.Refresh(ctx) // the error is in fail2ban_up and the error counter
+
+	x.mu.Lock()
+	up, snap, jails := x.up, x.snap, x.jails
+	readErrors := cloneMap(x.readErrors)
+	reconciles := cloneMap(x.reconciles)
+	dur, last := x.lastDur, x.lastSuccess
+	schema := 0
+	if x.src != nil {
+		schema = x.src.schema
+	}
+	x.mu.Unlock()
+
+	ch <- gauge(upDesc, boolFloat(up))
+	ch <- gauge(readDurationDesc, dur.Seconds())
+	if !last.IsZero() {
+		ch <- gauge(lastSuccessDesc, float64(last.UnixNano())/1e9)
+	}
+	for _, k := range errorKinds {
+		ch <- prometheus.MustNewConstMetric(readErrorsDesc, prometheus.CounterValue, readErrors[k], string(k))
+	}
+	for _, t := range []string{"bans", "bips"} {
+		ch <- prometheus.MustNewConstMetric(reconcileDesc, prometheus.CounterValue, reconciles[t], t)
+	}
+	ch <- gauge(schemaDesc, float64(schema))
+	if snap == nil {
+		return
+	}
+	// The counter is exposed even while the database is unreadable, so it
+	// never looks reset.
+	for k, v := range snap.bansTotal {
+		ch <- prometheus.MustNewConstMetric(bansTotalDesc, prometheus.CounterValue, float64(v), snap.jails[k.jail], snap.countries[k.country])
+	}
+	if !up {
+		return
+	}
+	for jail, enabled := range jails {
+		ch <- prometheus.MustNewConstMetric(jailEnabledDesc, prometheus.GaugeValue, boolFloat(enabled), jail)
+	}
+	for k, v := range snap.bannedNow {
+		ch <- prometheus.MustNewConstMetric(bannedDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country])
+	}
+	for w, counts := range snap.windows {
+		label := x.opts.Windows[w].Label
+		for k, v := range counts {
+			ch <- prometheus.MustNewConstMetric(recentDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country], label)
+		}
+	}
+	if snap.haveOldest {
+		ch <- gauge(oldestDesc, float64(snap.oldest))
+	}
+	for k, v := range snap.skipped {
+		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.GaugeValue, float64(v), k[0], k[1])
+	}
+	ch <- prometheus.MustNewConstMetric(rowsDesc, prometheus.GaugeValue, float64(snap.bansRows), "bans")
+	ch <- prometheus.MustNewConstMetric(rowsDesc, prometheus.GaugeValue, float64(snap.bipsRows), "bips")
+	ch <- gauge(ipsDesc, float64(snap.ips))
+}
+
+func gauge(d *prometheus.Desc, v float64) prometheus.Metric {
+	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// String describes the exporter for logs.
+func (x *Exporter) String() string { return fmt.Sprintf("fail2ban exporter for %s", x.opts.DBPath) }

@@ -187,6 +187,7 @@ func writeMMDB(t testing.TB, path, schema string, nets []mmdbNet, buildEpoch int
 // testNets is a small world used by most tests.
 var testNets = []mmdbNet{
 	{cidr: "8.8.8.0/24", country: "US", name: "United States"},
+	{cidr: "11.0.0.0/8", country: "US", name: "United States"}, // globalIPs
 	{cidr: "1.1.1.0/24", country: "AU", name: "Australia"},
 	{cidr: "81.2.69.0/24", country: "GB", name: "United Kingdom"},
 	{cidr: "2001:4860::/32", country: "US", name: "United States"},

@@ -289,10 +289,9 @@ func (f *fixture) do(r req) *httptest.ResponseRecorder {
 	if r.body != "" {
 		body = strings.NewReader(r.body)
 	}
-	hr := httptest.NewRequest(r.method, "http://exporter.example:9635"+r.path, body)
-	if hr.URL.Path != r.path { // keep raw paths such as %25 as the server would decode them
-		hr.URL.Path = r.path
-	}
+	// The path is set decoded, as the server would have decoded it.
+	hr := httptest.NewRequest(r.method, "http://exporter.example:9635/", body)
+	hr.URL.Path = r.path
 	hr.RemoteAddr = "192.0.2.100:40000"
 	if r.remote != "" {
 		hr.RemoteAddr = r.remote

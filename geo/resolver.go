@@ -431,13 +431,8 @@ func (r *Resolver) reload(force bool) error {
 		if !ok {
 			continue
 		}
-		loaded, err := rl.Reload(force)
-		if err != nil {
+		if _, err := rl.Reload(force); err != nil {
 			errs = append(errs, fmt.Errorf("geo: reload %s: %w", st.provider.Name(), err))
-			continue
-		}
-		if loaded {
-			r.logger.Info("geo provider reloaded its database", "provider", st.provider.Name(), "status", st.provider.Status().Path)
 		}
 	}
 	return errors.Join(errs...)

@@ -289,6 +289,12 @@ func (s *Service) handleSetup(w http.ResponseWriter, r *http.Request) {
 	s.setupMu.Lock()
 	tokenOK := s.setupTokenSet && subtle.ConstantTimeCompare(given[:], s.setupTokenHash[:]) == 1
 	s.setupMu.Unlock()
+	if !tokenOK && s.setupDone.Load() {
+		// A concurrent setup completed (and spent the token) meanwhile.
+		failed = false
+		writeError(w, http.StatusConflict, msgAlreadySetUp)
+		return
+	}
 	if !tokenOK {
 		s.logFailure(client, "setup", "invalid_setup_token")
 		writeError(w, http.StatusUnauthorized, msgAuthFailed)
@@ -320,11 +326,12 @@ func (s *Service) handleSetup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, msgAlreadySetUp)
 		return
 	}
+	// setupDone first: an attempt that finds the token spent then sees 409.
+	s.setupDone.Store(true)
 	s.setupMu.Lock()
 	s.setupTokenSet = false
 	s.setupTokenHash = [sha256.Size]byte{}
 	s.setupMu.Unlock()
-	s.setupDone.Store(true)
 	s.logger.Info("admin password set through the setup endpoint", "client", clientString(client))
 	writeJSON(w, http.StatusCreated, map[string]string{"status": "setup complete"})
 }

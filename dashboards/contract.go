@@ -44,7 +44,9 @@ type Metric struct {
 	Help   string
 }
 
-// contract is the list of metric families from the issues' metric tables.
+// contract is the list of metric families from the issues' metric tables;
+// where an issue only describes a metric ("the exporter's own health: read
+// duration, ..."), the name is the one the implementing part chose.
 // Names, types and labels are a promise to users: dashboards and alert
 // rules may only use what is listed here.
 var contract = []Metric{
@@ -64,16 +66,22 @@ var contract = []Metric{
 	{Name: "bangui_exporter_build_info", Type: Gauge,
 		Labels: []string{"branch", "goarch", "goos", "goversion", "revision", "tags", "version"}, Owner: OwnerCore,
 		Help: "Build information, from client_golang's version collector."},
-	{Name: "bangui_exporter_read_duration_seconds", Type: Gauge, Owner: OwnerCore,
+	{Name: "bangui_exporter_fail2ban_read_duration_seconds", Type: Gauge, Owner: OwnerCore,
 		Help: "Duration of the last read of the fail2ban DB."},
-	{Name: "bangui_exporter_last_read_success_timestamp_seconds", Type: Gauge, Owner: OwnerCore,
+	{Name: "bangui_exporter_fail2ban_last_read_success_timestamp_seconds", Type: Gauge, Owner: OwnerCore,
 		Help: "Time of the last successful read of the fail2ban DB."},
-	{Name: "bangui_exporter_read_errors_total", Type: Counter, Labels: []string{"kind"}, Owner: OwnerCore,
+	{Name: "bangui_exporter_fail2ban_read_errors_total", Type: Counter, Labels: []string{"kind"}, Owner: OwnerCore,
 		Help: "Failed reads of the fail2ban DB, by kind of error."},
-	{Name: "bangui_exporter_skipped_rows_total", Type: Counter, Labels: []string{"reason"}, Owner: OwnerCore,
-		Help: "Rows of the fail2ban DB that could not be counted, by reason."},
-	{Name: "bangui_exporter_rows_in_memory", Type: Gauge, Labels: []string{"table"}, Owner: OwnerCore,
+	{Name: "bangui_exporter_fail2ban_skipped_rows", Type: Gauge, Labels: []string{"table", "reason"}, Owner: OwnerCore,
+		Help: "Rows of the fail2ban DB that cannot be counted, by table and reason."},
+	{Name: "bangui_exporter_fail2ban_rows", Type: Gauge, Labels: []string{"table"}, Owner: OwnerCore,
 		Help: "Rows of the fail2ban DB held in memory by the engine."},
+	{Name: "bangui_exporter_fail2ban_ips", Type: Gauge, Owner: OwnerCore,
+		Help: "Distinct IPs held in memory."},
+	{Name: "bangui_exporter_fail2ban_reconciliations_total", Type: Counter, Labels: []string{"table"}, Owner: OwnerCore,
+		Help: "Reconciliations of a table after rows were deleted or replaced."},
+	{Name: "bangui_exporter_fail2ban_schema_version", Type: Gauge, Owner: OwnerCore,
+		Help: "Schema version of the fail2ban DB (2 or 4); 0 when unknown."},
 
 	// Issue 3 §4: geo.
 	{Name: "bangui_exporter_geo_cache_entries", Type: Gauge, Labels: []string{"state"}, Owner: OwnerGeo,
@@ -96,6 +104,8 @@ var contract = []Metric{
 		Help: "Time of the last successful flush."},
 	{Name: "bangui_exporter_geo_mmdb_build_timestamp_seconds", Type: Gauge, Owner: OwnerGeo,
 		Help: "Build time of the loaded MaxMind-format database."},
+	{Name: "bangui_exporter_geo_queue_full_total", Type: Counter, Owner: OwnerGeo,
+		Help: "IPs that did not fit in a full resolver queue (they wait in the backlog)."},
 
 	// Issue 6 §2: the ban archive.
 	{Name: "bangui_exporter_archive_events", Type: Gauge, Owner: OwnerArchive,

@@ -18,29 +18,31 @@ func ExporterInternals() (dashboard.Dashboard, error) {
 		Variables(commonVariables(false)).
 		WithRow(dashboard.NewRowBuilder("Reading fail2ban's database").Id(ids.id())).
 		WithPanel(timeseriesPanel(ids, "Read duration",
-			"Duration of the exporter's last read of fail2ban's database (bangui_exporter_read_duration_seconds). Reads are incremental: usually milliseconds, longer at startup or after many new bans.",
+			"Duration of the exporter's last read of fail2ban's database (bangui_exporter_fail2ban_read_duration_seconds). Reads are incremental: usually milliseconds, longer at startup or after many new bans.",
 			units.Seconds,
-			rangeQuery(0, "max by (instance) ("+selector("bangui_exporter_read_duration_seconds")+")", perInstance)).
+			rangeQuery(0, "max by (instance) ("+selector("bangui_exporter_fail2ban_read_duration_seconds")+")", perInstance)).
 			Span(8)).
 		WithPanel(timeseriesPanel(ids, "Time since last successful read",
-			"Seconds since the exporter last read fail2ban's database successfully (from bangui_exporter_last_read_success_timestamp_seconds). Grows while fail2ban_up is 0.",
+			"Seconds since the exporter last read fail2ban's database successfully (from bangui_exporter_fail2ban_last_read_success_timestamp_seconds). Grows while fail2ban_up is 0.",
 			units.Seconds,
-			rangeQuery(0, "time() - max by (instance) ("+selector("bangui_exporter_last_read_success_timestamp_seconds")+")", perInstance)).
+			rangeQuery(0, "time() - max by (instance) ("+selector("bangui_exporter_fail2ban_last_read_success_timestamp_seconds")+")", perInstance)).
 			Span(8)).
 		WithPanel(timeseriesPanel(ids, "Read errors",
-			"Failed reads of fail2ban's database per interval, by kind (bangui_exporter_read_errors_total).",
+			"Failed reads of fail2ban's database per interval, by kind (bangui_exporter_fail2ban_read_errors_total).",
 			units.Short,
-			rangeQuery(0, "sum by (instance, kind) (increase("+selector("bangui_exporter_read_errors_total")+"[$__rate_interval]))", "{{instance}} {{kind}}")).
+			rangeQuery(0, "sum by (instance, kind) (increase("+selector("bangui_exporter_fail2ban_read_errors_total")+"[$__rate_interval]))", "{{instance}} {{kind}}")).
 			Span(8)).
-		WithPanel(timeseriesPanel(ids, "Rows in memory",
-			"Rows of fail2ban's database the engine holds in memory, by table (bangui_exporter_rows_in_memory).",
+		WithPanel(timeseriesPanel(ids, "Rows and IPs in memory",
+			"Rows of fail2ban's database the engine holds in memory, by table (bangui_exporter_fail2ban_rows), and the distinct IPs among them (bangui_exporter_fail2ban_ips).",
 			units.Short,
-			rangeQuery(0, "sum by (instance, table) ("+selector("bangui_exporter_rows_in_memory")+")", "{{instance}} {{table}}")).
+			rangeQuery(0, "sum by (instance, table) ("+selector("bangui_exporter_fail2ban_rows")+")", "{{instance}} {{table}} rows"),
+			rangeQuery(1, "sum by (instance) ("+selector("bangui_exporter_fail2ban_ips")+")", "{{instance}} IPs")).
 			Span(8)).
-		WithPanel(timeseriesPanel(ids, "Skipped rows",
-			"Rows of fail2ban's database that could not be counted per interval, by reason (bangui_exporter_skipped_rows_total): NULL or invalid IPs, bad data. They are logged and never crash the exporter.",
+		WithPanel(timeseriesPanel(ids, "Skipped rows and reconciliations",
+			"Rows of fail2ban's database that cannot be counted, by table and reason (bangui_exporter_fail2ban_skipped_rows: NULL or invalid IPs, jails or times; logged, never a crash), and reconciliations per interval after fail2ban deleted or replaced rows (unban, purge; bangui_exporter_fail2ban_reconciliations_total).",
 			units.Short,
-			rangeQuery(0, "sum by (instance, reason) (increase("+selector("bangui_exporter_skipped_rows_total")+"[$__rate_interval]))", "{{instance}} {{reason}}")).
+			rangeQuery(0, "sum by (instance, table, reason) ("+selector("bangui_exporter_fail2ban_skipped_rows")+")", "{{instance}} skipped {{table}} {{reason}}"),
+			rangeQuery(1, "sum by (instance, table) (increase("+selector("bangui_exporter_fail2ban_reconciliations_total")+"[$__rate_interval]))", "{{instance}} reconciled {{table}}")).
 			Span(8)).
 		WithPanel(timeseriesPanel(ids, "Archived ban events",
 			"Ban events kept in the exporter's own archive (bangui_exporter_archive_events), which keeps history after fail2ban purges it. Empty when the archive is off.",
@@ -49,10 +51,11 @@ func ExporterInternals() (dashboard.Dashboard, error) {
 			Span(8)).
 		WithRow(dashboard.NewRowBuilder("Geo resolution").Id(ids.id())).
 		WithPanel(timeseriesPanel(ids, "Geo cache and pending IPs",
-			"IPs in the geo cache by state (bangui_exporter_geo_cache_entries) and IPs waiting for the background resolver (bangui_exporter_geo_pending_ips). A pending count that keeps growing means lookups cannot keep up (ip-api.com rate limit, no local database).",
+			"IPs in the geo cache by state (bangui_exporter_geo_cache_entries), IPs waiting for the background resolver (bangui_exporter_geo_pending_ips) and IPs per interval that found the resolver queue full (bangui_exporter_geo_queue_full_total; they wait in a backlog). A pending count that keeps growing means lookups cannot keep up (ip-api.com rate limit, no local database).",
 			units.Short,
 			rangeQuery(0, "sum by (instance, state) ("+selector("bangui_exporter_geo_cache_entries")+")", "{{instance}} {{state}}"),
-			rangeQuery(1, "sum by (instance) ("+selector("bangui_exporter_geo_pending_ips")+")", "{{instance}} pending")).
+			rangeQuery(1, "sum by (instance) ("+selector("bangui_exporter_geo_pending_ips")+")", "{{instance}} pending"),
+			rangeQuery(2, "sum by (instance) (increase("+selector("bangui_exporter_geo_queue_full_total")+"[$__rate_interval]))", "{{instance}} queue full")).
 			Span(8)).
 		WithPanel(timeseriesPanel(ids, "Lookups",
 			"Lookups per second by provider (mmdb, ipapi, local) and result (bangui_exporter_geo_lookups_total).",
@@ -91,6 +94,10 @@ func ExporterInternals() (dashboard.Dashboard, error) {
 			rangeQuery(0, "time() - max by (instance) ("+selector("bangui_exporter_geo_mmdb_build_timestamp_seconds")+")", perInstance)).
 			Span(8)).
 		WithRow(dashboard.NewRowBuilder("Build").Id(ids.id())).
+		WithPanel(statPanel(ids, "fail2ban DB schema",
+			"Schema version of fail2ban's database (bangui_exporter_fail2ban_schema_version): 4 for fail2ban 0.11 to 1.1, 2 for 0.9 and 0.10, 0 when unknown (then fail2ban_up is 0).",
+			"min("+selector("bangui_exporter_fail2ban_schema_version")+")", units.NoUnit).
+			Decimals(0).Thresholds(thresholds("red", 2, "green")).Height(6).Span(4)).
 		WithPanel(table.NewPanelBuilder().
 			Id(ids.id()).
 			Title("Exporter versions").
@@ -105,6 +112,6 @@ func ExporterInternals() (dashboard.Dashboard, error) {
 			ShowHeader(true).
 			CellHeight(common.TableCellHeightSm).
 			Footer(common.NewTableFooterOptionsBuilder().Show(false).Reducer([]string{"sum"}).CountRows(false)).
-			Height(6).Span(24))
+			Height(6).Span(20))
 	return b.Build()
 }

@@ -136,7 +136,7 @@ func (w *Writer) AddBan(ctx context.Context, b Ban) error {
 func (w *Writer) AddBans(ctx context.Context, n int, at time.Time) ([]Ban, error) {
 	bans := make([]Ban, 0, n)
 	for range n {
-		b, err := w.nextBan(ctx, at)
+		b, err := w.NextBan(ctx, at)
 		if err != nil {
 			return bans, err
 		}
@@ -148,8 +148,9 @@ func (w *Writer) AddBans(ctx context.Context, n int, at time.Time) ([]Ban, error
 	return bans, nil
 }
 
-// nextBan invents the next ban at time at.
-func (w *Writer) nextBan(ctx context.Context, at time.Time) (Ban, error) {
+// NextBan invents the next ban at time at, as AddBans does, without writing
+// it (it reads bips to find repeat offenders); pass it to AddBan.
+func (w *Writer) NextBan(ctx context.Context, at time.Time) (Ban, error) {
 	at = at.Truncate(time.Second)
 	if w.rng.Float64() < w.opts.RepeatShare {
 		b, ok, err := w.repeatBan(ctx, at)

@@ -1,0 +1,178 @@
+// Command benchproc is bangui_exporter's whole-process benchmark: for each
+// database size it generates a realistic fail2ban database (cached), starts
+// the real exporter binary on it and measures startup, scrape latency with
+// the database unchanged and right after 1,000 bans written fail2ban-style by
+// a concurrent writer, and peak RSS — beside the baseline measured in the
+// same run: a naive full re-aggregation of the same database by the sqlite3
+// CLI. It prints a markdown report.
+//
+//	go run ./bench/cmd/benchproc -sizes 10000,100000,1000000 -out bench/.data/results.md
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/common/model"
+)
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, " ") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+type config struct {
+	sizes        []int
+	dataDir      string
+	repo         string
+	exporter     string
+	exporterArgs []string
+	scrapes      int
+	warmup       int
+	rounds       int
+	// concurrentRounds scrape while writing.
+	concurrentRounds int
+	bansPerRound     int
+	naiveRuns        int
+	seed             uint64
+	windows          []time.Duration
+	windowNames      []string
+	readyTimeout     time.Duration
+	outMarkdown      string
+	outJSON          string
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := parseFlags(args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchproc:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := benchmark(ctx, logger, cfg)
+	if err != nil {
+		logger.Error("benchmark failed", "err", err)
+		return 1
+	}
+	md := rep.markdown()
+	fmt.Print(md)
+	if cfg.outMarkdown != "" {
+		if err := os.WriteFile(cfg.outMarkdown, []byte(md), 0o644); err != nil {
+			logger.Error("write report", "err", err)
+			return 1
+		}
+	}
+	if cfg.outJSON != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err == nil {
+			err = os.WriteFile(cfg.outJSON, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			logger.Error("write JSON results", "err", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+func parseFlags(args []string) (config, error) {
+	var cfg config
+	fs := flag.NewFlagSet("benchproc", flag.ContinueOnError)
+	sizes := fs.String("sizes", "10000,100000,1000000", "comma-separated bans row counts")
+	fs.StringVar(&cfg.dataDir, "data", "bench/.data", "directory for cached databases, working copies and the built binary")
+	fs.StringVar(&cfg.repo, "repo", ".", "repository root to build the exporter from")
+	fs.StringVar(&cfg.exporter, "exporter", "", "exporter binary to run (default: go build -o DATA/bangui_exporter REPO)")
+	var extra stringList
+	fs.Var(&extra, "exporter-arg", "extra exporter flag (repeatable)")
+	fs.IntVar(&cfg.scrapes, "scrapes", 200, "timed scrapes with the database unchanged")
+	fs.IntVar(&cfg.warmup, "warmup", 5, "untimed scrapes before the timed ones")
+	fs.IntVar(&cfg.rounds, "rounds", 10, "rounds of new bans, each followed by one timed scrape")
+	fs.IntVar(&cfg.concurrentRounds, "concurrent-rounds", 3, "rounds of new bans written while scraping every 50 ms")
+	fs.IntVar(&cfg.bansPerRound, "bans", 1000, "bans written per round, one transaction each")
+	fs.IntVar(&cfg.naiveRuns, "naive-runs", 5, "runs of the naive sqlite3 re-aggregation")
+	fs.Uint64Var(&cfg.seed, "seed", 1, "generator seed")
+	windows := fs.String("windows", "24h,7d,30d,365d", "windows of fail2ban_recent_bans (the exporter's --bans.window defaults)")
+	fs.DurationVar(&cfg.readyTimeout, "ready-timeout", 5*time.Minute, "how long to wait for /-/ready")
+	fs.StringVar(&cfg.outMarkdown, "out", "", "also write the markdown report here")
+	fs.StringVar(&cfg.outJSON, "json", "", "also write the raw results as JSON here")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	cfg.exporterArgs = extra
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			return cfg, fmt.Errorf("-sizes: bad size %q", s)
+		}
+		cfg.sizes = append(cfg.sizes, n)
+	}
+	for _, w := range strings.Split(*windows, ",") {
+		d, err := model.ParseDuration(strings.TrimSpace(w))
+		if err != nil {
+			return cfg, fmt.Errorf("-windows: %w", err)
+		}
+		cfg.windows = append(cfg.windows, time.Duration(d))
+		cfg.windowNames = append(cfg.windowNames, strings.TrimSpace(w))
+	}
+	if cfg.scrapes < 1 || cfg.rounds < 1 || cfg.naiveRuns < 1 || cfg.bansPerRound < 1 {
+		return cfg, errors.New("-scrapes, -rounds, -bans and -naive-runs must be positive")
+	}
+	return cfg, nil
+}
+
+// benchmark runs every size and collects the report.
+func benchmark(ctx context.Context, logger *slog.Logger, cfg config) (*report, error) {
+	if err := os.MkdirAll(cfg.dataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	sqlite3, err := exec.LookPath("sqlite3")
+	if err != nil {
+		return nil, fmt.Errorf("the naive baseline needs the sqlite3 CLI: %w", err)
+	}
+	rep := newReport(ctx, cfg, sqlite3)
+	binary := cfg.exporter
+	if binary == "" {
+		binary, err = filepath.Abs(filepath.Join(cfg.dataDir, "bangui_exporter"))
+		if err != nil {
+			return nil, err
+		}
+		logger.Info("building the exporter", "repo", cfg.repo, "out", binary)
+		build := exec.CommandContext(ctx, "go", "build", "-o", binary, ".")
+		build.Dir = cfg.repo
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build the exporter: %w\n%s", err, out)
+		}
+	}
+	rep.Exporter = binary
+	// Keep geo local: a benchmark never asks ip-api.com.
+	if help, _ := exec.CommandContext(ctx, binary, "--help").CombinedOutput(); strings.Contains(string(help), "--geo.ipapi.url") {
+		cfg.exporterArgs = append(cfg.exporterArgs, "--geo.ipapi.url=")
+		rep.Config.ExporterArgs = cfg.exporterArgs
+	}
+	for _, rows := range cfg.sizes {
+		res, err := benchSize(ctx, logger, cfg, binary, sqlite3, rows)
+		if err != nil {
+			return nil, fmt.Errorf("%d rows: %w", rows, err)
+		}
+		rep.Results = append(rep.Results, res)
+	}
+	return rep, nil
+}

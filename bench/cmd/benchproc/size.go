@@ -1,0 +1,340 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bangui/bangui_exporter/internal/f2bgen"
+)
+
+// sizeResult is everything measured for one database size.
+type sizeResult struct {
+	Rows        int
+	BipsRows    int
+	DistinctIPs int
+	DBBytes     int64
+	// Generated is how long generating the database took (0 when cached).
+	Generated time.Duration
+
+	// Cold start: empty storage.
+	Ready        time.Duration
+	FirstMetrics time.Duration
+	// Restart with the storage of the first run.
+	RestartReady        time.Duration
+	RestartFirstMetrics time.Duration
+	Shutdown            time.Duration
+
+	Scrapes              int
+	ScrapeP50, ScrapeP99 time.Duration
+	ScrapeMax            time.Duration
+	Series               int
+
+	Rounds                   int
+	BansPerRound             int
+	AfterBansP50             time.Duration
+	AfterBansP99             time.Duration
+	DuringWritesScrapes      int
+	DuringWritesP50          time.Duration
+	DuringWritesP99          time.Duration
+	ConcurrentRounds         int
+	WriterBanTxP50           time.Duration
+	WriterBanTxMax           time.Duration
+	ConcurrentBanTxP50       time.Duration
+	ConcurrentBanTxMax       time.Duration
+	BansTotalPresent         bool
+	WriterBansPerSecond      float64
+	BansTotalAfterRounds     float64
+	BansTotalAfterRoundsWant int
+
+	PeakRSSBytes int64
+
+	NaiveRuns    int
+	NaiveP50     time.Duration
+	NaiveMin     time.Duration
+	NaiveRowsOut int
+
+	// Checks compare the exporter's sums with SQL counts on the unchanged
+	// database (same second, so window edges may differ by a few rows).
+	Checks []check
+}
+
+type check struct {
+	What     string
+	Exporter float64
+	SQL      int64
+}
+
+// prepareDB returns a fresh working copy of the cached database of rows.
+func prepareDB(ctx context.Context, logger *slog.Logger, cfg config, rows int, workDir string) (string, f2bgen.Spec, time.Duration, error) {
+	// The history ends at the current hour, so a cached file serves a whole
+	// hour of runs; older files of this size are removed.
+	spec := f2bgen.DefaultSpec(rows, time.Now().Truncate(time.Hour))
+	spec.Seed = cfg.seed
+	cacheDir := filepath.Join(cfg.dataDir, "cache")
+	key, err := f2bgen.CacheKey(spec)
+	if err != nil {
+		return "", spec, 0, err
+	}
+	var generated time.Duration
+	cached := filepath.Join(cacheDir, key)
+	if _, err := os.Stat(cached); err != nil {
+		old, _ := filepath.Glob(filepath.Join(cacheDir, fmt.Sprintf("f2b-v%d-%d-rows-*.sqlite3", 4, rows)))
+		for _, o := range old {
+			_ = os.Remove(o)
+		}
+		logger.Info("generating the fail2ban database", "rows", rows)
+		start := time.Now()
+		if cached, err = f2bgen.Cached(ctx, cacheDir, spec); err != nil {
+			return "", spec, 0, err
+		}
+		generated = time.Since(start)
+	}
+	if err := os.RemoveAll(workDir); err != nil {
+		return "", spec, 0, err
+	}
+	if err := os.MkdirAll(workDir, 0o755); err != nil {
+		return "", spec, 0, err
+	}
+	dbPath := filepath.Join(workDir, "fail2ban.sqlite3")
+	if err := f2bgen.CopyFile(dbPath, cached); err != nil {
+		return "", spec, 0, err
+	}
+	return dbPath, spec, generated, nil
+}
+
+func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sqlite3 string, rows int) (sizeResult, error) {
+	res := sizeResult{Rows: rows, Scrapes: cfg.scrapes, Rounds: cfg.rounds, ConcurrentRounds: cfg.concurrentRounds, BansPerRound: cfg.bansPerRound, NaiveRuns: cfg.naiveRuns}
+	workDir, err := filepath.Abs(filepath.Join(cfg.dataDir, fmt.Sprintf("run-%d", rows)))
+	if err != nil {
+		return res, err
+	}
+	dbPath, spec, generated, err := prepareDB(ctx, logger, cfg, rows, workDir)
+	if err != nil {
+		return res, err
+	}
+	res.Generated = generated
+	if fi, err := os.Stat(dbPath); err == nil {
+		res.DBBytes = fi.Size()
+	}
+	if st, err := countDB(ctx, sqlite3, dbPath); err == nil {
+		res.BipsRows, res.DistinctIPs = st.bips, st.distinctIPs
+	} else {
+		return res, err
+	}
+	storage := filepath.Join(workDir, "storage", "bangui.sqlite3")
+
+	logger.Info("cold start", "rows", rows)
+	p, err := startExporter(binary, dbPath, storage, workDir, cfg.exporterArgs)
+	if err != nil {
+		return res, err
+	}
+	defer func() { _, _ = p.stop() }()
+	if res.Ready, err = p.waitReady(ctx, cfg.readyTimeout); err != nil {
+		return res, err
+	}
+	body, _, err := p.scrape(ctx)
+	if err != nil {
+		return res, err
+	}
+	res.FirstMetrics = time.Since(p.started)
+	sums, err := sumMetrics(strings.NewReader(string(body)))
+	if err != nil {
+		return res, err
+	}
+	if sums.Up != 1 {
+		return res, fmt.Errorf("fail2ban_up is %v after the first scrape; log:\n%s", sums.Up, p.logTail())
+	}
+
+	// Exporter sums against SQL counts, the database unchanged.
+	checkAt := time.Now()
+	body, _, err = p.scrape(ctx)
+	if err != nil {
+		return res, err
+	}
+	if sums, err = sumMetrics(strings.NewReader(string(body))); err != nil {
+		return res, err
+	}
+	res.Series = sums.SeriesCount
+	counts, err := sqlCounts(ctx, sqlite3, dbPath, checkAt, cfg.windows)
+	if err != nil {
+		return res, err
+	}
+	res.Checks = append(res.Checks, check{What: "fail2ban_banned_ips (sum)", Exporter: sums.BannedIPs, SQL: counts.banned})
+	for i, name := range cfg.windowNames {
+		res.Checks = append(res.Checks, check{What: fmt.Sprintf("fail2ban_recent_bans{window=%q} (sum)", name), Exporter: sums.RecentBans[name], SQL: counts.windows[i]})
+	}
+
+	logger.Info("scrapes, database unchanged", "rows", rows, "scrapes", cfg.scrapes)
+	for range cfg.warmup {
+		if _, _, err := p.scrape(ctx); err != nil {
+			return res, err
+		}
+	}
+	lat := make([]time.Duration, 0, cfg.scrapes)
+	for range cfg.scrapes {
+		_, d, err := p.scrape(ctx)
+		if err != nil {
+			return res, err
+		}
+		lat = append(lat, d)
+	}
+	res.ScrapeP50, res.ScrapeP99, res.ScrapeMax = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100)
+
+	logger.Info("rounds of new bans", "rows", rows, "rounds", cfg.rounds, "bans", cfg.bansPerRound)
+	if err := newBanRounds(ctx, cfg, p, dbPath, spec, &res); err != nil {
+		return res, err
+	}
+	if res.PeakRSSBytes, err = p.peakRSS(); err != nil {
+		return res, err
+	}
+	if res.Shutdown, err = p.stop(); err != nil {
+		return res, err
+	}
+
+	logger.Info("restart with warm storage", "rows", rows)
+	p2, err := startExporter(binary, dbPath, storage, workDir, cfg.exporterArgs)
+	if err != nil {
+		return res, err
+	}
+	defer func() { _, _ = p2.stop() }()
+	if res.RestartReady, err = p2.waitReady(ctx, cfg.readyTimeout); err != nil {
+		return res, err
+	}
+	if _, _, err := p2.scrape(ctx); err != nil {
+		return res, err
+	}
+	res.RestartFirstMetrics = time.Since(p2.started)
+	if rss, err := p2.peakRSS(); err == nil {
+		res.PeakRSSBytes = max(res.PeakRSSBytes, rss)
+	}
+	if _, err := p2.stop(); err != nil {
+		return res, err
+	}
+
+	logger.Info("naive baseline", "rows", rows, "runs", cfg.naiveRuns)
+	naive := make([]time.Duration, 0, cfg.naiveRuns)
+	for range cfg.naiveRuns {
+		d, lines, err := runNaive(ctx, sqlite3, dbPath, cfg.windows, 4)
+		if err != nil {
+			return res, err
+		}
+		naive = append(naive, d)
+		res.NaiveRowsOut = lines
+	}
+	res.NaiveP50, res.NaiveMin = percentile(naive, 50), slices.Min(naive)
+	return res, nil
+}
+
+// newBanRounds writes rounds of bans fail2ban-style (one transaction per
+// ban) from a writer running beside the exporter. Plain rounds write without
+// scraping and then time the first scrape, which must take in the whole
+// round; concurrent rounds scrape every 50 ms while writing, to time scrapes
+// during writes and fail2ban's write transactions while it is being read.
+func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath string, spec f2bgen.Spec, res *sizeResult) error {
+	w, err := f2bgen.OpenWriter(ctx, dbPath, f2bgen.WriterOptions{Seed: cfg.seed + 1000, Jails: spec.Jails})
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	written := 0
+	var after, during, banTx, concurrentTx []time.Duration
+	var writeTime time.Duration
+	writeRound := func(txs *[]time.Duration) error {
+		start := time.Now()
+		for range cfg.bansPerRound {
+			b, err := w.NextBan(ctx, time.Now())
+			if err != nil {
+				return err
+			}
+			t0 := time.Now()
+			if err := w.AddBan(ctx, b); err != nil {
+				return err
+			}
+			*txs = append(*txs, time.Since(t0))
+			written++
+		}
+		writeTime += time.Since(start)
+		return nil
+	}
+	checkTotal := func(body []byte) error {
+		sums, err := sumMetrics(strings.NewReader(string(body)))
+		if err != nil {
+			return err
+		}
+		res.BansTotalPresent = sums.BansTotalPresent
+		res.BansTotalAfterRounds = sums.BansTotal
+		res.BansTotalAfterRoundsWant = written
+		return nil
+	}
+	for round := 1; round <= cfg.rounds; round++ {
+		if err := writeRound(&banTx); err != nil {
+			return fmt.Errorf("round %d: %w", round, err)
+		}
+		body, d, err := p.scrape(ctx)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", round, err)
+		}
+		after = append(after, d)
+		if err := checkTotal(body); err != nil {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for round := 1; round <= cfg.concurrentRounds; round++ {
+		roundCtx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var scrapeErr error
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := time.NewTicker(50 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-roundCtx.Done():
+					return
+				case <-t.C:
+				}
+				_, d, err := p.scrape(roundCtx)
+				mu.Lock()
+				if err != nil && roundCtx.Err() == nil {
+					scrapeErr = err
+				} else if err == nil {
+					during = append(during, d)
+				}
+				mu.Unlock()
+			}
+		}()
+		werr := writeRound(&concurrentTx)
+		cancel()
+		wg.Wait()
+		if werr != nil {
+			return fmt.Errorf("concurrent round %d: %w", round, werr)
+		}
+		if scrapeErr != nil {
+			return fmt.Errorf("concurrent round %d: scrape during writes: %w", round, scrapeErr)
+		}
+	}
+	body, _, err := p.scrape(ctx)
+	if err != nil {
+		return err
+	}
+	if err := checkTotal(body); err != nil {
+		return err
+	}
+	res.AfterBansP50, res.AfterBansP99 = percentile(after, 50), percentile(after, 99)
+	res.DuringWritesScrapes = len(during)
+	res.DuringWritesP50, res.DuringWritesP99 = percentile(during, 50), percentile(during, 99)
+	res.WriterBanTxP50, res.WriterBanTxMax = percentile(banTx, 50), percentile(banTx, 100)
+	res.ConcurrentBanTxP50, res.ConcurrentBanTxMax = percentile(concurrentTx, 50), percentile(concurrentTx, 100)
+	res.WriterBansPerSecond = float64(written) / writeTime.Seconds()
+	return nil
+}

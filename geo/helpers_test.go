@@ -251,3 +251,5 @@ func writeMMDBv4(t testing.TB, path string) {
 		t.Fatal(err)
 	}
 }
+
+func getenv(name string) string { return os.Getenv(name) }

@@ -60,19 +60,50 @@ func keyOf(ip netip.Addr) key { return key(ip.As16()) }
 
 func (k key) addr() netip.Addr { return netip.AddrFrom16(k).Unmap() }
 
-// record is one IP in the memory tier: 24 bytes, no pointers, so the map
+// record is one IP in the memory tier: 16 bytes, no pointers, so the map
 // holding a million of them is small and never scanned by the garbage
 // collector. Strings are interned (see interner).
 type record struct {
-	resolvedAt uint32 // Unix seconds; 0 = never
-	failedAt   uint32 // Unix seconds of the last failure; 0 = none
-	asn        uint32 // asns index
-	name       uint16 // strs index of the country name
-	message    uint16 // strs index of the message
-	provider   uint16 // strs index of the provider name
-	country    [2]byte
-	failures   uint8
-	flags      uint8
+	// at is the Unix second of the last answer (failures == 0) or of the
+	// last failure (failures > 0); 0 = never asked.
+	at       uint32
+	asn      uint32 // asns index
+	text     uint16 // strs index: the country name when there is a country, else the message
+	country  [2]byte
+	provider uint8 // strs index of the provider name (a handful of values)
+	failures uint8
+	flags    uint8
+}
+
+func (rec *record) resolvedAt() uint32 {
+	if rec.failures == 0 {
+		return rec.at
+	}
+	return 0
+}
+
+func (rec *record) failedAt() uint32 {
+	if rec.failures > 0 {
+		return rec.at
+	}
+	return 0
+}
+
+func (rec *record) hasCountry() bool { return rec.country != [2]byte{} }
+
+// name and message share one field: a country has a name, no message.
+func (rec *record) nameIndex() uint16 {
+	if rec.hasCountry() {
+		return rec.text
+	}
+	return 0
+}
+
+func (rec *record) messageIndex() uint16 {
+	if rec.hasCountry() {
+		return 0
+	}
+	return rec.text
 }
 
 const (
@@ -223,7 +254,7 @@ func (r *Resolver) retryAt(rec *record) uint32 {
 		d *= 2
 	}
 	d = min(d, r.negativeTTL*maxBackoffFactor, maxBackoff)
-	return rec.failedAt + uint32(d/time.Second)
+	return rec.failedAt() + uint32(d/time.Second)
 }
 
 // dueLocked reports whether an unresolved entry should be queued now.
@@ -311,13 +342,13 @@ func (r *Resolver) entryLocked(k key, rec record) Entry {
 	e := Entry{
 		IP:          k.addr(),
 		CountryCode: countryString(rec.country),
-		CountryName: r.strs.get(rec.name),
+		CountryName: r.strs.get(rec.nameIndex()),
 		ASN:         r.asns.get(rec.asn),
-		Provider:    r.strs.get(rec.provider),
-		ResolvedAt:  fromUnixSeconds(rec.resolvedAt),
-		FailedAt:    fromUnixSeconds(rec.failedAt),
+		Provider:    r.strs.get(uint16(rec.provider)),
+		ResolvedAt:  fromUnixSeconds(rec.resolvedAt()),
+		FailedAt:    fromUnixSeconds(rec.failedAt()),
 		Failures:    int(rec.failures),
-		Message:     r.strs.get(rec.message),
+		Message:     r.strs.get(rec.messageIndex()),
 		Pending:     rec.has(flagPending),
 		Final:       rec.has(flagFinal),
 		Tracked:     rec.has(flagTracked),
@@ -344,12 +375,14 @@ func (r *Resolver) ReResolve() int {
 		if rec.country != ([2]byte{}) || rec.has(flagPending) {
 			continue
 		}
-		if rec.has(flagFinal) && local != 0 && rec.provider == local {
+		if rec.has(flagFinal) && local != 0 && uint16(rec.provider) == local {
 			continue
 		}
 		rec.flags &^= flagFinal
-		rec.failures = 0
-		rec.failedAt = 0
+		if rec.failures > 0 {
+			rec.failures = 0
+			rec.at = 0
+		}
 		r.entries[k] = rec
 		if r.enqueueLocked(0, k, now) {
 			queued++
@@ -644,7 +677,7 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 		}
 	}()
 	now := r.now()
-	provider := r.strs.intern(providerName)
+	provider := r.providerIndex(providerName)
 	gotCountry := false
 	for j, k := range keys {
 		a := answers[j]
@@ -665,13 +698,11 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 				gotCountry = true
 			}
 			rec.country = code
-			rec.name = r.strs.intern(a.CountryName)
+			rec.text = r.strs.intern(a.CountryName)
 			rec.asn = r.asns.intern(a.ASN)
 			rec.provider = provider
-			rec.resolvedAt = now
-			rec.failedAt = 0
+			rec.at = now
 			rec.failures = 0
-			rec.message = 0
 			rec.flags |= flagFinal
 			delete(r.waiting, k)
 			if !hadCountry {
@@ -682,13 +713,11 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 				r.nResolved--
 			}
 			rec.country = [2]byte{}
-			rec.name = 0
 			rec.asn = r.asns.intern(a.ASN)
 			rec.provider = provider
-			rec.resolvedAt = now
-			rec.failedAt = 0
+			rec.at = now
 			rec.failures = 0
-			rec.message = r.strs.intern(a.Message)
+			rec.text = r.strs.intern(a.Message)
 			rec.flags |= flagFinal
 			delete(r.waiting, k)
 		default:
@@ -712,11 +741,11 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 				continue
 			}
 			rec.provider = provider
-			rec.failedAt = now
+			rec.at = now
 			if rec.failures < 255 {
 				rec.failures++
 			}
-			rec.message = r.strs.intern(msg)
+			rec.text = r.strs.intern(msg)
 			rec.flags &^= flagFinal
 			r.waiting[k] = struct{}{}
 		}
@@ -726,6 +755,16 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 	if gotCountry {
 		r.generation.Add(1)
 	}
+}
+
+// providerIndex interns a provider name into the 8-bit provider field
+// (0, no provider, when the improbable 255 names are exceeded).
+func (r *Resolver) providerIndex(name string) uint8 {
+	i := r.strs.intern(name)
+	if i > 255 {
+		return 0
+	}
+	return uint8(i)
 }
 
 func (r *Resolver) markDirtyLocked(k key, rec *record) {

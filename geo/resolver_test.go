@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -390,8 +391,15 @@ func TestResolverRunStopsAndResolves(t *testing.T) {
 
 func TestRetryAtCapped(t *testing.T) {
 	r := &Resolver{negativeTTL: time.Hour}
-	rec := record{failedAt: 1000, failures: 200}
+	rec := record{at: 1000, failures: 200}
 	if got := r.retryAt(&rec); got != 1000+uint32(maxBackoff/time.Second) {
 		t.Fatalf("retryAt = %d", got)
+	}
+}
+
+// TestRecordIsCompact guards the memory tier's layout: 16 bytes a record.
+func TestRecordIsCompact(t *testing.T) {
+	if s := unsafe.Sizeof(record{}); s != 16 {
+		t.Fatalf("record is %d bytes, want 16", s)
 	}
 }

@@ -65,19 +65,26 @@ func (r *Resolver) load(ctx context.Context) error {
 		}
 		ip = normalize(ip)
 		rec := record{
-			resolvedAt: unixSeconds(time.Unix(resolvedAt.Int64, 0)),
-			failedAt:   unixSeconds(time.Unix(failedAt.Int64, 0)),
-			name:       r.strs.intern(string(name)),
-			asn:        r.asns.intern(string(asn)),
-			provider:   r.strs.intern(string(provider)),
-			message:    r.strs.intern(string(message)),
-			failures:   uint8(min(max(failures, 0), 255)),
+			asn:      r.asns.intern(string(asn)),
+			provider: r.providerIndex(string(provider)),
+			failures: uint8(min(max(failures, 0), 255)),
 		}
-		if len(code) == 2 {
+		switch {
+		case len(code) == 2:
 			rec.country = [2]byte{code[0], code[1]}
+			rec.text = r.strs.intern(string(name))
+			rec.at = unixSeconds(time.Unix(resolvedAt.Int64, 0))
+			rec.failures = 0
 			rec.flags |= flagFinal
-		} else if rec.failures == 0 && rec.resolvedAt != 0 {
-			rec.flags |= flagFinal // private, reserved, invalid
+		case rec.failures == 0:
+			rec.text = r.strs.intern(string(message))
+			rec.at = unixSeconds(time.Unix(resolvedAt.Int64, 0))
+			if rec.at != 0 {
+				rec.flags |= flagFinal // private, reserved, invalid
+			}
+		default:
+			rec.text = r.strs.intern(string(message))
+			rec.at = unixSeconds(time.Unix(failedAt.Int64, 0))
 		}
 		k := keyOf(ip)
 		if old, dup := r.entries[k]; dup {
@@ -158,12 +165,12 @@ func (r *Resolver) takeDirty() []flushRow {
 			k:          k,
 			ip:         k.addr().String(),
 			country:    countryString(rec.country),
-			name:       r.strs.get(rec.name),
+			name:       r.strs.get(rec.nameIndex()),
 			asn:        r.asns.get(rec.asn),
-			provider:   r.strs.get(rec.provider),
-			msg:        r.strs.get(rec.message),
-			resolvedAt: rec.resolvedAt,
-			failedAt:   rec.failedAt,
+			provider:   r.strs.get(uint16(rec.provider)),
+			msg:        r.strs.get(rec.messageIndex()),
+			resolvedAt: rec.resolvedAt(),
+			failedAt:   rec.failedAt(),
 			failures:   rec.failures,
 		})
 	}

@@ -223,7 +223,6 @@ func (x *Exporter) dropSource() {
 		x.src = nil
 	}
 	if x.eng != nil {
-		x.eng.settlePending(x.eng.lastNow, true)
 		x.carry = x.eng.carry()
 	}
 	x.eng = nil
@@ -248,7 +247,7 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 			return err
 		}
 		x.src = src
-		x.eng = newEngine(x.countries, x.opts.Windows, src.schema, x.opts.DefaultBantime, nil, x.carry)
+		x.eng = newEngine(x.countries, x.opts.Windows, src.schema, x.opts.DefaultBantime, x.carry)
 		x.carry = nil
 		x.loaded = false
 	}
@@ -259,7 +258,7 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 		return err
 	}
 	eng.advance(now)
-	eng.refreshCountries(now)
+	eng.refreshCountries()
 	if x.loaded && src.hasVersion && version == src.dataVersion {
 		return nil
 	}
@@ -295,30 +294,52 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 	return nil
 }
 
-// readNew reads the rows of table above the engine's high-water mark, in
-// chunks, each chunk its own short read.
+// readNew reads the rows of table above the engine's high-water mark in
+// chunks, each chunk its own short read. Reading the next chunk overlaps
+// with applying the previous one.
 func (x *Exporter) readNew(ctx context.Context, table string, now int64) error {
-	for {
-		high := x.eng.bansHigh()
-		if table == "bips" {
-			high = x.eng.bipsHigh()
+	high := x.eng.bansHigh()
+	if table == "bips" {
+		high = x.eng.bipsHigh()
+	}
+	type chunk struct {
+		rows []row
+		err  error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	chunks := make(chan chunk, 1)
+	readerDone := make(chan struct{})
+	// The reader must be finished with the connection before anyone else
+	// uses it.
+	defer func() { cancel(); <-readerDone }()
+	go func() {
+		defer close(readerDone)
+		defer close(chunks)
+		after := high
+		for {
+			rows, err := x.src.readAfter(ctx, table, after, x.opts.ChunkSize)
+			select {
+			case chunks <- chunk{rows: rows, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(rows) < x.opts.ChunkSize {
+				return
+			}
+			after = rows[len(rows)-1].Rowid
 		}
-		rows, err := x.src.readAfter(ctx, table, high, x.opts.ChunkSize)
-		if err != nil {
-			return err
+	}()
+	for c := range chunks {
+		if c.err != nil {
+			return c.err
 		}
 		if table == "bans" {
-			x.eng.appendBans(rows, now)
+			x.eng.appendBans(c.rows, now)
 		} else {
-			x.eng.appendBips(rows, now)
-		}
-		if len(rows) < x.opts.ChunkSize {
-			return nil
-		}
-		if err := ctx.Err(); err != nil {
-			return err
+			x.eng.appendBips(c.rows, now)
 		}
 	}
+	return ctx.Err()
 }
 
 // verify checks cheaply that the engine holds exactly what table holds (row

@@ -44,25 +44,28 @@ type row struct {
 }
 
 // fingerprint sums what identifies the rows of one rowid bucket. SQLite
-// computes the same sums with fingerprintSQL, so a bucket whose rows changed
-// in any way the engine cares about shows a different fingerprint.
+// computes the same sums with the query in source.fingerprints, so a bucket
+// whose rows changed in any way the engine cares about shows a different
+// fingerprint.
 type fingerprint struct {
 	Count    int64
 	RowidSum int64
-	TimeSum  int64
-	BanSum   int64
-	LenSum   int64
+	MixSum   int64
 }
 
 // fingerprintModulus keeps the sums of one bucket far from overflowing.
 const fingerprintModulus = 1000003
 
-func (f *fingerprint) add(r *row, sign int64) {
+// rowMix is the part of a row's fingerprint beyond its rowid: it changes
+// when timeofban, bantime, the ip's or the jail's spelling change.
+func rowMix(r *row) int32 {
+	return int32(r.TimeOfBan%fingerprintModulus + 3*(r.Bantime%fingerprintModulus) + 5*r.IPLen + 7*r.JailLen)
+}
+
+func (f *fingerprint) add(rowid int64, mix int32, sign int64) {
 	f.Count += sign
-	f.RowidSum += sign * r.Rowid
-	f.TimeSum += sign * (r.TimeOfBan % fingerprintModulus)
-	f.BanSum += sign * (r.Bantime % fingerprintModulus)
-	f.LenSum += sign * (r.IPLen + 7*r.JailLen)
+	f.RowidSum += sign * rowid
+	f.MixSum += sign * int64(mix)
 }
 
 // bucketShift groups rowids into buckets of 8192 for reconciliation.
@@ -76,47 +79,44 @@ const noIP = math.MaxUint32
 // event is one row of bans.
 type event struct {
 	rowid int64
+	mix   int32
 	tob   uint32
 	ip    uint32 // noIP for a skipped row
 	jail  uint16
-	skip  uint8 // index into skipReasons+1, 0 when counted
-	// fp are the row's contributions to its bucket fingerprint.
-	fpTime, fpBan int32
-	fpLen         int32
+	skip  uint8 // index into skipReasons plus one; 0 when counted
 }
 
-// eventKey identifies a ban event: exact duplicate rows count once.
-type eventKey struct {
-	ip   uint32
-	tob  uint32
-	jail uint16
-}
-
-type keyState struct {
-	count  uint32 // rows with this key
-	serial uint32 // serial of the live tobEntry, when count > 0
-}
-
-// tobEntry orders distinct ban events by time for the trailing windows.
+// tobEntry is one distinct ban event (jail, ip, timeofban) in time order,
+// for the trailing windows. Exact duplicate rows (fail2ban issue 1844) share
+// one entry: count is the number of rows; an entry with count 0 is dead and
+// dropped at the next compaction.
 type tobEntry struct {
-	tob    uint32
-	ip     uint32
-	serial uint32
-	jail   uint16
+	tob   uint32
+	ip    uint32
+	count uint32
+	jail  uint16
+}
+
+func compareTob(a, b *tobEntry) int {
+	if c := cmp.Compare(a.tob, b.tob); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.jail, b.jail); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.ip, b.ip)
 }
 
 // record is one row of bips (schema 4) or, for schema 2, the latest ban of
 // an (ip, jail) pair derived from bans.
 type record struct {
 	rowid   int64
-	tob     int64
 	bantime int64
+	tob     uint32
 	ip      uint32
+	mix     int32
 	jail    uint16
 	skip    uint8
-	fpTime  int32
-	fpBan   int32
-	fpLen   int32
 	banned  bool // counted in banned right now
 	dead    bool // removed; kept until compaction
 }
@@ -188,13 +188,10 @@ type engine struct {
 	ipFree  []uint32
 
 	// bans
-	events      []event // sorted by rowid
-	deadEvents  int
-	eventKeys   map[eventKey]keyState
-	serial      uint32
-	byTob       []tobEntry // sorted by tob; dead entries skipped lazily
-	deadTob     int
-	newTob      []tobEntry // distinct events not yet merged into byTob
+	events      []event    // sorted by rowid
+	byTob       []tobEntry // sorted by compareTob
+	deadTob     int        // entries of byTob with count 0
+	newTob      []tobEntry // added rows not yet merged into byTob
 	cursors     []int      // per window: first index of byTob inside the window
 	lastNow     int64
 	windowCount []map[jcKey]int
@@ -203,22 +200,17 @@ type engine struct {
 	// bips (schema 4) or derived latest bans (schema 2)
 	records    []record // sorted by rowid
 	deadRecs   int
-	recByPair  map[pairKey]int64 // pair → rowid of its record (schema 4: latest bips row)
-	recByRowid map[int64]int     // rowid → index in records
+	liveRecs   int
+	recByPair  map[pairKey]int64 // pair → rowid of its latest record
 	expiries   expiryHeap
-	bannedRefs map[pairKey]uint16
+	bannedRefs map[pairKey]uint16 // banned records per pair
 	bannedNow  map[jcKey]int
 	bipsFP     map[int64]fingerprint
-
-	liveRecs int // records not dead
-
-	// schema 2: latest ban time per pair, from bans.
-	latest map[pairKey]uint32
-	synth  int64 // last synthetic rowid of a derived record
+	synth      int64 // last rowid given to a derived schema-2 record
 
 	skipped map[[2]string]int // (table, reason) → rows
 
-	// counting bans_total
+	// bans_total
 	live       bool // past the initial load: new events count into bans_total
 	bansTotal  map[jcKey]uint64
 	pending    []pendingBan
@@ -231,37 +223,40 @@ type pendingBan struct {
 	since int64
 }
 
-func newEngine(countries CountryLookup, windows []Window, schema int, defaultBantime time.Duration, bansTotal map[jcKey]uint64, carry *engineCarry) *engine {
+// engineCarry is what survives a reload of the whole database, so that
+// bans_total never goes down.
+type engineCarry struct {
+	jailNames    []string
+	countryNames []string
+	bansTotal    map[jcKey]uint64
+}
+
+func newEngine(countries CountryLookup, windows []Window, schema int, defaultBantime time.Duration, carry *engineCarry) *engine {
 	e := &engine{
 		countries:     countries,
 		windows:       windows,
 		schema:        schema,
 		defaultBanSec: int64(defaultBantime / time.Second),
 		jailIndex:     map[string]uint16{},
-		countryIndex:  map[string]uint16{},
+		countryIndex:  map[string]uint16{UnknownCountry: 0},
+		countryNames:  []string{UnknownCountry},
 		ipIndex:       map[netip.Addr]uint32{},
-		eventKeys:     map[eventKey]keyState{},
 		cursors:       make([]int, len(windows)),
 		windowCount:   make([]map[jcKey]int, len(windows)),
 		bansFP:        map[int64]fingerprint{},
 		recByPair:     map[pairKey]int64{},
-		recByRowid:    map[int64]int{},
 		bannedRefs:    map[pairKey]uint16{},
 		bannedNow:     map[jcKey]int{},
 		bipsFP:        map[int64]fingerprint{},
-		latest:        map[pairKey]uint32{},
 		skipped:       map[[2]string]int{},
 		bansTotal:     map[jcKey]uint64{},
 		pendingAge:    2 * time.Minute,
+		countryGen:    countries.Generation(),
 	}
 	for i := range e.windowCount {
 		e.windowCount[i] = map[jcKey]int{}
 	}
-	e.countryIndex[UnknownCountry] = 0
-	e.countryNames = []string{UnknownCountry}
 	if carry != nil {
-		// A reload (new file, schema change) keeps the counters monotonic:
-		// bans_total never goes down.
 		e.jailNames = carry.jailNames
 		for i, n := range carry.jailNames {
 			e.jailIndex[n] = uint16(i)
@@ -272,18 +267,11 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 		}
 		e.bansTotal = carry.bansTotal
 	}
-	e.countryGen = countries.Generation()
 	return e
 }
 
-// engineCarry is what survives a reload of the whole database.
-type engineCarry struct {
-	jailNames    []string
-	countryNames []string
-	bansTotal    map[jcKey]uint64
-}
-
 func (e *engine) carry() *engineCarry {
+	e.settlePending(e.lastNow, true)
 	return &engineCarry{jailNames: e.jailNames, countryNames: e.countryNames, bansTotal: e.bansTotal}
 }
 
@@ -292,8 +280,8 @@ func (e *engine) jail(name string) uint16 {
 		return i
 	}
 	if len(e.jailNames) >= math.MaxUint16 {
-		// More than 65k jails is not a fail2ban configuration; fold the
-		// rest into the last one rather than overflow.
+		// 65k jails is no fail2ban configuration; fold the rest into the
+		// last one rather than overflow.
 		return uint16(len(e.jailNames) - 1)
 	}
 	i := uint16(len(e.jailNames))
@@ -390,84 +378,68 @@ func classify(r *row, needBantime bool) (netip.Addr, string) {
 	return addr, ""
 }
 
-func fpParts(r *row) (int32, int32, int32) {
-	return int32(r.TimeOfBan % fingerprintModulus), int32(r.Bantime % fingerprintModulus), int32(r.IPLen + 7*r.JailLen)
+func (e *engine) addSkip(table string, reason uint8, delta int) {
+	k := [2]string{table, skipReasons[reason-1]}
+	e.skipped[k] += delta
+	if e.skipped[k] <= 0 {
+		delete(e.skipped, k)
+	}
+}
+
+func addFP(m map[int64]fingerprint, rowid int64, mix int32, sign int64) {
+	b := bucketOf(rowid)
+	fp := m[b]
+	fp.add(rowid, mix, sign)
+	if fp.Count == 0 {
+		delete(m, b)
+	} else {
+		m[b] = fp
+	}
 }
 
 // ---- bans -------------------------------------------------------------
 
-// addEvent adds one bans row. Rows must arrive with rowids above every
-// stored one, or through replaceBansRange.
+// addEvent takes one bans row into account and returns its event; the
+// caller stores it in rowid order and calls mergeTob after the batch.
 func (e *engine) addEvent(r *row, now int64) event {
-	fpT, fpB, fpL := fpParts(r)
-	ev := event{rowid: r.Rowid, fpTime: fpT, fpBan: fpB, fpLen: fpL, ip: noIP}
-	fp := e.bansFP[bucketOf(r.Rowid)]
-	fp.add(r, 1)
-	e.bansFP[bucketOf(r.Rowid)] = fp
-
+	ev := event{rowid: r.Rowid, mix: rowMix(r), ip: noIP}
 	addr, reason := classify(r, false)
 	if reason != "" {
 		ev.skip = skipIndex(reason)
-		e.skipped[[2]string{"bans", reason}]++
+		e.addSkip("bans", ev.skip, 1)
 		return ev
 	}
 	ev.jail = e.jail(r.Jail)
 	ev.ip = e.internIP(addr)
 	ev.tob = uint32(r.TimeOfBan)
-	key := eventKey{ip: ev.ip, tob: ev.tob, jail: ev.jail}
-	ks := e.eventKeys[key]
-	ks.count++
-	if ks.count == 1 {
-		e.serial++
-		ks.serial = e.serial
-		e.insertTob(tobEntry{tob: ev.tob, ip: ev.ip, serial: ks.serial, jail: ev.jail}, now)
-		if e.live {
-			e.pending = append(e.pending, pendingBan{addr: addr, jail: ev.jail, since: now})
-		}
-		if e.schema == 2 {
-			e.v2Latest(pairKey{ip: ev.ip, jail: ev.jail}, ev.tob, now)
-		}
+	e.newTob = append(e.newTob, tobEntry{tob: ev.tob, ip: ev.ip, jail: ev.jail, count: 1})
+	if e.schema == 2 {
+		e.v2Latest(pairKey{ip: ev.ip, jail: ev.jail}, ev.tob, now)
 	}
-	e.eventKeys[key] = ks
 	return ev
 }
 
-// removeEvent removes the contributions of a stored event.
+// removeEvent takes a stored event out of every aggregate. byTob must be
+// merged (newTob empty).
 func (e *engine) removeEvent(ev *event, now int64) {
-	fp := e.bansFP[bucketOf(ev.rowid)]
-	fp.Count--
-	fp.RowidSum -= ev.rowid
-	fp.TimeSum -= int64(ev.fpTime)
-	fp.BanSum -= int64(ev.fpBan)
-	fp.LenSum -= int64(ev.fpLen)
-	if fp.Count == 0 {
-		delete(e.bansFP, bucketOf(ev.rowid))
-	} else {
-		e.bansFP[bucketOf(ev.rowid)] = fp
-	}
 	if ev.skip != 0 {
-		k := [2]string{"bans", skipReasons[ev.skip-1]}
-		if e.skipped[k]--; e.skipped[k] == 0 {
-			delete(e.skipped, k)
-		}
+		e.addSkip("bans", ev.skip, -1)
 		return
 	}
-	key := eventKey{ip: ev.ip, tob: ev.tob, jail: ev.jail}
-	ks := e.eventKeys[key]
-	ks.count--
-	if ks.count == 0 {
-		delete(e.eventKeys, key)
-		// The tobEntry stays in byTob and is skipped as dead; take it out
-		// of the window counts now.
-		jc := jcKey{jail: ev.jail, country: e.ips[ev.ip].country}
-		for w := range e.windows {
-			if e.inWindow(w, int64(ev.tob), now) {
-				e.decWindow(w, jc)
+	key := tobEntry{tob: ev.tob, ip: ev.ip, jail: ev.jail}
+	i, found := slices.BinarySearchFunc(e.byTob, &key, func(a tobEntry, b *tobEntry) int { return compareTob(&a, b) })
+	if found && e.byTob[i].count > 0 {
+		t := &e.byTob[i]
+		t.count--
+		if t.count == 0 {
+			jc := jcKey{jail: t.jail, country: e.ips[t.ip].country}
+			for w := range e.windows {
+				if e.inWindow(w, int64(t.tob), now) {
+					e.decWindow(w, jc)
+				}
 			}
+			e.deadTob++
 		}
-		e.deadTob++
-	} else {
-		e.eventKeys[key] = ks
 	}
 	e.releaseIP(ev.ip)
 }
@@ -483,46 +455,76 @@ func (e *engine) decWindow(w int, jc jcKey) {
 	}
 }
 
-// insertTob queues a distinct event for the time order; mergeTob places the
-// queued events and counts them in the windows that contain them.
-func (e *engine) insertTob(t tobEntry, _ int64) {
-	e.newTob = append(e.newTob, t)
-}
-
-// mergeTob merges the queued events into byTob: an append when they are all
+// mergeTob merges newTob into byTob: an append when the new events are all
 // newer than every stored one (the common case), else one sort and one
-// linear merge, so a batch costs O(n + m log m) rather than O(n·m).
+// linear merge, so a batch costs O(n + m log m) rather than O(n·m). Events
+// that become distinct (count 0 → 1) are counted in their windows and, past
+// the initial load, in bans_total.
 func (e *engine) mergeTob(now int64) {
 	if len(e.newTob) == 0 {
 		return
 	}
 	added := e.newTob
 	e.newTob = nil
-	slices.SortFunc(added, func(a, b tobEntry) int { return cmp.Compare(a.tob, b.tob) })
-	if n := len(e.byTob); n == 0 || e.byTob[n-1].tob <= added[0].tob {
+	slices.SortFunc(added, func(a, b tobEntry) int { return compareTob(&a, &b) })
+	// Fold duplicates within the batch.
+	folded := added[:1]
+	for _, t := range added[1:] {
+		if last := &folded[len(folded)-1]; compareTob(last, &t) == 0 {
+			last.count += t.count
+		} else {
+			folded = append(folded, t)
+		}
+	}
+	added = folded
+	var born []tobEntry // entries going from 0 to > 0 rows
+	if n := len(e.byTob); n == 0 || compareTob(&e.byTob[n-1], &added[0]) < 0 {
 		e.byTob = append(e.byTob, added...)
+		born = added
 	} else {
 		merged := make([]tobEntry, 0, len(e.byTob)+len(added))
 		i, j := 0, 0
-		for i < len(e.byTob) && j < len(added) {
-			if e.byTob[i].tob <= added[j].tob {
+		for i < len(e.byTob) || j < len(added) {
+			var c int
+			switch {
+			case i == len(e.byTob):
+				c = 1
+			case j == len(added):
+				c = -1
+			default:
+				c = compareTob(&e.byTob[i], &added[j])
+			}
+			switch {
+			case c < 0:
 				merged = append(merged, e.byTob[i])
 				i++
-			} else {
+			case c > 0:
 				merged = append(merged, added[j])
+				born = append(born, added[j])
+				j++
+			default:
+				t := e.byTob[i]
+				if t.count == 0 {
+					born = append(born, added[j])
+					e.deadTob--
+				}
+				t.count += added[j].count
+				merged = append(merged, t)
+				i++
 				j++
 			}
 		}
-		merged = append(merged, e.byTob[i:]...)
-		merged = append(merged, added[j:]...)
 		e.byTob = merged
 	}
-	for _, t := range added {
+	for _, t := range born {
 		jc := jcKey{jail: t.jail, country: e.ips[t.ip].country}
 		for w := range e.windows {
 			if e.inWindow(w, int64(t.tob), now) {
 				e.windowCount[w][jc]++
 			}
+		}
+		if e.live {
+			e.pending = append(e.pending, pendingBan{addr: e.ips[t.ip].addr, jail: t.jail, since: now})
 		}
 	}
 	e.resetCursors(now)
@@ -536,15 +538,10 @@ func (e *engine) resetCursors(now int64) {
 	}
 }
 
-func (e *engine) tobAlive(t *tobEntry) bool {
-	ks, ok := e.eventKeys[eventKey{ip: t.ip, tob: t.tob, jail: t.jail}]
-	return ok && ks.serial == t.serial
-}
-
 // ---- bips / current bans ------------------------------------------------
 
-func (e *engine) isBanned(rec *record, now int64) bool {
-	return rec.bantime <= -1 || rec.tob+rec.bantime > now
+func isBanned(rec *record, now int64) bool {
+	return rec.bantime <= -1 || int64(rec.tob)+rec.bantime > now
 }
 
 func (e *engine) setBanned(rec *record, banned bool) {
@@ -570,80 +567,80 @@ func (e *engine) setBanned(rec *record, banned bool) {
 	}
 }
 
-// newRecord builds the record of one bips row (schema 4) and adds its
-// fingerprint, skip count and IP reference. A row for a pair that already has
-// an older record replaces it: fail2ban writes bips with INSERT OR REPLACE,
-// which deletes the old row; the old record is removed here at once rather
-// than found missing by reconciliation later. The caller places the record
-// into e.records and then calls activateRecord.
-func (e *engine) newRecord(r *row, now int64) record {
-	fpT, fpB, fpL := fpParts(r)
-	rec := record{rowid: r.Rowid, fpTime: fpT, fpBan: fpB, fpLen: fpL, ip: noIP, tob: r.TimeOfBan, bantime: r.Bantime}
-	fp := e.bipsFP[bucketOf(r.Rowid)]
-	fp.add(r, 1)
-	e.bipsFP[bucketOf(r.Rowid)] = fp
+// findRecord returns the index of the live record with rowid, or -1.
+func (e *engine) findRecord(rowid int64) int {
+	i, found := slices.BinarySearchFunc(e.records, rowid, func(r record, id int64) int { return cmp.Compare(r.rowid, id) })
+	if !found || e.records[i].dead {
+		return -1
+	}
+	return i
+}
 
+// newRecord builds the record of one bips row (schema 4). A row for a pair
+// that already has an older record replaces it: fail2ban writes bips with
+// INSERT OR REPLACE, which deletes the old row, so the old record goes at
+// once rather than being found missing by reconciliation later. The caller
+// places the record in rowid order and then calls activateRecord.
+func (e *engine) newRecord(r *row, now int64) record {
+	rec := record{rowid: r.Rowid, mix: rowMix(r), ip: noIP, bantime: r.Bantime}
 	addr, reason := classify(r, true)
 	if reason != "" {
 		rec.skip = skipIndex(reason)
-		e.skipped[[2]string{"bips", reason}]++
 		return rec
 	}
+	rec.tob = uint32(r.TimeOfBan)
 	rec.jail = e.jail(r.Jail)
 	rec.ip = e.internIP(addr)
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
 	if old, ok := e.recByPair[pk]; ok && old < r.Rowid {
-		// Same raw spelling (same length) means the same primary key.
-		if idx, ok := e.recByRowid[old]; ok && e.records[idx].fpLen == fpL {
+		// The same spelling (same length) is the same primary key; two
+		// spellings of one address are two rows and both stay.
+		if idx := e.findRecord(old); idx >= 0 && e.lenPart(idx) == 5*r.IPLen+7*r.JailLen {
 			e.removeRecordAt(idx, now)
 		}
 	}
 	return rec
 }
 
-// activateRecord indexes the placed record at idx and counts it.
+// lenPart is the part of the mix of the record at idx that comes from the
+// spellings of its ip and jail.
+func (e *engine) lenPart(idx int) int64 {
+	rec := &e.records[idx]
+	return int64(rec.mix) - int64(rec.tob)%fingerprintModulus - 3*(rec.bantime%fingerprintModulus)
+}
+
+// activateRecord counts the placed record at idx.
 func (e *engine) activateRecord(idx int, now int64) {
 	rec := &e.records[idx]
-	e.recByRowid[rec.rowid] = idx
+	addFP(e.bipsFP, rec.rowid, rec.mix, 1)
+	e.liveRecs++
 	if rec.skip != 0 {
+		e.addSkip("bips", rec.skip, 1)
 		return
 	}
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
 	if old, ok := e.recByPair[pk]; !ok || old < rec.rowid {
 		e.recByPair[pk] = rec.rowid
 	}
-	e.setBanned(rec, e.isBanned(rec, now))
+	e.setBanned(rec, isBanned(rec, now))
 	if rec.banned && rec.bantime > -1 {
-		heap.Push(&e.expiries, expiry{at: rec.tob + rec.bantime, rowid: rec.rowid})
+		heap.Push(&e.expiries, expiry{at: int64(rec.tob) + rec.bantime, rowid: rec.rowid})
 	}
 }
 
-// removeRecordAt removes the record at index idx (marking it dead).
+// removeRecordAt takes the record at idx out of every aggregate and marks it
+// dead; compact drops it later.
 func (e *engine) removeRecordAt(idx int, _ int64) {
 	rec := &e.records[idx]
 	if rec.dead {
 		return
 	}
-	fp := e.bipsFP[bucketOf(rec.rowid)]
-	fp.Count--
-	fp.RowidSum -= rec.rowid
-	fp.TimeSum -= int64(rec.fpTime)
-	fp.BanSum -= int64(rec.fpBan)
-	fp.LenSum -= int64(rec.fpLen)
-	if fp.Count == 0 {
-		delete(e.bipsFP, bucketOf(rec.rowid))
-	} else {
-		e.bipsFP[bucketOf(rec.rowid)] = fp
-	}
-	delete(e.recByRowid, rec.rowid)
+	addFP(e.bipsFP, rec.rowid, rec.mix, -1)
 	rec.dead = true
 	e.deadRecs++
 	e.liveRecs--
 	if rec.skip != 0 {
-		k := [2]string{"bips", skipReasons[rec.skip-1]}
-		if e.skipped[k]--; e.skipped[k] == 0 {
-			delete(e.skipped, k)
-		}
+		e.addSkip("bips", rec.skip, -1)
 		return
 	}
 	e.setBanned(rec, false)
@@ -654,38 +651,27 @@ func (e *engine) removeRecordAt(idx int, _ int64) {
 	e.releaseIP(rec.ip)
 }
 
-// v2Latest records a ban event for schema 2, where "currently banned" is
-// the latest ban of a pair plus the default bantime.
+// v2Latest records a ban event for schema 2, where a pair is banned while
+// its latest ban plus the default bantime lies in the future (fail2ban
+// 0.9/0.10's own rule). Derived records get increasing synthetic rowids.
 func (e *engine) v2Latest(pk pairKey, tob uint32, now int64) {
-	cur, ok := e.latest[pk]
-	if ok && cur >= tob {
-		return
-	}
-	e.latest[pk] = tob
-	rowid, has := e.recByPair[pk]
-	if has {
-		idx := e.recByRowid[rowid]
-		rec := &e.records[idx]
-		rec.tob = int64(tob)
-		e.setBanned(rec, e.isBanned(rec, now))
+	if rowid, ok := e.recByPair[pk]; ok {
+		rec := &e.records[e.findRecord(rowid)]
+		if rec.tob >= tob {
+			return
+		}
+		rec.tob = tob
+		e.setBanned(rec, isBanned(rec, now))
 	} else {
-		// Derived records get synthetic negative rowids so they never mix
-		// with real ones.
-		e.synth--
-		rowid = e.synth
-		rec := record{rowid: rowid, tob: int64(tob), bantime: e.defaultBanSec, ip: pk.ip, jail: pk.jail}
+		e.synth++
 		e.ips[pk.ip].refs++
-		// Synthetic rowids decrease; keep records sorted by prepending
-		// logically: they are never range-replaced, so order is irrelevant
-		// for schema 2 and only recByRowid is used.
-		e.records = append(e.records, rec)
+		e.records = append(e.records, record{rowid: e.synth, tob: tob, bantime: e.defaultBanSec, ip: pk.ip, jail: pk.jail})
 		e.liveRecs++
-		e.recByRowid[rowid] = len(e.records) - 1
-		e.recByPair[pk] = rowid
-		rec2 := &e.records[len(e.records)-1]
-		e.setBanned(rec2, e.isBanned(rec2, now))
+		e.recByPair[pk] = e.synth
+		last := &e.records[len(e.records)-1]
+		e.setBanned(last, isBanned(last, now))
 	}
-	heap.Push(&e.expiries, expiry{at: int64(tob) + e.defaultBanSec, rowid: rowid})
+	heap.Push(&e.expiries, expiry{at: int64(tob) + e.defaultBanSec, rowid: e.recByPair[pk]})
 }
 
 // rebuildV2 recomputes the schema-2 derived records from the events, after
@@ -698,15 +684,11 @@ func (e *engine) rebuildV2(now int64) {
 		}
 	}
 	e.records = e.records[:0]
-	e.deadRecs = 0
-	e.liveRecs = 0
+	e.deadRecs, e.liveRecs = 0, 0
 	clear(e.recByPair)
-	clear(e.recByRowid)
-	clear(e.latest)
 	e.expiries = e.expiries[:0]
 	for i := range e.events {
-		ev := &e.events[i]
-		if ev.skip == 0 {
+		if ev := &e.events[i]; ev.skip == 0 {
 			e.v2Latest(pairKey{ip: ev.ip, jail: ev.jail}, ev.tob, now)
 		}
 	}
@@ -717,52 +699,71 @@ func (e *engine) rebuildV2(now int64) {
 // advance moves the engine's clock to now: bans expire, events leave the
 // windows, pending bans_total increments are settled.
 func (e *engine) advance(now int64) {
+	if now < e.lastNow {
+		// The clock went backwards: recompute what depends on it.
+		e.lastNow = now
+		e.recountBanned(now)
+		e.recountWindows(now)
+		e.settlePending(now, false)
+		return
+	}
 	for e.expiries.Len() > 0 && e.expiries[0].at <= now {
 		x := heap.Pop(&e.expiries).(expiry)
-		idx, ok := e.recByRowid[x.rowid]
-		if !ok {
+		idx := e.findRecord(x.rowid)
+		if idx < 0 {
 			continue
 		}
 		rec := &e.records[idx]
-		if rec.dead || rec.skip != 0 {
-			continue
-		}
-		if e.isBanned(rec, now) {
-			// Stale entry (schema 2 record moved on); a newer one exists.
+		if rec.skip != 0 || isBanned(rec, now) {
+			// Stale entry: the record moved on and has a newer entry.
 			continue
 		}
 		e.setBanned(rec, false)
 	}
-	if now < e.lastNow {
-		// The clock went backwards: recompute window membership.
-		e.recountWindows(now)
-	} else {
-		for w := range e.windows {
-			limit := now - int64(e.windows[w].Length/time.Second)
-			c := e.cursors[w]
-			for c < len(e.byTob) && int64(e.byTob[c].tob) < limit {
-				t := &e.byTob[c]
-				if e.tobAlive(t) {
-					e.decWindow(w, jcKey{jail: t.jail, country: e.ips[t.ip].country})
-				}
-				c++
+	for w := range e.windows {
+		limit := now - int64(e.windows[w].Length/time.Second)
+		c := e.cursors[w]
+		for c < len(e.byTob) && int64(e.byTob[c].tob) < limit {
+			if t := &e.byTob[c]; t.count > 0 {
+				e.decWindow(w, jcKey{jail: t.jail, country: e.ips[t.ip].country})
 			}
-			e.cursors[w] = c
+			c++
 		}
+		e.cursors[w] = c
 	}
 	e.lastNow = now
 	e.settlePending(now, false)
+	e.compact()
+}
+
+// compact drops dead entries once they are a quarter of their slice.
+func (e *engine) compact() {
 	if e.deadTob > 1024 && e.deadTob > len(e.byTob)/4 {
-		e.compactTob()
+		out := e.byTob[:0]
+		for _, t := range e.byTob {
+			if t.count > 0 {
+				out = append(out, t)
+			}
+		}
+		e.byTob = slices.Clip(out)
+		e.deadTob = 0
+		e.resetCursors(e.lastNow)
 	}
 	if e.deadRecs > 1024 && e.deadRecs > len(e.records)/4 {
-		e.compactRecords()
+		out := e.records[:0]
+		for _, r := range e.records {
+			if !r.dead {
+				out = append(out, r)
+			}
+		}
+		e.records = slices.Clip(out)
+		e.deadRecs = 0
 	}
 }
 
 // settlePending counts new ban events into bans_total once their IP has a
-// country, or after pendingAge as unknown, so ban rates per country are not
-// all "ZZ" just because geo had not answered yet.
+// country, or after pendingAge as unknown, so that ban rates per country are
+// not all "ZZ" only because geo had not answered yet.
 func (e *engine) settlePending(now int64, all bool) {
 	keep := e.pending[:0]
 	for _, p := range e.pending {
@@ -777,100 +778,13 @@ func (e *engine) settlePending(now int64, all bool) {
 }
 
 func (e *engine) recountWindows(now int64) {
+	e.resetCursors(now)
 	for w := range e.windows {
 		clear(e.windowCount[w])
-		limit := now - int64(e.windows[w].Length/time.Second)
-		e.cursors[w] = sort.Search(len(e.byTob), func(i int) bool { return int64(e.byTob[i].tob) >= limit })
 		for i := e.cursors[w]; i < len(e.byTob); i++ {
-			t := &e.byTob[i]
-			if e.tobAlive(t) {
+			if t := &e.byTob[i]; t.count > 0 {
 				e.windowCount[w][jcKey{jail: t.jail, country: e.ips[t.ip].country}]++
 			}
-		}
-	}
-}
-
-func (e *engine) compactTob() {
-	out := e.byTob[:0]
-	for _, t := range e.byTob {
-		if e.tobAlive(&t) {
-			out = append(out, t)
-		}
-	}
-	clear(e.byTob[len(out):])
-	e.byTob = out
-	e.deadTob = 0
-	e.resetCursors(e.lastNow)
-}
-
-func (e *engine) compactRecords() {
-	out := e.records[:0]
-	for _, r := range e.records {
-		if !r.dead {
-			out = append(out, r)
-		}
-	}
-	e.records = out
-	e.deadRecs = 0
-	clear(e.recByRowid)
-	for i := range e.records {
-		e.recByRowid[e.records[i].rowid] = i
-	}
-}
-
-// ---- countries ---------------------------------------------------------
-
-// refreshCountries moves IPs whose country changed since the last look.
-// It runs only when the CountryLookup's generation changed.
-func (e *engine) refreshCountries(now int64) {
-	gen := e.countries.Generation()
-	if gen == e.countryGen {
-		return
-	}
-	e.countryGen = gen
-	changed := map[uint32]uint16{}
-	for i := range e.ips {
-		info := &e.ips[i]
-		if info.refs == 0 {
-			continue
-		}
-		c := e.country(normalizeCountry(e.countries.Country(info.addr)))
-		if c != info.country {
-			changed[uint32(i)] = info.country
-		}
-	}
-	if len(changed) == 0 {
-		return
-	}
-	// Banned pairs move from their old country to the new one.
-	for pk := range e.bannedRefs {
-		old, ok := changed[pk.ip]
-		if !ok {
-			continue
-		}
-		jc := jcKey{jail: pk.jail, country: old}
-		if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
-			delete(e.bannedNow, jc)
-		}
-	}
-	for ip := range changed {
-		e.ips[ip].country = e.country(normalizeCountry(e.countries.Country(e.ips[ip].addr)))
-	}
-	for pk := range e.bannedRefs {
-		if _, ok := changed[pk.ip]; ok {
-			e.bannedNow[jcKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
-		}
-	}
-	// Events inside the windows move too.
-	for w := range e.windows {
-		for j := e.cursors[w]; j < len(e.byTob); j++ {
-			t := &e.byTob[j]
-			old, ok := changed[t.ip]
-			if !ok || !e.tobAlive(t) {
-				continue
-			}
-			e.decWindow(w, jcKey{jail: t.jail, country: old})
-			e.windowCount[w][jcKey{jail: t.jail, country: e.ips[t.ip].country}]++
 		}
 	}
 }
@@ -883,32 +797,84 @@ func (e *engine) recountBanned(now int64) {
 		if rec.dead || rec.skip != 0 {
 			continue
 		}
-		e.setBanned(rec, e.isBanned(rec, now))
+		e.setBanned(rec, isBanned(rec, now))
 		if rec.banned && rec.bantime > -1 {
-			e.expiries = append(e.expiries, expiry{at: rec.tob + rec.bantime, rowid: rec.rowid})
+			e.expiries = append(e.expiries, expiry{at: int64(rec.tob) + rec.bantime, rowid: rec.rowid})
 		}
 	}
 	heap.Init(&e.expiries)
 }
 
+// ---- countries ---------------------------------------------------------
+
+// refreshCountries moves IPs whose country changed. It looks only when the
+// CountryLookup's generation changed.
+func (e *engine) refreshCountries() {
+	gen := e.countries.Generation()
+	if gen == e.countryGen {
+		return
+	}
+	e.countryGen = gen
+	changed := map[uint32]uint16{} // ip → old country
+	for i := range e.ips {
+		info := &e.ips[i]
+		if info.refs == 0 {
+			continue
+		}
+		if c := e.country(normalizeCountry(e.countries.Country(info.addr))); c != info.country {
+			changed[uint32(i)] = info.country
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	for pk := range e.bannedRefs {
+		if old, ok := changed[pk.ip]; ok {
+			jc := jcKey{jail: pk.jail, country: old}
+			if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
+				delete(e.bannedNow, jc)
+			}
+		}
+	}
+	for ip := range changed {
+		e.ips[ip].country = e.country(normalizeCountry(e.countries.Country(e.ips[ip].addr)))
+	}
+	for pk := range e.bannedRefs {
+		if _, ok := changed[pk.ip]; ok {
+			e.bannedNow[jcKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
+		}
+	}
+	for w := range e.windows {
+		for j := e.cursors[w]; j < len(e.byTob); j++ {
+			t := &e.byTob[j]
+			old, ok := changed[t.ip]
+			if !ok || t.count == 0 {
+				continue
+			}
+			e.decWindow(w, jcKey{jail: t.jail, country: old})
+			e.windowCount[w][jcKey{jail: t.jail, country: e.ips[t.ip].country}]++
+		}
+	}
+}
+
 // ---- applying rows -------------------------------------------------------
 
-// appendBans adds bans rows whose rowids are all above the stored ones, in
+// appendBans adds bans rows whose rowids are above every stored one, in
 // rowid order.
 func (e *engine) appendBans(rows []row, now int64) {
 	for i := range rows {
-		e.events = append(e.events, e.addEvent(&rows[i], now))
+		ev := e.addEvent(&rows[i], now)
+		addFP(e.bansFP, ev.rowid, ev.mix, 1)
+		e.events = append(e.events, ev)
 	}
 	e.mergeTob(now)
 }
 
-// appendBips adds bips rows whose rowids are all above the stored ones, in
+// appendBips adds bips rows whose rowids are above every stored one, in
 // rowid order.
 func (e *engine) appendBips(rows []row, now int64) {
 	for i := range rows {
-		rec := e.newRecord(&rows[i], now)
-		e.records = append(e.records, rec)
-		e.liveRecs++
+		e.records = append(e.records, e.newRecord(&rows[i], now))
 		e.activateRecord(len(e.records)-1, now)
 	}
 }
@@ -916,19 +882,22 @@ func (e *engine) appendBips(rows []row, now int64) {
 // replaceBansRange makes the stored bans rows with rowids in [lo, hi] equal
 // to rows (sorted by rowid).
 func (e *engine) replaceBansRange(lo, hi int64, rows []row, now int64) {
+	e.mergeTob(now)
 	i := sort.Search(len(e.events), func(k int) bool { return e.events[k].rowid >= lo })
 	j := sort.Search(len(e.events), func(k int) bool { return e.events[k].rowid > hi })
-	removed := j > i
 	for k := i; k < j; k++ {
+		addFP(e.bansFP, e.events[k].rowid, e.events[k].mix, -1)
 		e.removeEvent(&e.events[k], now)
 	}
 	added := make([]event, 0, len(rows))
 	for k := range rows {
-		added = append(added, e.addEvent(&rows[k], now))
+		ev := e.addEvent(&rows[k], now)
+		addFP(e.bansFP, ev.rowid, ev.mix, 1)
+		added = append(added, ev)
 	}
 	e.events = slices.Replace(e.events, i, j, added...)
 	e.mergeTob(now)
-	if removed && e.schema == 2 {
+	if j > i && e.schema == 2 {
 		e.rebuildV2(now)
 	}
 }
@@ -945,20 +914,12 @@ func (e *engine) replaceBipsRange(lo, hi int64, rows []row, now int64) {
 	for k := range rows {
 		added = append(added, e.newRecord(&rows[k], now))
 	}
-	// Every record of the range is dead now: drop them and put the new
-	// ones in place.
+	// Every record of the range is dead now: drop them, put the new ones
+	// in place and count them.
 	e.deadRecs -= j - i
 	e.records = slices.Replace(e.records, i, j, added...)
-	e.liveRecs += len(added)
-	for k := i; k < len(e.records); k++ {
-		if e.records[k].dead {
-			continue
-		}
-		if k < i+len(added) {
-			e.activateRecord(k, now)
-		} else {
-			e.recByRowid[e.records[k].rowid] = k
-		}
+	for k := i; k < i+len(added); k++ {
+		e.activateRecord(k, now)
 	}
 }
 
@@ -983,14 +944,14 @@ func (e *engine) bipsHigh() int64 {
 // oldestBan is the timeofban of the oldest counted ban event.
 func (e *engine) oldestBan() (int64, bool) {
 	for i := range e.byTob {
-		if e.tobAlive(&e.byTob[i]) {
+		if e.byTob[i].count > 0 {
 			return int64(e.byTob[i].tob), true
 		}
 	}
 	return 0, false
 }
 
-// snapshot copies the aggregates for the collector.
+// snapshot is a copy of the aggregates for one scrape.
 type snapshot struct {
 	jails      []string
 	countries  []string
@@ -1015,6 +976,9 @@ func (e *engine) snapshot() *snapshot {
 		bansRows:  len(e.events),
 		bipsRows:  e.liveRecs,
 		ips:       len(e.ipIndex),
+	}
+	if e.schema == 2 {
+		s.bipsRows = 0
 	}
 	for _, w := range e.windowCount {
 		s.windows = append(s.windows, cloneMap(w))

@@ -285,9 +285,11 @@ func (s *source) fingerprints(ctx context.Context, table string, lo, hi int64) (
 	if table == "bans" && s.schema == 2 {
 		bantime = "0"
 	}
-	q := fmt.Sprintf("SELECT rowid >> %d, count(*), sum(rowid), sum(coalesce(CAST(timeofban AS INTEGER), 0) %% %d), sum(%s %% %d), "+
-		"sum(coalesce(length(ip), 0) + 7 * coalesce(length(jail), 0)) FROM %s WHERE rowid BETWEEN ? AND ? GROUP BY 1",
-		bucketShift, fingerprintModulus, bantime, fingerprintModulus, table)
+	// The same sums as fingerprint.add and rowMix.
+	q := fmt.Sprintf("SELECT rowid >> %[1]d, count(*), sum(rowid), "+
+		"sum(coalesce(CAST(timeofban AS INTEGER), 0) %% %[2]d + 3 * (%[3]s %% %[2]d) + 5 * coalesce(length(ip), 0) + 7 * coalesce(length(jail), 0)) "+
+		"FROM %[4]s WHERE rowid BETWEEN ? AND ? GROUP BY 1",
+		bucketShift, fingerprintModulus, bantime, table)
 	rs, err := s.conn.QueryContext(ctx, q, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("fingerprint %s: %w", table, err)
@@ -297,7 +299,7 @@ func (s *source) fingerprints(ctx context.Context, table string, lo, hi int64) (
 	for rs.Next() {
 		var b int64
 		var f fingerprint
-		if err := rs.Scan(&b, &f.Count, &f.RowidSum, &f.TimeSum, &f.BanSum, &f.LenSum); err != nil {
+		if err := rs.Scan(&b, &f.Count, &f.RowidSum, &f.MixSum); err != nil {
 			return nil, fmt.Errorf("fingerprint %s: %w", table, err)
 		}
 		out[b] = f

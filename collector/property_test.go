@@ -1,0 +1,151 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestEngineEqualsNaiveRecomputation drives a real fail2ban-schema database
+// through random sequences of what happens to it in production — bans,
+// duplicate rows, unbans, purges (down to an empty table, so rowids are
+// reused), permanent and increasing bans, garbage rows, exporter restarts,
+// clock advances and countries arriving — and checks after every step that
+// the exporter's metrics equal a naive full recomputation.
+func TestEngineEqualsNaiveRecomputation(t *testing.T) {
+	for _, schema := range []int{4, 2} {
+		for seed := uint64(1); seed <= 6; seed++ {
+			t.Run(fmt.Sprintf("schema%d/seed%d", schema, seed), func(t *testing.T) {
+				t.Parallel()
+				runRandomHistory(t, schema, seed, 250)
+			})
+		}
+	}
+}
+
+func runRandomHistory(t *testing.T, schema int, seed uint64, steps int) {
+	rng := rand.New(rand.NewPCG(seed, seed*7919))
+	d := newF2BDB(t, schema)
+	jails := []string{"sshd", "nginx", "postfix"}
+	for _, j := range jails {
+		d.addJail(j, true)
+	}
+	start := int64(1_790_000_000)
+	clk := newClock(start)
+	countries := newTableCountries()
+	windows := windowsOf(t, "1h", "1d", "7d")
+	const defaultBantime = 600
+	newExporter := func() *Exporter {
+		return NewExporter(Options{
+			DBPath: d.path, Windows: windows, ChunkSize: 1 + rng.IntN(50),
+			DefaultBantime: defaultBantime * time.Second, Now: clk.Now,
+		}, countries)
+	}
+	x := newExporter()
+	defer x.Close()
+	ips := make([]string, 60)
+	for i := range ips {
+		if i%10 == 9 {
+			ips[i] = fmt.Sprintf("2001:db8::%x", i)
+		} else {
+			ips[i] = fmt.Sprintf("198.51.%d.%d", i/7, i)
+		}
+	}
+	ctx := context.Background()
+	for step := 0; step < steps; step++ {
+		now := clk.Now().Unix()
+		var op string
+		switch r := rng.IntN(100); {
+		case r < 40:
+			op = "ban"
+			bantime := []int64{60, 600, 3600, 86400, -1}[rng.IntN(5)]
+			tob := now - rng.Int64N(7200)
+			if rng.IntN(10) == 0 {
+				tob = now - rng.Int64N(10*86400) // an old ban (time of the last failure)
+			}
+			d.ban(jails[rng.IntN(len(jails))], ips[rng.IntN(len(ips))], tob, bantime)
+		case r < 45:
+			op = "duplicate"
+			if schema == 4 {
+				d.exec("INSERT INTO bans SELECT * FROM bans WHERE rowid = (SELECT rowid FROM bans ORDER BY random() LIMIT 1)")
+			} else {
+				d.exec("INSERT INTO bans SELECT * FROM bans WHERE rowid = (SELECT rowid FROM bans ORDER BY random() LIMIT 1)")
+			}
+		case r < 53:
+			op = "unban"
+			d.unban(jails[rng.IntN(len(jails))], ips[rng.IntN(len(ips))])
+		case r < 56:
+			op = "unban-latest-and-ban" // frees the top rowid and reuses it
+			d.exec("DELETE FROM bans WHERE rowid = (SELECT max(rowid) FROM bans)")
+			if schema == 4 {
+				d.exec("DELETE FROM bips WHERE rowid = (SELECT max(rowid) FROM bips)")
+			}
+			d.ban(jails[rng.IntN(len(jails))], ips[rng.IntN(len(ips))], now-rng.Int64N(600), 600)
+		case r < 60:
+			op = "purge"
+			d.purge(now, []int64{3600, 86400, 0}[rng.IntN(3)])
+		case r < 62:
+			op = "purge-all"
+			d.exec("DELETE FROM bans")
+			if schema == 4 {
+				d.exec("DELETE FROM bips")
+			}
+		case r < 66:
+			op = "garbage"
+			cols, vals := "jail, ip, timeofban, data", "?, ?, ?, ?"
+			if schema == 4 {
+				cols, vals = cols+", bantime", vals+", 600"
+			}
+			ins := "INSERT INTO bans(" + cols + ") VALUES(" + vals + ")"
+			switch rng.IntN(4) {
+			case 0:
+				d.exec(ins, "sshd", nil, now, nil)
+			case 1:
+				d.exec(ins, "sshd", "not-an-ip", now, []byte{0, 0xff})
+			case 2:
+				d.exec(ins, "nginx", ips[0], "yesterday", "{}")
+			case 3:
+				if schema == 4 {
+					d.exec("INSERT OR REPLACE INTO bips(ip, jail, timeofban, bantime, data) VALUES('999.1.1.1', 'sshd', ?, 60, NULL)", now)
+					d.exec("INSERT OR REPLACE INTO bips(ip, jail, timeofban, bantime, data) VALUES(?, 'sshd', ?, 'forever', NULL)", ips[1], now)
+				}
+			}
+		case r < 72:
+			op = "advance"
+			clk.Add(time.Duration(rng.Int64N(7200)) * time.Second)
+		case r < 74:
+			op = "advance-far"
+			clk.Add(time.Duration(rng.Int64N(8*86400)) * time.Second)
+		case r < 80:
+			op = "country"
+			countries.set(ips[rng.IntN(len(ips))], []string{"DE", "us", "FR", "CN", "BR"}[rng.IntN(5)])
+		case r < 83:
+			op = "restart"
+			x.Close()
+			x = newExporter()
+		case r < 85:
+			op = "jail-toggle"
+			d.addJail(jails[rng.IntN(len(jails))], rng.IntN(2) == 0)
+		default:
+			op = "increment" // bantime.increment: the same pair again, longer
+			ip, jail := ips[rng.IntN(len(ips))], jails[rng.IntN(len(jails))]
+			d.ban(jail, ip, now, 600*int64(1+rng.IntN(8)))
+		}
+		if rng.IntN(3) == 0 && step != steps-1 {
+			continue // several changes between two scrapes
+		}
+		if err := x.Refresh(ctx); err != nil {
+			t.Fatalf("step %d (%s): refresh: %v", step, op, err)
+		}
+		got := only(scrape(t, x), "fail2ban_banned_ips", "fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
+		want := naive(t, d, clk.Now().Unix(), windows, func(a netip.Addr) string { return countries.Country(a) }, defaultBantime)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("step %d (%s): engine differs from naive recomputation (-naive +engine):\n%s", step, op, diff)
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -388,10 +389,58 @@ func BenchmarkSeedCase5200(b *testing.B) {
 	})
 }
 
-
 func envOr(name, def string) string {
 	if v := getenv(name); v != "" {
 		return v
 	}
 	return def
+}
+
+// BenchmarkTrackAndCountry measures the engine's calls: Track of 235,000
+// new IPs (the 1M-row startup) and Country of each. Baseline: the same
+// calls on a map[netip.Addr]string behind a mutex, the least a cache needs.
+func BenchmarkTrackAndCountry(b *testing.B) {
+	ips := randomGlobalIPs(235_000, 6)
+	b.Run("geo", func(b *testing.B) {
+		db := openTestDB(b)
+		m, err := OpenMMDB(syntheticWorldMMDB(b), nil, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close()
+		for b.Loop() {
+			b.StopTimer()
+			r, err := New(context.Background(), Options{DB: db, Providers: []Provider{m}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			for _, ip := range ips {
+				r.Track(ip)
+			}
+			for _, ip := range ips {
+				_ = r.Country(ip)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(2*len(ips)), "ns/call")
+	})
+	b.Run("baseline-mutex-map", func(b *testing.B) {
+		for b.Loop() {
+			var mu sync.Mutex
+			m := map[netip.Addr]string{}
+			for _, ip := range ips {
+				mu.Lock()
+				if _, ok := m[ip]; !ok {
+					m[ip] = ""
+				}
+				mu.Unlock()
+			}
+			for _, ip := range ips {
+				mu.Lock()
+				_ = m[ip]
+				mu.Unlock()
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(2*len(ips)), "ns/call")
+	})
 }

@@ -149,8 +149,18 @@ func (r *Resolver) Flush(ctx context.Context) error {
 	return nil
 }
 
-// takeDirty copies the dirty entries and clears their dirty flags.
+// takeDirty copies the dirty entries and clears their dirty flags. The IPs
+// are formatted after the lock is released, so Country calls wait for a
+// copy, not for formatting.
 func (r *Resolver) takeDirty() []flushRow {
+	rows := r.copyDirty()
+	for i := range rows {
+		rows[i].ip = rows[i].k.addr().String()
+	}
+	return rows
+}
+
+func (r *Resolver) copyDirty() []flushRow {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rows := make([]flushRow, 0, len(r.dirty))
@@ -163,7 +173,6 @@ func (r *Resolver) takeDirty() []flushRow {
 		r.entries[k] = rec
 		rows = append(rows, flushRow{
 			k:          k,
-			ip:         k.addr().String(),
 			country:    countryString(rec.country),
 			name:       r.strs.get(rec.nameIndex()),
 			asn:        r.asns.get(rec.asn),

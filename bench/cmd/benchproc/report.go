@@ -22,7 +22,9 @@ type report struct {
 	SQLite3   string
 	Commit    string
 	Exporter  string
-	Config    struct {
+	// ExporterBuild is the VCS stamp Go embedded in the binary (or -label).
+	ExporterBuild string
+	Config        struct {
 		Scrapes, Warmup, Rounds, BansPerRound, NaiveRuns int
 		ConcurrentRounds                                 int
 		Seed                                             uint64
@@ -116,6 +118,7 @@ func (r *report) markdown() string {
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("## Whole-process benchmark (%s)\n\n", r.Date.Format("2006-01-02 15:04 MST"))
 	p("Machine: %s, CPU %s (%d logical CPUs seen by Go); %s; sqlite3 %s; commit %s.\n\n", r.Machine, r.CPUModel, r.CPUs, r.GoVersion, r.SQLite3, r.Commit)
+	p("Exporter: %s.\n\n", r.ExporterBuild)
 	p("Command: `%s`\n\n", r.Command)
 	p("Each size: a synthetic fail2ban database (f2bgen, seed %d: ~23.5 %% distinct IPs per row, ~49 %% bips rows, 6 jails, 30 days, some permanent), "+
 		"the exporter started on a copy with empty storage; %d timed scrapes (after %d warm-up) with the database unchanged; "+
@@ -172,4 +175,34 @@ func verdict(ok bool) string {
 		return "met"
 	}
 	return "**missed**"
+}
+
+// buildStamp describes which source a Go binary was built from, from the
+// VCS settings `go version -m` shows.
+func buildStamp(ctx context.Context, binary string) string {
+	out, err := exec.CommandContext(ctx, "go", "version", "-m", binary).Output()
+	if err != nil {
+		return "build info unavailable"
+	}
+	settings := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "build" {
+			if k, v, ok := strings.Cut(f[1], "="); ok {
+				settings[k] = v
+			}
+		}
+	}
+	rev := settings["vcs.revision"]
+	if rev == "" {
+		return "built without VCS information"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	stamp := "built from commit " + rev
+	if settings["vcs.modified"] == "true" {
+		stamp += " plus uncommitted changes in the working tree"
+	}
+	return stamp
 }

@@ -303,11 +303,12 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 					return
 				case <-t.C:
 				}
-				_, d, err := p.scrape(roundCtx)
+				// A scrape that began during the writes runs to its end.
+				_, d, err := p.scrape(ctx)
 				mu.Lock()
-				if err != nil && roundCtx.Err() == nil {
+				if err != nil {
 					scrapeErr = err
-				} else if err == nil {
+				} else {
 					during = append(during, d)
 				}
 				mu.Unlock()

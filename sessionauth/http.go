@@ -463,18 +463,15 @@ func (s *Service) authenticate(w http.ResponseWriter, r *http.Request) ([sha256.
 	return h, sess, true
 }
 
-// sessionToken returns the Bearer token or, without an Authorization
-// header, the session cookie.
+// sessionToken returns the Bearer token or, without one, the session
+// cookie. Another Authorization scheme (Basic, from the exporter-toolkit
+// web config wrapping the listener) is left to that layer.
 func sessionToken(r *http.Request) (token string, viaCookie, present bool) {
-	if auth, ok := r.Header["Authorization"]; ok {
-		if len(auth) != 1 {
-			return "", false, false
+	for _, auth := range r.Header.Values("Authorization") {
+		scheme, tok, _ := strings.Cut(auth, " ")
+		if strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok), false, true
 		}
-		scheme, tok, found := strings.Cut(auth[0], " ")
-		if !found || !strings.EqualFold(scheme, "Bearer") {
-			return "", false, false
-		}
-		return strings.TrimSpace(tok), false, true
 	}
 	c, err := r.Cookie(CookieName)
 	if err != nil {

@@ -48,6 +48,7 @@ func TestErrorCodes(t *testing.T) {
 		{"unknown token", req{method: "GET", path: PathSession, bearer: strings.Repeat("A", 43)}, 401, msgAuthFailed, ""},
 		{"basic auth", req{method: "GET", path: PathSession, header: map[string]string{"Authorization": "Basic YTpi"}}, 401, msgAuthFailed, ""},
 		{"bad bearer beats good cookie", req{method: "GET", path: PathSession, bearer: "nope", cookie: tok}, 401, msgAuthFailed, ""},
+		{"basic auth of the web config beside the cookie", req{method: "GET", path: PathSession, cookie: tok, header: map[string]string{"Authorization": "Basic YTpi"}}, 200, "", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

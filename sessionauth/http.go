@@ -421,7 +421,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		Value:    token,
 		Path:     "/api",
 		Expires:  expires,
-		MaxAge:   int(max(1, expires.Sub(now).Seconds())),
+		MaxAge:   int(max(1, math.Round(expires.Sub(now).Seconds()))),
 		HttpOnly: true,
 		Secure:   s.secure(r),
 		SameSite: http.SameSiteStrictMode,
@@ -430,7 +430,7 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, sessionResponse{
 		Token: token, TokenType: "Bearer",
 		CreatedAt: created, ExpiresAt: expires,
-		ExpiresIn: int64(expires.Sub(now) / time.Second),
+		ExpiresIn: int64(math.Round(expires.Sub(now).Seconds())),
 	})
 }
 

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 The classic (v1) dashboard schema is deprecated in the SDK in favour of v2, but v1 JSON is what file provisioning and grafana.com imports use.
+
 package dashboards
 
 import (

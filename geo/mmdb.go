@@ -29,7 +29,18 @@ type MMDB struct {
 	failed   os.FileInfo // of the last file that failed to open, so it is not retried until it changes
 	loadedAt time.Time
 	lastErr  string
+
+	// answers caches decoded records by their offset in the loaded file:
+	// a country database has a few thousand distinct records for millions
+	// of networks, and decoding is most of a lookup's cost. It belongs to
+	// the reader in use and is replaced with it.
+	answersMu sync.Mutex
+	answers   map[uintptr]Answer
 }
+
+// maxCachedRecords bounds the decoded-record cache (City databases have
+// more distinct records than Country ones).
+const maxCachedRecords = 200_000
 
 // mmdbRecord holds the fields geo reads from both schemas.
 type mmdbRecord struct {
@@ -76,6 +87,8 @@ func (m *MMDB) Lookup(_ context.Context, ips []netip.Addr) ([]Answer, error) {
 	if m.reader == nil {
 		return nil, errors.New("mmdb: no database loaded")
 	}
+	m.answersMu.Lock()
+	defer m.answersMu.Unlock()
 	for i, ip := range ips {
 		answers[i] = m.lookupLocked(ip)
 	}
@@ -94,6 +107,18 @@ func (m *MMDB) lookupLocked(ip netip.Addr) Answer {
 	if !res.Found() {
 		return Answer{Kind: AnswerNotFound}
 	}
+	if a, ok := m.answers[res.Offset()]; ok {
+		return a
+	}
+	a := decodeAnswer(res)
+	if a.Kind != AnswerError && len(m.answers) < maxCachedRecords {
+		m.answers[res.Offset()] = a
+	}
+	return a
+}
+
+// decodeAnswer decodes one record of either schema.
+func decodeAnswer(res maxminddb.Result) Answer {
 	var rec mmdbRecord
 	if err := res.Decode(&rec); err != nil {
 		return Answer{Kind: AnswerError, Message: "mmdb record not understood"}
@@ -140,6 +165,8 @@ func (m *MMDB) Reload(force bool) (bool, error) {
 	m.mu.Lock()
 	old := m.reader
 	m.reader, m.file, m.failed, m.loadedAt, m.lastErr = reader, st, nil, m.clock.Now(), ""
+	// No lookup runs while m.mu is held exclusively.
+	m.answers = make(map[uintptr]Answer)
 	m.mu.Unlock()
 	if old != nil {
 		// No lookup holds m.mu any more, so none uses old.

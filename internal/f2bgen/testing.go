@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -66,13 +67,42 @@ func Cached(ctx context.Context, dir string, spec Spec) (string, error) {
 	}
 	defer os.RemoveAll(tmpDir)
 	tmp := filepath.Join(tmpDir, key)
-	if _, err := Generate(ctx, tmp, spec); err != nil {
+	if raceEnabled && spec.Rows >= outOfProcessRows {
+		err = generateOutOfProcess(ctx, tmp, spec)
+	} else {
+		_, err = Generate(ctx, tmp, spec)
+	}
+	if err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return "", fmt.Errorf("f2bgen: cache: %w", err)
 	}
 	return path, nil
+}
+
+// outOfProcessRows is the size from which a race-instrumented test binary
+// generates through the f2bgen command built without the race detector.
+const outOfProcessRows = 20_000
+
+// generateOutOfProcess runs the f2bgen command (go run, without -race) on
+// spec; the file is the same as Generate's, as generation is deterministic.
+func generateOutOfProcess(ctx context.Context, path string, spec Spec) error {
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Errorf("f2bgen: encode spec: %w", err)
+	}
+	specFile := path + ".spec.json"
+	if err := os.WriteFile(specFile, specJSON, 0o600); err != nil {
+		return fmt.Errorf("f2bgen: %w", err)
+	}
+	defer os.Remove(specFile)
+	cmd := exec.CommandContext(ctx, "go", "run", "github.com/bangui/bangui_exporter/internal/f2bgen/cmd/f2bgen",
+		"-spec", specFile, "-out", path)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("f2bgen: generate out of process: %w\n%s", err, out)
+	}
+	return nil
 }
 
 // CachedPathT returns the path of spec's database in CacheDir, generating it

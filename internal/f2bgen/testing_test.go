@@ -3,6 +3,7 @@ package f2bgen
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -64,5 +65,21 @@ func TestCacheKey(t *testing.T) {
 		if k(changed) == k(base) {
 			t.Errorf("spec %+v has the key of %+v", changed, base)
 		}
+	}
+}
+
+// TestOutOfProcessEqualsInProcess: the race-detector path (the f2bgen
+// command) writes the same file as Generate.
+func TestOutOfProcessEqualsInProcess(t *testing.T) {
+	requireTool(t, "go")
+	spec := Spec{Rows: 3000, Seed: 21, Now: testNow, Schema: 4, MatchesPerBan: 2,
+		Jails: append(DefaultJails()[:5], Jail{Name: "custom", Weight: 0.1, BanTime: 3e9 * 60, Increment: true})}
+	inProcess, _ := generate(t, spec)
+	outOfProcess := filepath.Join(t.TempDir(), "out.sqlite3")
+	if err := generateOutOfProcess(context.Background(), outOfProcess, spec); err != nil {
+		t.Fatal(err)
+	}
+	if fileHash(t, inProcess) != fileHash(t, outOfProcess) {
+		t.Fatal("the f2bgen command wrote another database than Generate for one spec")
 	}
 }

@@ -30,6 +30,7 @@ func run(args []string) int {
 	matches := fs.Int("matches", 1, "log lines stored per ban in data")
 	indexesFirst := fs.Bool("indexes-first", false, "create indexes before loading, in fail2ban's exact order (slower)")
 	asJSON := fs.Bool("json", false, "print the statistics as JSON")
+	specFile := fs.String("spec", "", "read the whole f2bgen.Spec as JSON from this file (other generation flags are ignored)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -48,6 +49,17 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	spec := f2bgen.Spec{Rows: *rows, Seed: *seed, Schema: *schema, Now: now, MatchesPerBan: *matches, IndexesFirst: *indexesFirst}
+	if *specFile != "" {
+		b, err := os.ReadFile(*specFile)
+		if err == nil {
+			spec = f2bgen.Spec{}
+			err = json.Unmarshal(b, &spec)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "f2bgen: -spec: %v\n", err)
+			return 2
+		}
+	}
 	st, err := f2bgen.Generate(ctx, *out, spec)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package f2bgen
+
+const raceEnabled = false

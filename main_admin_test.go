@@ -1,0 +1,529 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"database/sql"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	_ "modernc.org/sqlite"
+
+	"github.com/bangui/bangui_exporter/geo"
+	"github.com/bangui/bangui_exporter/internal/f2bgen"
+)
+
+const adminE2EPassword = "end to end admin password"
+
+// buildExporter builds this package's binary once per test.
+func buildExporter(t *testing.T) string {
+	t.Helper()
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		if goBin, err = exec.LookPath("go"); err != nil {
+			t.Fatalf("no go command to build the exporter: %v", err)
+		}
+	}
+	bin := filepath.Join(t.TempDir(), exporterName)
+	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// lockedBuffer collects a child's output.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// exporterProcess is a running exporter.
+type exporterProcess struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	logs   *lockedBuffer
+	exited chan struct{}
+	base   string // http://127.0.0.1:PORT
+}
+
+var listenRE = regexp.MustCompile(`msg="Listening on" address=(\S+)`)
+
+func startExporter(t *testing.T, bin string, args ...string) *exporterProcess {
+	t.Helper()
+	p := &exporterProcess{t: t, logs: &lockedBuffer{}, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, append([]string{"--web.listen-address=127.0.0.1:0"}, args...)...)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.exited:
+		case <-time.After(20 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+		}
+	})
+	p.waitLog("the listener", func(logs string) bool {
+		if m := listenRE.FindStringSubmatch(logs); m != nil {
+			p.base = "http://" + m[1]
+			return true
+		}
+		return false
+	})
+	return p
+}
+
+func (p *exporterProcess) waitLog(what string, ok func(string) bool) {
+	p.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok(p.logs.String()) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("exporter exited while waiting for %s:\n%s", what, p.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("timed out waiting for %s:\n%s", what, p.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// stop ends the exporter with SIGTERM and checks it exits cleanly.
+func (p *exporterProcess) stop() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		p.t.Fatalf("exporter did not stop:\n%s", p.logs)
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
+		p.t.Fatalf("exit code %d:\n%s", code, p.logs)
+	}
+}
+
+// apiClient talks to the admin API like curl does.
+type apiClient struct {
+	t      *testing.T
+	base   string
+	http   *http.Client
+	bearer string
+}
+
+func newAPIClient(t *testing.T, base string) *apiClient {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &apiClient{t: t, base: base, http: &http.Client{Jar: jar, Timeout: 10 * time.Second}}
+}
+
+func (c *apiClient) call(method, path, body string, wantStatus int, out any) {
+	c.t.Helper()
+	var r io.Reader
+	if body != "" {
+		r = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, c.base+path, r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if body != "" || method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+c.bearer)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != wantStatus {
+		c.t.Fatalf("%s %s: %d %s, want %d", method, path, resp.StatusCode, b, wantStatus)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			c.t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+}
+
+func (c *apiClient) status() geo.Status {
+	c.t.Helper()
+	var st geo.Status
+	c.call("GET", "/api/geo/status", "", 200, &st)
+	return st
+}
+
+func (c *apiClient) waitStatus(what string, ok func(geo.Status) bool) geo.Status {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := c.status()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out waiting for %s: %+v", what, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// metric reads one sample without labels from /metrics.
+func metric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metric %s not exposed", name)
+	return 0
+}
+
+// bannedIPs reads every IP fail2ban's database has a ban row for.
+func bannedIPs(t *testing.T, dbPath string) []netip.Addr {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+dbPath+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query("SELECT DISTINCT ip FROM bips")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ips []netip.Addr
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		ips = append(ips, netip.MustParseAddr(s))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ips
+}
+
+// writeCountryMMDB writes a MaxMind-format country database that places
+// every ip in country code (none for an empty list).
+func writeCountryMMDB(t *testing.T, path string, ips []netip.Addr, code string) {
+	t.Helper()
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 24, IPVersion: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range ips {
+		n := &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}
+		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(code), "names": mmdbtype.Map{"en": mmdbtype.String("Iceland")}}}
+		if err := tree.Insert(n, rec); err != nil {
+			t.Fatalf("mmdb insert %s: %v", ip, err)
+		}
+	}
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAdminEndToEnd runs the built exporter: the password is set with the
+// subcommand, a client logs in, and a re-resolve of IPs an older database
+// did not know lands in geo_cache in one flush.
+func TestAdminEndToEnd(t *testing.T) {
+	bin := buildExporter(t)
+	dir := t.TempDir()
+	storage := filepath.Join(dir, "app", "bangui.sqlite3")
+	f2bDB := f2bgen.GenerateT(t, f2bgen.DefaultSpec(400, time.Now()))
+	banned := bannedIPs(t, f2bDB)
+	mmdb := filepath.Join(dir, "country.mmdb")
+	writeCountryMMDB(t, mmdb, nil, "")
+
+	// The password, piped to the subcommand.
+	set := exec.Command(bin, "admin", "set-password", "--storage.path", storage)
+	set.Stdin = strings.NewReader(adminE2EPassword + "\n")
+	if out, err := set.CombinedOutput(); err != nil {
+		t.Fatalf("admin set-password: %v\n%s", err, out)
+	}
+	short := exec.Command(bin, "admin", "set-password", "--storage.path", storage)
+	short.Stdin = strings.NewReader("too short\n")
+	if out, err := short.CombinedOutput(); err == nil || !strings.Contains(string(out), "at least 12 characters") {
+		t.Fatalf("short password: %v\n%s", err, out)
+	}
+
+	p := startExporter(t, bin,
+		"--storage.path", storage,
+		"--fail2ban.db", f2bDB,
+		"--geo.providers=mmdb", "--geo.mmdb", mmdb, "--geo.mmdb.check-interval=0",
+		"--geo.flush-interval=300ms", "--geo.negative-ttl=1h",
+	)
+	if strings.Contains(p.logs.String(), "setup_token") {
+		t.Fatal("a setup token was logged although the password exists")
+	}
+	c := newAPIClient(t, p.base)
+	c.call("POST", "/api/auth/login", `{"password":"wrong password here"}`, 401, nil)
+	time.Sleep(1100 * time.Millisecond) // the backoff after one failure
+	var login struct {
+		Token     string    `json:"token"`
+		ExpiresAt time.Time `json:"expires_at"`
+	}
+	c.call("POST", "/api/auth/login", `{"password":"`+adminE2EPassword+`"}`, 200, &login)
+	if len(login.Token) != 43 || time.Until(login.ExpiresAt) < 23*time.Hour {
+		t.Fatalf("login %+v", login)
+	}
+	// The cookie jar carries the session.
+	var sess map[string]any
+	c.call("GET", "/api/auth/session", "", 200, &sess)
+	p.waitLog("the failed login line", func(l string) bool {
+		return strings.Contains(l, `msg="admin API authentication failed" client=127.0.0.1 action=login reason=wrong_password`)
+	})
+
+	// The engine tracks the banned IPs; none has a country yet.
+	first := c.waitStatus("the first lookups", func(s geo.Status) bool {
+		return s.Tracked > 0 && s.Unresolved == s.Tracked && s.Pending == 0 && s.Dirty == 0
+	})
+	tracked := first.Tracked
+	if tracked < 5 {
+		t.Fatalf("only %d banned IPs tracked", tracked)
+	}
+
+	// A newer database knows them; reload it like an operator would.
+	writeCountryMMDB(t, mmdb, banned, "IS")
+	before := c.status().Providers[0].LoadedAt
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	c.waitStatus("the reload", func(s geo.Status) bool { return s.Providers[0].LoadedAt.After(before) })
+	flushes := metric(t, p.base, "bangui_exporter_geo_flushes_total")
+	flushed := metric(t, p.base, "bangui_exporter_geo_flushed_entries_total")
+
+	c.bearer = login.Token // scripts use the Bearer header
+	var queued map[string]int
+	c.call("POST", "/api/geo/re-resolve", "", 202, &queued)
+	if queued["queued"] != tracked {
+		t.Fatalf("queued %v, want %d", queued, tracked)
+	}
+	c.waitStatus("the resolution and its flush", func(s geo.Status) bool {
+		return s.Resolved == tracked && s.Dirty == 0 && s.Pending == 0
+	})
+	if d := metric(t, p.base, "bangui_exporter_geo_flushes_total") - flushes; d != 1 {
+		t.Fatalf("%v flushes for the re-resolve, want exactly 1", d)
+	}
+	if d := metric(t, p.base, "bangui_exporter_geo_flushed_entries_total") - flushed; int(d) != tracked {
+		t.Fatalf("%v entries flushed, want %d", d, tracked)
+	}
+
+	// geo_cache holds every country, read by a separate connection.
+	db, err := sql.Open("sqlite", "file:"+storage+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM geo_cache WHERE country_code = 'IS'").Scan(&n); err != nil || n != tracked {
+		t.Fatalf("geo_cache has %d rows with IS (%v), want %d", n, err, tracked)
+	}
+	var someIP string
+	if err := db.QueryRow("SELECT ip FROM geo_cache WHERE country_code = 'IS' LIMIT 1").Scan(&someIP); err != nil {
+		t.Fatal(err)
+	}
+	var entry map[string]any
+	c.call("GET", "/api/geo/lookup/"+someIP, "", 200, &entry)
+	if entry["country_code"] != "IS" || entry["known"] != true {
+		t.Fatalf("lookup %v", entry)
+	}
+
+	c.call("POST", "/api/auth/logout", "", 200, nil)
+	c.call("GET", "/api/auth/session", "", 401, nil)
+	p.stop()
+	if strings.Contains(p.logs.String(), adminE2EPassword) || strings.Contains(p.logs.String(), login.Token) {
+		t.Fatal("the log contains the password or the token")
+	}
+}
+
+var setupTokenLogRE = regexp.MustCompile(`setup_token=(\S+)`)
+
+// TestAdminSetupTokenAndDisabledAPI covers the other way to set the
+// password (the one-time setup token from the log), geo disabled, and
+// --no-web.enable-admin-api.
+func TestAdminSetupTokenAndDisabledAPI(t *testing.T) {
+	bin := buildExporter(t)
+	dir := t.TempDir()
+	storage := filepath.Join(dir, "bangui.sqlite3")
+	f2bDB := f2bgen.GenerateT(t, f2bgen.DefaultSpec(50, time.Now()))
+
+	p := startExporter(t, bin, "--storage.path", storage, "--fail2ban.db", f2bDB, "--geo.providers=none")
+	var token string
+	p.waitLog("the setup token", func(l string) bool {
+		m := setupTokenLogRE.FindStringSubmatch(l)
+		if m != nil {
+			token = m[1]
+		}
+		return m != nil
+	})
+	c := newAPIClient(t, p.base)
+	c.call("POST", "/api/auth/login", `{"password":"`+adminE2EPassword+`"}`, 503, nil)
+	c.call("POST", "/api/setup", `{"setup_token":"`+token+`","password":"`+adminE2EPassword+`"}`, 201, nil)
+	c.call("POST", "/api/setup", `{"setup_token":"`+token+`","password":"`+adminE2EPassword+`"}`, 409, nil)
+	c.call("POST", "/api/auth/login", `{"password":"`+adminE2EPassword+`"}`, 200, nil)
+	var e map[string]string
+	c.call("GET", "/api/geo/status", "", 503, &e)
+	if !strings.Contains(e["error"], "disabled") {
+		t.Fatalf("geo disabled error %v", e)
+	}
+	// Metrics keep working beside the API.
+	resp, err := http.Get(p.base + "/metrics")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("metrics: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	p.stop()
+
+	off := startExporter(t, bin, "--storage.path", storage, "--fail2ban.db", f2bDB, "--geo.providers=none", "--no-web.enable-admin-api")
+	for _, path := range []string{"/api/auth/session", "/api/setup", "/api/geo/status"} {
+		resp, err := http.Get(off.base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || json.Valid(body) {
+			t.Fatalf("%s with the API disabled: %d %s", path, resp.StatusCode, body)
+		}
+	}
+	off.stop()
+}
+
+func TestReadPasswordFrom(t *testing.T) {
+	cases := []struct {
+		in, want string
+		ok       bool
+	}{
+		{"secret password\n", "secret password", true},
+		{"secret password\r\n", "secret password", true},
+		{"secret password", "secret password", true},
+		{"  spaced  \n", "  spaced  ", true},
+		{"two\nlines\n", "", false},
+		{strings.Repeat("x", maxPasswordInput+1), "", false},
+	}
+	for _, c := range cases {
+		got, err := readPasswordFrom(strings.NewReader(c.in))
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("readPasswordFrom(%q) = %q, %v", c.in, got, err)
+		}
+	}
+}
+
+func TestAdminFlags(t *testing.T) {
+	cases := []struct {
+		args    []string
+		enabled bool
+		proxies []string
+	}{
+		{nil, true, nil},
+		{[]string{"--no-web.enable-admin-api"}, false, nil},
+		{[]string{"--web.trusted-proxies=10.0.0.0/8,::1", "--web.trusted-proxies", "192.0.2.1"}, true, []string{"10.0.0.0/8,::1", "192.0.2.1"}},
+	}
+	for _, c := range cases {
+		app := kingpinApp()
+		af := addAdminFlags(app)
+		if _, err := app.Parse(c.args); err != nil {
+			t.Fatal(err)
+		}
+		if *af.enableAPI != c.enabled || !slices.Equal(*af.trustedProxies, c.proxies) {
+			t.Errorf("%v: enabled %v proxies %v", c.args, *af.enableAPI, *af.trustedProxies)
+		}
+		if *af.sessionTTL != 24*time.Hour || *af.sessionCacheTTL != 10*time.Second {
+			t.Errorf("defaults %v %v", *af.sessionTTL, *af.sessionCacheTTL)
+		}
+	}
+	// The subcommand parses and is recognised.
+	app := kingpinApp()
+	af := addAdminFlags(app)
+	cmd, err := app.Parse([]string{"admin", "set-password"})
+	if err != nil || cmd != "admin set-password" {
+		t.Fatalf("%q %v", cmd, err)
+	}
+	if _, handled := runAdminCommand("serve", af, nil, nil); handled {
+		t.Fatal("serve handled as an admin command")
+	}
+}
+
+// kingpinApp is an application with every part's flags, as run builds it,
+// so a flag name clashing with another part or exporter-toolkit fails.
+func kingpinApp() *kingpin.Application {
+	app := kingpin.New(exporterName, "")
+	promslogflag.AddFlags(app, &promslog.Config{})
+	app.Command("serve", "").Default()
+	addCoreFlags(app)
+	addGeoFlags(app)
+	addSocketFlags(app)
+	return app
+}

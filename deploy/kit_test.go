@@ -472,8 +472,7 @@ func TestDockerCompose(t *testing.T) {
 	}{{"fail2ban.db", true}, {"fail2ban.socket", false}} {
 		p, ok := flagValue(exporter.Command, tt.flag)
 		if !ok {
-			t.Errorf("exporter has no --%s", tt.flag)
-			continue
+			p = exporterDefaults[tt.flag]
 		}
 		em, ok := mountOf(t, exporter, p)
 		if !ok || !em.named {
@@ -496,10 +495,15 @@ func TestDockerCompose(t *testing.T) {
 		t.Errorf("exporter must run with a read-only root, no capabilities and no-new-privileges")
 	}
 	// The fail2ban image is Debian's package: its default paths.
-	if !strings.HasPrefix(mustFlag(t, exporter.Command, "fail2ban.db"), "/var/lib/fail2ban/") ||
-		!strings.HasPrefix(mustFlag(t, exporter.Command, "fail2ban.socket"), "/var/run/fail2ban/") {
+	if !strings.HasPrefix(mustFlag(t, exporter.Command, "fail2ban.db"), "/var/lib/fail2ban/") {
 		t.Errorf("exporter paths differ from Debian fail2ban's defaults")
 	}
+}
+
+// exporterDefaults are the defaults of flags the deploy kit relies on
+// without passing them (issue 7: --fail2ban.socket).
+var exporterDefaults = map[string]string{
+	"fail2ban.socket": "/var/run/fail2ban/fail2ban.sock",
 }
 
 func mustFlag(t *testing.T, args []string, name string) string {

@@ -1,0 +1,728 @@
+package deploy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/maxmind/mmdbwriter"
+	"github.com/maxmind/mmdbwriter/mmdbtype"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
+
+	"github.com/bangui/bangui_exporter/dashboards"
+	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+)
+
+// The end-to-end test: a real fail2ban-server in a sandbox with bans, the
+// real exporter binary reading it, and a real Prometheus scraping the
+// exporter with our scrape config and rules. Every PromQL expression of
+// the dashboards (variables substituted with real values) and of the rules
+// must run through /api/v1/query; the world-map and per-jail panels must
+// return exactly what the exporter exposes and what fail2ban reports.
+//
+// It needs fail2ban, prometheus and a main package that builds; without
+// them it skips, except in CI (BANGUI_CI set), where it fails.
+
+// banPlan is which sample IPs the test bans in which jail, and which
+// country the test's MaxMind database gives each of them.
+type banPlan struct {
+	jails     map[string][]string // jail → IPs
+	countries map[string]string   // IP → country
+}
+
+func newBanPlan() banPlan {
+	ips := f2bsandbox.SampleIPs(30)
+	codes := []string{"DE", "US", "CN", "BR", "JP"}
+	p := banPlan{jails: map[string][]string{}, countries: map[string]string{}}
+	for i, ip := range ips {
+		switch {
+		case i < 18:
+			p.jails["sshd"] = append(p.jails["sshd"], ip)
+		case i < 25:
+			p.jails["perm"] = append(p.jails["perm"], ip)
+		default:
+			p.jails["incr"] = append(p.jails["incr"], ip)
+		}
+		// Some IPs stay out of the database: they count as ZZ.
+		if i%7 != 6 {
+			p.countries[ip] = codes[i%len(codes)]
+		}
+	}
+	return p
+}
+
+// expected returns IPs banned now summed by a label ("jail" or
+// "country"); geo tells whether countries are resolved.
+func (p banPlan) expected(by string, geo bool) map[string]float64 {
+	out := map[string]float64{}
+	for jail, ips := range p.jails {
+		for _, ip := range ips {
+			key := jail
+			if by == "country" {
+				key = "ZZ"
+				if c, ok := p.countries[ip]; ok && geo {
+					key = c
+				}
+			}
+			out[key]++
+		}
+	}
+	return out
+}
+
+// writeMMDB writes a GeoLite2-Country-layout database giving each planned
+// IP its country.
+func (p banPlan) writeMMDB(t *testing.T, path string) {
+	t.Helper()
+	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 28, IncludeReservedNetworks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ip, country := range p.countries {
+		bits := 32
+		if strings.Contains(ip, ":") {
+			bits = 128
+		}
+		_, ipnet, err := net.ParseCIDR(ip + "/" + strconv.Itoa(bits))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(country)}}
+		if err := tree.Insert(ipnet, rec); err != nil {
+			t.Fatalf("insert %s: %v", ip, err)
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startProcess runs a command until the test ends (SIGTERM, then a kill
+// after 10 s), with its output in a log file shown when the test fails.
+func startProcess(t *testing.T, name string, bin string, args ...string) {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+		logFile.Close()
+		if t.Failed() {
+			data, _ := os.ReadFile(logPath)
+			if len(data) > 4000 {
+				data = data[len(data)-4000:]
+			}
+			t.Logf("--- %s log (tail) ---\n%s", name, data)
+		}
+	})
+}
+
+func httpGet(ctx context.Context, u string) (int, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// waitFor polls cond every 250 ms until it returns nil or the timeout ends.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// buildExporter builds the main package. A tree whose main package does not
+// build yet skips the test, except in CI.
+func buildExporter(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "bangui_exporter")
+	cmd := exec.CommandContext(t.Context(), "go", "build", "-o", bin, ".")
+	cmd.Dir = repoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if os.Getenv("BANGUI_CI") != "" {
+			t.Fatalf("go build of the exporter failed: %v\n%s", err, out)
+		}
+		t.Skipf("the exporter does not build yet (set BANGUI_CI=1 to make this a failure): %v\n%s", err, out)
+	}
+	return bin
+}
+
+// promQuery is the answer of /api/v1/query for a vector or scalar.
+type promQuery struct {
+	Status    string `json:"status"`
+	ErrorType string `json:"errorType"`
+	Error     string `json:"error"`
+	Data      struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
+	} `json:"data"`
+}
+
+type vectorSample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+func query(t *testing.T, base, expr string) promQuery {
+	t.Helper()
+	_, body, err := httpGet(t.Context(), base+"/api/v1/query?query="+url.QueryEscape(expr))
+	if err != nil {
+		t.Fatalf("query %q: %v", expr, err)
+	}
+	var q promQuery
+	if err := json.Unmarshal(body, &q); err != nil {
+		t.Fatalf("query %q: %v: %s", expr, err, body)
+	}
+	return q
+}
+
+// vectorBy runs expr and sums its vector result by label.
+func vectorBy(t *testing.T, base, expr, label string) (map[string]float64, error) {
+	q := query(t, base, expr)
+	if q.Status != "success" {
+		return nil, fmt.Errorf("%s: %s", q.ErrorType, q.Error)
+	}
+	if q.Data.ResultType != "vector" {
+		return nil, fmt.Errorf("result type %s, want vector", q.Data.ResultType)
+	}
+	var samples []vectorSample
+	if err := json.Unmarshal(q.Data.Result, &samples); err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, s := range samples {
+		v, err := strconv.ParseFloat(fmt.Sprint(s.Value[1]), 64)
+		if err != nil {
+			return nil, err
+		}
+		out[s.Metric[label]] += v
+	}
+	return out, nil
+}
+
+// exposition scrapes the exporter and sums a family by a label.
+func exposition(t *testing.T, exporterURL string) map[string]*dto.MetricFamily {
+	t.Helper()
+	_, body, err := httpGet(t.Context(), exporterURL+"/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parse exposition: %v", err)
+	}
+	return families
+}
+
+func sumBy(families map[string]*dto.MetricFamily, name, label string, match map[string]string) map[string]float64 {
+	out := map[string]float64{}
+	fam, ok := families[name]
+	if !ok {
+		return out
+	}
+	for _, m := range fam.GetMetric() {
+		labels := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			labels[lp.GetName()] = lp.GetValue()
+		}
+		skip := false
+		for k, v := range match {
+			if labels[k] != v {
+				skip = true
+			}
+		}
+		if skip {
+			continue
+		}
+		v := m.GetGauge().GetValue() + m.GetCounter().GetValue() + m.GetUntyped().GetValue()
+		out[labels[label]] += v
+	}
+	return out
+}
+
+// helpFlags returns the long flags the exporter's --help lists.
+func helpFlags(t *testing.T, bin string) map[string]bool {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), bin, "--help-long").CombinedOutput()
+	if err != nil {
+		out, err = exec.CommandContext(t.Context(), bin, "--help").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s --help: %v\n%s", bin, err, out)
+		}
+	}
+	flags := map[string]bool{}
+	for _, f := range strings.Fields(string(out)) {
+		if name, ok := strings.CutPrefix(f, "--"); ok {
+			name, _, _ = strings.Cut(name, "=")
+			flags[strings.TrimRight(name, ",")] = true
+		}
+	}
+	return flags
+}
+
+func TestEndToEndWithRealPrometheus(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test skipped in -short mode")
+	}
+	prometheusBin := requireTool(t, "prometheus", "/usr/bin/prometheus")
+	f2bsandbox.RequireFail2ban(t)
+	bin := buildExporter(t)
+	flags := helpFlags(t, bin)
+
+	// Every flag the deploy kit passes exists in the binary.
+	u := unitDirectives(t, "systemd/bangui_exporter.service")
+	kitArgs := strings.Fields(strings.Join(u["Service.ExecStart"], " "))[1:]
+	kitArgs = append(kitArgs, loadCompose(t).Services["bangui_exporter"].Command...)
+	for _, a := range kitArgs {
+		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+		if !flags[name] {
+			t.Errorf("the deploy kit passes --%s, which the exporter does not know", name)
+		}
+	}
+
+	plan := newBanPlan()
+	sb := f2bsandbox.StartT(t, f2bsandbox.Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	for _, jail := range []string{"sshd", "perm", "incr"} {
+		if err := sb.BanIP(ctx, jail, plan.jails[jail]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// fail2ban writes a ban to its database a moment after the ban.
+	waitFor(t, "fail2ban to report the bans", 30*time.Second, func() error {
+		for jail, ips := range plan.jails {
+			n, err := sb.CurrentlyBanned(ctx, jail)
+			if err != nil {
+				return err
+			}
+			if n != len(ips) {
+				return fmt.Errorf("jail %s: %d banned, want %d", jail, n, len(ips))
+			}
+		}
+		return nil
+	})
+
+	dir := t.TempDir()
+	exporterPort := freePort(t)
+	exporterURL := fmt.Sprintf("http://127.0.0.1:%d", exporterPort)
+	args := []string{
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", exporterPort),
+		"--fail2ban.db=" + sb.DBPath(),
+		"--storage.path=" + filepath.Join(dir, "bangui.sqlite3"),
+		"--log.level=debug",
+	}
+	if flags["fail2ban.socket"] {
+		args = append(args, "--fail2ban.socket="+sb.Socket())
+	}
+	geo := flags["geo.mmdb"]
+	if geo {
+		mmdb := filepath.Join(dir, "countries.mmdb")
+		plan.writeMMDB(t, mmdb)
+		args = append(args, "--geo.mmdb="+mmdb)
+	}
+	// Never any lookup on the internet.
+	if flags["geo.providers"] {
+		if geo {
+			args = append(args, "--geo.providers=mmdb")
+		} else {
+			args = append(args, "--geo.providers=none")
+		}
+	}
+	if flags["geo.ipapi.url"] {
+		args = append(args, "--geo.ipapi.url=")
+	}
+	startProcess(t, "exporter", bin, args...)
+
+	wantByJail := plan.expected("jail", geo)
+	wantByCountry := plan.expected("country", geo)
+	waitFor(t, "the exporter to expose the bans", 60*time.Second, func() error {
+		code, _, err := httpGet(ctx, exporterURL+"/-/ready")
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("ready: %d %v", code, err)
+		}
+		fams := exposition(t, exporterURL)
+		if got := sumBy(fams, "fail2ban_banned_ips", "jail", nil); !maps.Equal(got, wantByJail) {
+			return fmt.Errorf("banned per jail %v, want %v", got, wantByJail)
+		}
+		if got := sumBy(fams, "fail2ban_banned_ips", "country", nil); !maps.Equal(got, wantByCountry) {
+			return fmt.Errorf("banned per country %v, want %v", got, wantByCountry)
+		}
+		return nil
+	})
+	checkContract(t, exposition(t, exporterURL))
+
+	// Prometheus with our scrape config (target rewritten, faster
+	// intervals) and our rules.
+	promPort := freePort(t)
+	promURL := fmt.Sprintf("http://127.0.0.1:%d", promPort)
+	configPath := writePrometheusConfig(t, dir, fmt.Sprintf("127.0.0.1:%d", exporterPort))
+	startProcess(t, "prometheus", prometheusBin,
+		"--config.file="+configPath,
+		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort),
+	)
+	waitFor(t, "Prometheus to be ready", 60*time.Second, func() error {
+		code, body, err := httpGet(ctx, promURL+"/-/ready")
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("%d %v %s", code, err, body)
+		}
+		return nil
+	})
+	// Enough samples for rate() over the substituted $__rate_interval.
+	waitFor(t, "samples in Prometheus", 90*time.Second, func() error {
+		got, err := vectorBy(t, promURL, `count_over_time(fail2ban_up{job="fail2ban"}[1m])`, "job")
+		if err != nil {
+			return err
+		}
+		if got["fail2ban"] < 8 {
+			return fmt.Errorf("%v samples of fail2ban_up", got["fail2ban"])
+		}
+		return nil
+	})
+
+	instance := fmt.Sprintf("127.0.0.1:%d", exporterPort)
+	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry)
+	checkRuleQueries(t, promURL)
+	checkFail2banAgrees(t, ctx, sb, promURL, instance)
+}
+
+// checkContract: every fail2ban_/bangui_exporter_ family the exporter
+// exposes is in the metric contract, with its type and labels.
+func checkContract(t *testing.T, fams map[string]*dto.MetricFamily) {
+	t.Helper()
+	for name, fam := range fams {
+		if !strings.HasPrefix(name, "fail2ban_") && !strings.HasPrefix(name, "bangui_exporter_") {
+			continue
+		}
+		m, ok := dashboards.LookupMetric(name)
+		if !ok {
+			t.Errorf("the exporter exposes %s, which is not in the metric contract (dashboards/contract.go)", name)
+			continue
+		}
+		if want := strings.ToLower(fam.GetType().String()); want != string(m.Type) {
+			t.Errorf("%s is a %s, the contract says %s", name, want, m.Type)
+		}
+		for _, metric := range fam.GetMetric() {
+			var labels []string
+			for _, lp := range metric.GetLabel() {
+				labels = append(labels, lp.GetName())
+			}
+			want := slices.Clone(m.Labels)
+			sort.Strings(labels)
+			sort.Strings(want)
+			if !slices.Equal(labels, want) {
+				t.Errorf("%s has labels %v, the contract says %v", name, labels, want)
+				break
+			}
+		}
+	}
+}
+
+func writePrometheusConfig(t *testing.T, dir, target string) string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(deployDir(t), "prometheus/prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg map[string]any
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	global := cfg["global"].(map[string]any)
+	global["scrape_interval"] = "1s"
+	global["scrape_timeout"] = "1s"
+	global["evaluation_interval"] = "1s"
+	// Our rules, with the recording group's interval shortened like the
+	// scrape interval.
+	var rules []any
+	for i, rf := range cfg["rule_files"].([]any) {
+		var rulesCfg ruleFile
+		data, err := os.ReadFile(filepath.Join(deployDir(t), "prometheus", rf.(string)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(data, &rulesCfg); err != nil {
+			t.Fatal(err)
+		}
+		for g := range rulesCfg.Groups {
+			if rulesCfg.Groups[g].Interval != "" {
+				rulesCfg.Groups[g].Interval = "1s"
+			}
+		}
+		out, err := yaml.Marshal(rulesCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, fmt.Sprintf("rules-%d.yml", i))
+		if err := os.WriteFile(path, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rules = append(rules, path)
+	}
+	cfg["rule_files"] = rules
+	scrape := cfg["scrape_configs"].([]any)[0].(map[string]any)
+	scrape["static_configs"].([]any)[0].(map[string]any)["targets"] = []any{target}
+	out, err := yaml.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// checkDashboardQueries runs every dashboard query with the variables set
+// as a user would set them, and compares the world-map and per-jail
+// panels with what the exporter exposes.
+func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, wantByJail, wantByCountry map[string]float64) {
+	t.Helper()
+	queries, err := dashboards.AllQueries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]string{
+		"job": "fail2ban", "instance": instance, "jail": ".+", "datasource": "Prometheus",
+		"__rate_interval": "1m", "__range": "5m", "__interval": "15s",
+	}
+	// Variable queries first: each must list values, as Grafana's
+	// label_values() would through the series API.
+	for _, q := range queries {
+		if q.VariableLabel == "" {
+			continue
+		}
+		sel, err := dashboards.Substitute(q.Expr, values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, body, err := httpGet(t.Context(), promURL+"/api/v1/label/"+q.VariableLabel+"/values?match[]="+url.QueryEscape(sel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lv struct {
+			Status string   `json:"status"`
+			Data   []string `json:"data"`
+		}
+		if err := json.Unmarshal(body, &lv); err != nil || lv.Status != "success" || len(lv.Data) == 0 {
+			t.Errorf("%s %s: label_values(%s, %s) gave %s", q.Dashboard, q.Panel, sel, q.VariableLabel, body)
+			continue
+		}
+		if q.VariableLabel == "window" {
+			values["window"] = lv.Data[0]
+			if slices.Contains(lv.Data, "24h") {
+				values["window"] = "24h"
+			}
+		}
+	}
+	if values["window"] == "" {
+		t.Fatal("no window label values")
+	}
+
+	exposed := exposition(t, exporterURL)
+	recentByCountry := sumBy(exposed, "fail2ban_recent_bans", "country", map[string]string{"window": values["window"]})
+	ran, compared := 0, 0
+	for _, q := range queries {
+		if q.VariableLabel != "" {
+			continue
+		}
+		views := []string{""}
+		if strings.Contains(q.Expr, "$view") {
+			views = []string{dashboards.ViewBannedNow, dashboards.ViewRecentWindow}
+		}
+		for _, view := range views {
+			vals := maps.Clone(values)
+			vals["view"] = view
+			expr, err := dashboards.Substitute(q.Expr, vals)
+			if err != nil {
+				t.Errorf("%s / %s: %v", q.Dashboard, q.Panel, err)
+				continue
+			}
+			res := query(t, promURL, expr)
+			ran++
+			if res.Status != "success" {
+				t.Errorf("%s / %s %s (view %q): %s: %s\n%s", q.Dashboard, q.Panel, q.RefID, view, res.ErrorType, res.Error, expr)
+				continue
+			}
+			var want map[string]float64
+			label := ""
+			switch {
+			case q.Dashboard == "bangui-world-map" && (q.Panel == "Bans per country" || q.Panel == "Countries"):
+				label, want = "country", wantByCountry
+				if view == dashboards.ViewRecentWindow {
+					want = recentByCountry
+					if !maps.Equal(recentByCountry, wantByCountry) {
+						t.Errorf("exporter: recent bans (%s) per country %v, want every ban once: %v", values["window"], recentByCountry, wantByCountry)
+					}
+				}
+			case q.Dashboard == "bangui-world-map" && (q.Panel == "Total" || q.Panel == "Country unknown (ZZ)"):
+				source := wantByCountry
+				if view == dashboards.ViewRecentWindow {
+					source = recentByCountry
+				}
+				total := 0.0
+				for country, v := range source {
+					if q.Panel == "Total" || country == "ZZ" {
+						total += v
+					}
+				}
+				label, want = "", map[string]float64{"": total}
+				if total == 0 {
+					want = map[string]float64{} // no series: the stat shows its "0" no-value text
+				}
+			case q.Dashboard == "bangui-overview" && q.Panel == "Banned now per jail":
+				label, want = "jail", wantByJail
+			case q.Dashboard == "bangui-overview" && q.Panel == "Banned now: fail2ban server vs database" && q.RefID == "B":
+				label, want = "jail", wantByJail
+			default:
+				continue
+			}
+			compared++
+			got, err := vectorBy(t, promURL, expr, label)
+			if err != nil {
+				t.Errorf("%s / %s: %v", q.Dashboard, q.Panel, err)
+				continue
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("%s / %s (view %q): %v by %s, want %v", q.Dashboard, q.Panel, view, got, label, want)
+			}
+		}
+	}
+	if ran < 30 || compared < 10 {
+		t.Errorf("only %d dashboard queries ran, %d compared with the exporter", ran, compared)
+	}
+	t.Logf("ran %d dashboard queries, compared %d world-map and per-jail results with the exporter", ran, compared)
+}
+
+// checkRuleQueries runs every rule expression and checks that Prometheus
+// loaded and evaluated our rules without error.
+func checkRuleQueries(t *testing.T, promURL string) {
+	t.Helper()
+	for name, expr := range ruleExprs(t) {
+		if res := query(t, promURL, expr); res.Status != "success" {
+			t.Errorf("rule %s: %s: %s", name, res.ErrorType, res.Error)
+		}
+	}
+	// Every rule was loaded and has been evaluated without error.
+	waitFor(t, "every rule evaluated", 30*time.Second, func() error {
+		_, body, err := httpGet(t.Context(), promURL+"/api/v1/rules")
+		if err != nil {
+			return err
+		}
+		var rules struct {
+			Data struct {
+				Groups []struct {
+					Rules []struct {
+						Name      string `json:"name"`
+						Health    string `json:"health"`
+						LastError string `json:"lastError"`
+					} `json:"rules"`
+				} `json:"groups"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(body, &rules); err != nil {
+			return err
+		}
+		n := 0
+		for _, g := range rules.Data.Groups {
+			for _, r := range g.Rules {
+				n++
+				if r.Health != "ok" {
+					return fmt.Errorf("rule %s: health %q %s", r.Name, r.Health, r.LastError)
+				}
+			}
+		}
+		if want := len(ruleExprs(t)); n != want {
+			return fmt.Errorf("prometheus loaded %d rules, the file has %d", n, want)
+		}
+		return nil
+	})
+	// The recording rule of banned IPs per jail has data.
+	got, err := vectorBy(t, promURL, "instance_jail:fail2ban_banned_ips:sum", "jail")
+	if err != nil || len(got) == 0 {
+		t.Errorf("instance_jail:fail2ban_banned_ips:sum: %v %v", got, err)
+	}
+}
+
+// checkFail2banAgrees compares the per-jail panel in Prometheus with
+// fail2ban-client's own "Currently banned".
+func checkFail2banAgrees(t *testing.T, ctx context.Context, sb *f2bsandbox.Sandbox, promURL, instance string) {
+	t.Helper()
+	got, err := vectorBy(t, promURL, fmt.Sprintf(`sum by (jail) (fail2ban_banned_ips{instance=%q})`, instance), "jail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, jail := range sb.Jails() {
+		n, err := sb.CurrentlyBanned(ctx, jail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[jail] != float64(n) {
+			t.Errorf("jail %s: Prometheus has %v banned, fail2ban-client says %d", jail, got[jail], n)
+		}
+	}
+}

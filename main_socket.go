@@ -2,18 +2,61 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/alecthomas/kingpin/v2"
+
+	"github.com/bangui/bangui_exporter/socket"
 )
 
 // socketFlags are the flags of the fail2ban socket part.
-type socketFlags struct{}
+type socketFlags struct {
+	path    *string
+	timeout *time.Duration
+}
 
-func addSocketFlags(*kingpin.Application) *socketFlags { return &socketFlags{} }
+func addSocketFlags(app *kingpin.Application) *socketFlags {
+	return &socketFlags{
+		path: app.Flag("fail2ban.socket",
+			"Path of fail2ban's socket, for fail2ban's own runtime counts and jail settings (fail2ban_server_up, fail2ban_jail_*); empty disables. A socket that is missing or not accessible is retried on every scrape.").
+			Default(socket.DefaultPath).String(),
+		timeout: app.Flag("fail2ban.socket-timeout",
+			"Timeout of connect, write and read on fail2ban's socket, and of all socket commands of one scrape together.").
+			Default(socket.DefaultTimeout.String()).Duration(),
+	}
+}
 
 // setupSocket registers the socket collector and returns the fail2ban DB
 // path to use: dbPath as given, or, when --fail2ban.db was not given, what
-// the socket's "get dbfile" answers.
-func (e *exporter) setupSocket(_ context.Context, _ *socketFlags, dbPath string, _ bool) (string, error) {
-	return dbPath, nil
+// the socket's "get dbfile" answers ("" when fail2ban keeps no database
+// file, which turns the DB part off).
+func (e *exporter) setupSocket(ctx context.Context, f *socketFlags, dbPath string, dbGiven bool) (string, error) {
+	logger := e.logger.With("component", "socket")
+	if *f.path == "" {
+		logger.Info("fail2ban socket disabled (--fail2ban.socket is empty)")
+		return dbPath, nil
+	}
+	client := socket.New(socket.Options{Path: *f.path, Timeout: *f.timeout})
+	e.onShutdown = append(e.onShutdown, func(context.Context) error { return client.Close() })
+	e.registry.MustRegister(socket.NewCollector(client, socket.CollectorOptions{Logger: logger, Budget: *f.timeout}))
+	if dbGiven {
+		return dbPath, nil
+	}
+
+	askCtx, cancel := context.WithTimeout(ctx, *f.timeout)
+	defer cancel()
+	file, ok, err := client.DBFile(askCtx)
+	switch {
+	case err != nil:
+		logger.Info("fail2ban socket did not tell its database file; using --fail2ban.db's default", "path", dbPath, "err", err)
+		return dbPath, nil
+	case !ok:
+		logger.Warn("fail2ban runs without a database (dbfile = None): the database metrics are off; the socket metrics stay on")
+		return "", nil
+	case file == ":memory:":
+		logger.Warn("fail2ban keeps its database in memory (dbfile = :memory:), which no other process can read: the database metrics are off; the socket metrics stay on")
+		return "", nil
+	}
+	logger.Info("using fail2ban's database file as its socket reports it", "path", file)
+	return file, nil
 }

@@ -445,7 +445,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	})
 
 	instance := fmt.Sprintf("127.0.0.1:%d", exporterPort)
-	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry)
+	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry, flags["fail2ban.socket"])
 	checkRuleQueries(t, promURL)
 	checkFail2banAgrees(t, ctx, sb, promURL, instance)
 }
@@ -540,7 +540,7 @@ func writePrometheusConfig(t *testing.T, dir, target string) string {
 // checkDashboardQueries runs every dashboard query with the variables set
 // as a user would set them, and compares the world-map and per-jail
 // panels with what the exporter exposes.
-func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, wantByJail, wantByCountry map[string]float64) {
+func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, wantByJail, wantByCountry map[string]float64, socket bool) {
 	t.Helper()
 	queries, err := dashboards.AllQueries()
 	if err != nil {
@@ -638,6 +638,11 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 				label, want = "jail", wantByJail
 			case q.Dashboard == "bangui-overview" && q.Panel == "Banned now: fail2ban server vs database" && q.RefID == "B":
 				label, want = "jail", wantByJail
+			case socket && q.Dashboard == "bangui-overview" && q.Panel == "Banned now: fail2ban server vs database" && q.RefID == "A":
+				// fail2ban's own count through its socket (issue 7), once that part is in.
+				label, want = "jail", wantByJail
+			case socket && q.Dashboard == "bangui-overview" && q.Panel == "fail2ban server":
+				label, want = "", map[string]float64{"": 1}
 			default:
 				continue
 			}

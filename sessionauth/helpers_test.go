@@ -176,8 +176,8 @@ type fakeGeo struct {
 
 func newFakeGeo() *fakeGeo {
 	return &fakeGeo{entries: map[netip.Addr]geo.Entry{
-		netip.MustParseAddr("192.0.2.1"):   {IP: netip.MustParseAddr("192.0.2.1"), CountryCode: "DE", Provider: "mmdb", Final: true},
-		netip.MustParseAddr("2001:db8::1"): {IP: netip.MustParseAddr("2001:db8::1"), Failures: 2, Message: "timeout"},
+		netip.MustParseAddr("192.0.2.1"):    {IP: netip.MustParseAddr("192.0.2.1"), CountryCode: "DE", Provider: "mmdb", Final: true},
+		netip.MustParseAddr("2001:db8::1"):  {IP: netip.MustParseAddr("2001:db8::1"), Failures: 2, Message: "timeout"},
 		netip.MustParseAddr("198.51.100.9"): {IP: netip.MustParseAddr("198.51.100.9")},
 	}}
 }

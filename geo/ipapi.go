@@ -87,6 +87,9 @@ func NewIPAPI(opts IPAPIOptions) (*IPAPI, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("geo: ip-api URL %q is not an http(s) URL", raw)
 	}
+	if opts.Key == "" && u.Scheme == "https" && u.Hostname() == "ip-api.com" {
+		return nil, fmt.Errorf("geo: ip-api URL %q: the free endpoint is plain HTTP only (HTTPS answers 403); use http:// or set a pro key", raw)
+	}
 	display := *u
 	q := u.Query()
 	q.Set("fields", ipapiFields)

@@ -418,7 +418,7 @@ func TestIPAPIUnreachableRedactsKey(t *testing.T) {
 }
 
 func TestNewIPAPIRejectsBadURL(t *testing.T) {
-	for _, u := range []string{"ftp://x/batch", "not a url", "http://"} {
+	for _, u := range []string{"ftp://x/batch", "not a url", "http://", "https://ip-api.com/batch"} {
 		if _, err := NewIPAPI(IPAPIOptions{URL: u}); err == nil {
 			t.Errorf("URL %q accepted", u)
 		}

@@ -365,6 +365,12 @@ func TestResolverTrackIsIdempotent(t *testing.T) {
 	if s := r.Status(); s.Tracked != 0 {
 		t.Fatalf("status %+v", s)
 	}
+	// The zero address is classified, not a panic.
+	r.Track(netip.Addr{})
+	r.drain(context.Background())
+	if c := r.Country(netip.Addr{}); c != "" {
+		t.Fatalf("country of the zero address: %q", c)
+	}
 }
 
 func TestResolverRunStopsAndResolves(t *testing.T) {

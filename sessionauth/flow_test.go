@@ -301,7 +301,7 @@ func TestLimiterDelayCapAndForget(t *testing.T) {
 		if w := l.begin(a, now); w != 0 {
 			t.Fatalf("begin refused after waiting: %v", w)
 		}
-		last = l.end(a, now, true)
+		last = l.end(a, now, attemptFailed)
 		now = now.Add(last)
 	}
 	if last != backoffMax {
@@ -317,13 +317,13 @@ func TestLimiterDelayCapAndForget(t *testing.T) {
 	if w := l.begin(a, now); w == 0 {
 		t.Fatal("second concurrent attempt allowed")
 	}
-	l.end(a, now, true)
+	l.end(a, now, attemptFailed)
 	// After backoffForget without failures the client starts afresh.
 	now = now.Add(backoffForget)
 	if w := l.begin(a, now); w != 0 {
 		t.Fatal(w)
 	}
-	if d := l.end(a, now, true); d != backoffBase {
+	if d := l.end(a, now, attemptFailed); d != backoffBase {
 		t.Fatalf("delay after forgetting = %v", d)
 	}
 }
@@ -338,7 +338,7 @@ func TestLimiterBoundedMemory(t *testing.T) {
 			a = a.Next()
 		}
 		l.begin(a, now)
-		l.end(a, now, true)
+		l.end(a, now, attemptFailed)
 		now = now.Add(time.Millisecond)
 	}
 	if n := len(l.clients); n > maxTrackedClients {
@@ -373,3 +373,46 @@ func TestOpenWithRealAppDB(t *testing.T) {
 func strconvI(i int) string { return strconv.Itoa(i) }
 
 func ipAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestLimiterAbortedAttemptKeepsBackoff(t *testing.T) {
+	l := newLimiter()
+	a, b := ipAddr("192.0.2.1"), ipAddr("192.0.2.2")
+	now := time.Unix(1_800_000_000, 0)
+	l.begin(a, now)
+	l.end(a, now, attemptFailed)
+	now = now.Add(backoffBase)
+	l.begin(a, now)
+	l.end(a, now, attemptAborted)
+	if w := l.begin(a, now); w != 0 {
+		t.Fatalf("aborted attempt left the client in flight: %v", w)
+	}
+	if d := l.end(a, now, attemptFailed); d != 2*backoffBase {
+		t.Fatalf("after an aborted attempt the next failure waits %v, want %v", d, 2*backoffBase)
+	}
+	l.begin(b, now)
+	l.end(b, now, attemptAborted)
+	if _, ok := l.clients[b]; ok {
+		t.Fatal("an aborted first attempt is remembered")
+	}
+}
+
+// A database failure is a JSON 500, logged, and does not count against the
+// client.
+func TestDatabaseFailureIsInternalError(t *testing.T) {
+	f := newFixture(t, true)
+	if err := f.db.Reader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		wantJSON(t, f.do(req{method: "POST", path: PathLogin, body: `{"password":"` + testPassword + `"}`}), 500, msgInternal)
+	}
+	if !strings.Contains(f.logs.String(), `msg="admin API request failed" path=/api/auth/login`) {
+		t.Fatalf("no error logged:\n%s", f.logs)
+	}
+	if strings.Contains(f.logs.String(), LogFailedAuth) {
+		t.Fatal("an internal error was logged as a failed login")
+	}
+	if n := len(f.svc.limiter.clients); n != 0 {
+		t.Fatalf("limiter remembers %d clients", n)
+	}
+}

@@ -282,8 +282,8 @@ func (s *Service) handleSetup(w http.ResponseWriter, r *http.Request) {
 		writeTooMany(w, wait)
 		return
 	}
-	failed := true
-	defer func() { s.limiter.end(client, s.now(), failed) }()
+	outcome := attemptAborted
+	defer func() { s.limiter.end(client, s.now(), outcome) }()
 
 	given := sha256.Sum256([]byte(req.SetupToken))
 	s.setupMu.Lock()
@@ -291,16 +291,16 @@ func (s *Service) handleSetup(w http.ResponseWriter, r *http.Request) {
 	s.setupMu.Unlock()
 	if !tokenOK && s.setupDone.Load() {
 		// A concurrent setup completed (and spent the token) meanwhile.
-		failed = false
 		writeError(w, http.StatusConflict, msgAlreadySetUp)
 		return
 	}
 	if !tokenOK {
+		outcome = attemptFailed
 		s.logFailure(client, "setup", "invalid_setup_token")
 		writeError(w, http.StatusUnauthorized, msgAuthFailed)
 		return
 	}
-	failed = false // the token was right; a weak password is no attack
+	outcome = attemptSucceeded // the token was right; a weak password is no attack
 	if err := ValidatePassword(req.Password); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
@@ -369,12 +369,12 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeTooMany(w, wait)
 		return
 	}
-	failed := true
-	defer func() { s.limiter.end(client, s.now(), failed) }()
+	// Errors on our side leave the client's backoff as it was.
+	outcome := attemptAborted
+	defer func() { s.limiter.end(client, s.now(), outcome) }()
 
 	hash, err := readPasswordHash(ctx, s.db)
 	if err != nil {
-		failed = false
 		s.internalError(w, r, err)
 		return
 	}
@@ -382,21 +382,20 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if err := s.hashWithSlot(ctx, func() {
 		cmpErr = bcrypt.CompareHashAndPassword(hash, []byte(req.Password))
 	}); err != nil {
-		failed = false
 		writeError(w, http.StatusServiceUnavailable, "request cancelled")
 		return
 	}
 	if cmpErr != nil {
 		if !errors.Is(cmpErr, bcrypt.ErrMismatchedHashAndPassword) {
-			failed = false
 			s.internalError(w, r, fmt.Errorf("compare password: %w", cmpErr))
 			return
 		}
+		outcome = attemptFailed
 		s.logFailure(client, "login", "wrong_password")
 		writeError(w, http.StatusUnauthorized, msgAuthFailed)
 		return
 	}
-	failed = false
+	outcome = attemptSucceeded
 
 	token, err := newToken()
 	if err != nil {

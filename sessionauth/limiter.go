@@ -95,9 +95,20 @@ func (l *limiter) begin(client netip.Addr, now time.Time) (wait time.Duration) {
 	return 0
 }
 
+// attemptOutcome is how an attempt ended.
+type attemptOutcome uint8
+
+const (
+	// attemptAborted: the credentials were not checked (an error on our
+	// side, a cancelled request); the backoff stays as it was.
+	attemptAborted attemptOutcome = iota
+	attemptFailed
+	attemptSucceeded
+)
+
 // end finishes an attempt begun with begin. A failure lengthens the
 // client's backoff and returns the new wait; a success forgets the client.
-func (l *limiter) end(client netip.Addr, now time.Time, failed bool) (wait time.Duration) {
+func (l *limiter) end(client netip.Addr, now time.Time, result attemptOutcome) (wait time.Duration) {
 	k := limiterKey(client)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -106,7 +117,13 @@ func (l *limiter) end(client netip.Addr, now time.Time, failed bool) (wait time.
 		return 0
 	}
 	a.inFlight = false
-	if !failed {
+	switch result {
+	case attemptAborted:
+		if a.failures == 0 {
+			delete(l.clients, k)
+		}
+		return 0
+	case attemptSucceeded:
 		delete(l.clients, k)
 		return 0
 	}

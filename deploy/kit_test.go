@@ -615,3 +615,52 @@ func exec_(t *testing.T, name string, args ...string) (string, error) {
 	out, err := exec.CommandContext(t.Context(), name, args...).CombinedOutput()
 	return string(out), err
 }
+
+// TestComposeFail2banConfig runs fail2ban's own configuration test on the
+// compose stack's jail.local, on top of Debian's fail2ban configuration as
+// the image installs it (the jail's log path pointed at a temporary file).
+func TestComposeFail2banConfig(t *testing.T) {
+	client := requireTool(t, "fail2ban-client")
+	const debianConfig = "/etc/fail2ban"
+	if _, err := os.Stat(filepath.Join(debianConfig, "jail.conf")); err != nil {
+		if os.Getenv("BANGUI_CI") != "" {
+			t.Fatalf("Debian's fail2ban configuration is missing: %v", err)
+		}
+		t.Skipf("Debian's fail2ban configuration is missing: %v", err)
+	}
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(debianConfig)); err != nil {
+		t.Fatal(err)
+	}
+	// The image removes Debian's defaults (systemd backend, which a
+	// container has no journal for).
+	if err := os.Remove(filepath.Join(dir, "jail.d", "defaults-debian.conf")); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	jail, err := os.ReadFile(filepath.Join(deployDir(t), "compose/fail2ban/jail.local"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "auth.log")
+	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(jail, []byte("/var/log/host/auth.log")) {
+		t.Fatal("jail.local does not read the host's auth.log where compose mounts it")
+	}
+	jail = bytes.ReplaceAll(jail, []byte("/var/log/host/auth.log"), []byte(logPath))
+	if err := os.WriteFile(filepath.Join(dir, "jail.local"), jail, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec_(t, client, "-c", dir, "-t")
+	if err != nil || !strings.Contains(out, "OK: configuration test is successful") {
+		t.Fatalf("fail2ban-client -t: %v\n%s", err, out)
+	}
+	// And a broken jail is caught.
+	if err := os.WriteFile(filepath.Join(dir, "jail.local"), append(jail, []byte("\n[nosuch]\nenabled = true\nfilter = nosuchfilter\nlogpath = "+logPath+"\n")...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec_(t, client, "-c", dir, "-t"); err == nil {
+		t.Fatalf("fail2ban-client -t accepted a jail with a missing filter:\n%s", out)
+	}
+}

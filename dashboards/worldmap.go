@@ -113,16 +113,17 @@ func WorldMap() (dashboard.Dashboard, error) {
 		WithPanel(stat.NewPanelBuilder().
 			Id(ids.id()).
 			Title("History horizon").
-			Description("How far back the exporter can count ban events: the age of the oldest ban it knows (fail2ban_oldest_ban_timestamp_seconds). fail2ban deletes ban history older than its dbpurgeage (1 day by default); the exporter's archive, when on, reaches further.").
+			Description("How far back the exporter can count ban events: the age of the oldest ban it knows (fail2ban_oldest_ban_timestamp_seconds), beside fail2ban's dbpurgeage (fail2ban_db_purge_age_seconds, read through fail2ban's socket; absent when the socket part is off). fail2ban deletes ban history older than its dbpurgeage (1 day by default); the exporter's archive, when on, reaches further.").
 			Datasource(datasourceRef()).
-			WithTarget(instantValue(0, "time() - min("+selector("fail2ban_oldest_ban_timestamp_seconds")+")", "horizon")).
+			WithTarget(instantValue(0, "time() - min("+selector("fail2ban_oldest_ban_timestamp_seconds")+")", "oldest ban")).
+			WithTarget(instantValue(1, "min("+selector("fail2ban_db_purge_age_seconds")+")", "fail2ban dbpurgeage")).
 			Unit(units.Seconds).
 			Decimals(1).
 			Thresholds(thresholds("blue")).
 			ColorMode(common.BigValueColorModeValue).
 			GraphMode(common.BigValueGraphModeNone).
 			Orientation(common.VizOrientationAuto).
-			TextMode(common.BigValueTextModeValue).
+			TextMode(common.BigValueTextModeValueAndName).
 			ReduceOptions(lastValue()).
 			Height(5).Span(6)).
 		WithPanel(stat.NewPanelBuilder().

@@ -65,7 +65,7 @@ func runAdminCommand(cmd string, af *adminFlags, flags *coreFlags, logger *slog.
 }
 
 // setPasswordCommand reads the new password from in and stores it.
-func setPasswordCommand(ctx context.Context, storagePath string, in *os.File, prompt io.Writer, logger *slog.Logger) error {
+func setPasswordCommand(ctx context.Context, storagePath string, in *os.File, prompt io.Writer, logger *slog.Logger) (err error) {
 	password, err := readNewPassword(in, prompt)
 	if err != nil {
 		return err
@@ -77,7 +77,11 @@ func setPasswordCommand(ctx context.Context, storagePath string, in *os.File, pr
 	if err != nil {
 		return fmt.Errorf("open storage (--storage.path): %w", err)
 	}
-	defer db.Close()
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close storage: %w", cerr)
+		}
+	}()
 	revoked, err := sessionauth.SetPassword(ctx, db, password)
 	if err != nil {
 		return err
@@ -94,15 +98,15 @@ const maxPasswordInput = 4096
 func readNewPassword(in *os.File, prompt io.Writer) (string, error) {
 	fd := int(in.Fd())
 	if term.IsTerminal(fd) {
-		fmt.Fprint(prompt, "New admin password: ")
+		_, _ = fmt.Fprint(prompt, "New admin password: ")
 		first, err := term.ReadPassword(fd)
-		fmt.Fprintln(prompt)
+		_, _ = fmt.Fprintln(prompt)
 		if err != nil {
 			return "", fmt.Errorf("read password: %w", err)
 		}
-		fmt.Fprint(prompt, "Repeat the password: ")
+		_, _ = fmt.Fprint(prompt, "Repeat the password: ")
 		second, err := term.ReadPassword(fd)
-		fmt.Fprintln(prompt)
+		_, _ = fmt.Fprintln(prompt)
 		if err != nil {
 			return "", fmt.Errorf("read password: %w", err)
 		}

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -39,11 +38,9 @@ const adminE2EPassword = "end to end admin password"
 // buildExporter builds this package's binary once per test.
 func buildExporter(t *testing.T) string {
 	t.Helper()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			t.Fatalf("no go command to build the exporter: %v", err)
-		}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("no go command to build the exporter: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), exporterName)
 	out, err := exec.Command(goBin, "build", "-o", bin, ".").CombinedOutput()
@@ -179,7 +176,7 @@ func (c *apiClient) call(method, path, body string, wantStatus int, out any) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != wantStatus {
 		c.t.Fatalf("%s %s: %d %s, want %d", method, path, resp.StatusCode, b, wantStatus)
@@ -220,7 +217,7 @@ func metric(t *testing.T, base, name string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -243,12 +240,12 @@ func bannedIPs(t *testing.T, dbPath string) []netip.Addr {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	rows, err := db.Query("SELECT DISTINCT ip FROM bips")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	var ips []netip.Addr
 	for rows.Next() {
 		var s string
@@ -385,7 +382,7 @@ func TestAdminEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	var n int
 	if err := db.QueryRow("SELECT count(*) FROM geo_cache WHERE country_code = 'IS'").Scan(&n); err != nil || n != tracked {
 		t.Fatalf("geo_cache has %d rows with IS (%v), want %d", n, err, tracked)
@@ -443,7 +440,7 @@ func TestAdminSetupTokenAndDisabledAPI(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("metrics: %v %v", resp, err)
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	p.stop()
 
 	off := startExporter(t, bin, "--storage.path", storage, "--fail2ban.db", f2bDB, "--geo.providers=none", "--no-web.enable-admin-api")
@@ -453,7 +450,7 @@ func TestAdminSetupTokenAndDisabledAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		if resp.StatusCode != 404 || json.Valid(body) {
 			t.Fatalf("%s with the API disabled: %d %s", path, resp.StatusCode, body)
 		}

@@ -138,7 +138,7 @@ func TestFail2banJailBans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	etc := filepath.Join(dir, "etc")
 	logPath := filepath.Join(dir, "exporter.log")
 	sock := filepath.Join(dir, "f2b.sock")
@@ -174,7 +174,7 @@ func TestFail2banJailBans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
+	t.Cleanup(func() { _ = logFile.Close() })
 
 	if out, err := exec.Command(client, "-c", etc, "-t").CombinedOutput(); err != nil {
 		t.Fatalf("fail2ban-client -t: %v\n%s", err, out)

@@ -352,7 +352,7 @@ func TestOpenWithRealAppDB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { _ = db.Close() })
 	for range 2 { // migrations are idempotent
 		if _, err := New(ctx, Options{DB: db, hashCost: bcrypt.MinCost}); err != nil {
 			t.Fatal(err)

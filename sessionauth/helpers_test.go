@@ -363,7 +363,3 @@ func mustDecode[T any](t testing.TB, rec *httptest.ResponseRecorder) T {
 	}
 	return v
 }
-
-func ipRemote(ip string, port int) string {
-	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)).String()
-}

@@ -83,7 +83,7 @@ func TestBodyLimitOverTheWire(t *testing.T) {
 			}
 		}
 		_, _ = io.WriteString(pw, `"}`)
-		pw.Close()
+		_ = pw.Close()
 	}()
 	hr, _ := http.NewRequest("POST", srv.URL+PathLogin, pr)
 	hr.Header.Set("Content-Type", "application/json")
@@ -91,7 +91,7 @@ func TestBodyLimitOverTheWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	pr.CloseWithError(io.ErrClosedPipe)
 	if resp.StatusCode != 413 || resp.ContentLength == 0 {
 		t.Fatalf("status %d", resp.StatusCode)

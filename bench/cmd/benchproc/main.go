@@ -164,7 +164,11 @@ func benchmark(ctx context.Context, logger *slog.Logger, cfg config) (*report, e
 		}
 	}
 	rep.Exporter = binary
-	rep.ExporterBuild = buildStamp(ctx, binary)
+	if cfg.exporter == "" {
+		rep.ExporterBuild = worktreeStamp(ctx, cfg.repo)
+	} else {
+		rep.ExporterBuild = buildStamp(ctx, binary)
+	}
 	if cfg.label != "" {
 		rep.ExporterBuild = cfg.label
 	}

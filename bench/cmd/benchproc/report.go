@@ -206,3 +206,29 @@ func buildStamp(ctx context.Context, binary string) string {
 	}
 	return stamp
 }
+
+// worktreeStamp describes the working tree the harness built the exporter
+// from: its commit and whether tracked files had uncommitted changes.
+func worktreeStamp(ctx context.Context, repo string) string {
+	git := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, "git", args...)
+		cmd.Dir = repo
+		out, err := cmd.Output()
+		return strings.TrimSpace(string(out)), err
+	}
+	rev, err := git("rev-parse", "--short=12", "HEAD")
+	if err != nil {
+		return "built by the harness from " + repo + " (not a git checkout)"
+	}
+	stamp := "built by the harness (go build) from the working tree at commit " + rev
+	status, err := git("status", "--porcelain", "--untracked-files=no")
+	switch {
+	case err != nil:
+		stamp += " (working tree state unknown)"
+	case status != "":
+		stamp += fmt.Sprintf(" plus uncommitted changes to %d tracked files", len(strings.Split(status, "\n")))
+	default:
+		stamp += " (clean)"
+	}
+	return stamp
+}

@@ -108,7 +108,7 @@ func BenchmarkMMDBLookup100k(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer reader.Close()
+			defer closeQuietly(reader)
 			for b.Loop() {
 				for _, ip := range ips {
 					var rec map[string]any
@@ -119,7 +119,7 @@ func BenchmarkMMDBLookup100k(b *testing.B) {
 			}
 			b.ReportMetric(float64(len(ips))*float64(b.N)/b.Elapsed().Seconds(), "lookups/s")
 		})
-		m.Close()
+		closeQuietly(m)
 	}
 }
 
@@ -173,7 +173,7 @@ func BenchmarkLoad200k(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer stmt.Close()
+		defer closeQuietly(stmt)
 		for b.Loop() {
 			for _, ip := range ips {
 				var c sql.NullString
@@ -330,7 +330,7 @@ func BenchmarkSeedCase5200(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer m.Close()
+		defer closeQuietly(m)
 		for b.Loop() {
 			b.StopTimer()
 			db := openTestDB(b)
@@ -374,7 +374,7 @@ func BenchmarkSeedCase5200(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer m.Close()
+		defer closeQuietly(m)
 		for b.Loop() {
 			b.StopTimer()
 			db := openTestDB(b)
@@ -423,7 +423,7 @@ func BenchmarkTrackAndCountry(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer m.Close()
+		defer closeQuietly(m)
 		for b.Loop() {
 			b.StopTimer()
 			r, err := New(context.Background(), Options{DB: db, Providers: []Provider{m}})

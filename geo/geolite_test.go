@@ -46,7 +46,7 @@ func TestRealGeoLite2Country(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	defer closeQuietly(m)
 	st := m.Status()
 	if st.DatabaseType != "GeoLite2-Country" || !st.BuildTime.Equal(time.Date(2019, 12, 24, 17, 40, 14, 0, time.UTC)) {
 		t.Fatalf("not the expected database: %+v", st)
@@ -96,7 +96,7 @@ func TestRealGeoLite2Country(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer reader.Close()
+	defer closeQuietly(reader)
 	type sample struct {
 		ip   netip.Addr
 		want string

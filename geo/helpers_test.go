@@ -3,6 +3,7 @@ package geo
 import (
 	"context"
 	"database/sql"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -61,7 +62,7 @@ func openTestDB(t testing.TB) *appdb.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() { closeQuietly(db) })
 	return db
 }
 
@@ -76,7 +77,7 @@ func countCommits(t testing.TB, db *appdb.DB) *commitCounter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer closeQuietly(conn)
 	err = conn.Raw(func(dc any) error {
 		h, ok := dc.(sqlite.HookRegisterer)
 		if !ok {
@@ -103,7 +104,7 @@ func pinDataVersion(t testing.TB, db *appdb.DB) *dataVersion {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { closeQuietly(conn) })
 	return &dataVersion{conn: conn}
 }
 
@@ -172,7 +173,7 @@ func writeMMDB(t testing.TB, path, schema string, nets []mmdbNet, buildEpoch int
 		t.Fatal(err)
 	}
 	if _, err := tree.WriteTo(f); err != nil {
-		f.Close()
+		closeQuietly(f)
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
@@ -213,7 +214,7 @@ func (r *Resolver) drain(ctx context.Context) {
 				r.resolveBatch(ctx, i, batch)
 			}
 		}
-		if !worked && !(r.takeBacklog() && r.RetryDue() > 0) {
+		if !worked && (!r.takeBacklog() || r.RetryDue() == 0) {
 			return
 		}
 	}
@@ -227,7 +228,7 @@ func newTestMMDB(t testing.TB, schema string, nets []mmdbNet) (*MMDB, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { m.Close() })
+	t.Cleanup(func() { closeQuietly(m) })
 	return m, path
 }
 
@@ -246,10 +247,13 @@ func writeMMDBv4(t testing.TB, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer closeQuietly(f)
 	if _, err := tree.WriteTo(f); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func getenv(name string) string { return os.Getenv(name) }
+
+// closeQuietly closes c where a close error cannot change the test's outcome.
+func closeQuietly(c io.Closer) { _ = c.Close() }

@@ -207,7 +207,7 @@ func (p *IPAPI) send(ctx context.Context, body []byte) (items []ipapiItem, retry
 		}
 		return nil, false, p.fail("error", &providerError{short: "ip-api unreachable", err: fmt.Errorf("ip-api: %w", p.redact(err))}, true)
 	}
-	defer resp.Body.Close()
+	defer resp.Body.Close() //nolint:errcheck // read-only body; a close error changes nothing
 	data, readErr := io.ReadAll(io.LimitReader(resp.Body, ipapiMaxBody+1))
 	code := strconv.Itoa(resp.StatusCode)
 	p.readRateHeaders(resp)

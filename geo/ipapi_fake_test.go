@@ -141,7 +141,7 @@ func (f *fakeIPAPI) serve(w http.ResponseWriter, req *http.Request) {
 			w.Header().Set("X-Rl", "0")
 			w.Header().Set("X-Ttl", strconv.Itoa(ttl))
 			w.WriteHeader(status)
-			fmt.Fprintln(w, "Too many requests")
+			_, _ = fmt.Fprintln(w, "Too many requests")
 			return
 		}
 		f.windowCount++
@@ -169,7 +169,7 @@ func (f *fakeIPAPI) serve(w http.ResponseWriter, req *http.Request) {
 		w.Header().Del("X-Rl")
 		w.Header().Del("X-Ttl")
 		w.WriteHeader(status)
-		fmt.Fprint(w, fault.body)
+		_, _ = fmt.Fprint(w, fault.body)
 		return
 	}
 	defaultFields := q.Get("fields")
@@ -207,7 +207,7 @@ func (f *fakeIPAPI) serve(w http.ResponseWriter, req *http.Request) {
 	f.items = append(f.items, queries)
 	if fault.body != "" {
 		w.WriteHeader(status)
-		fmt.Fprint(w, fault.body)
+		_, _ = fmt.Fprint(w, fault.body)
 		return
 	}
 	f.writeJSON(w, status, out)

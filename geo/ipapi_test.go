@@ -39,9 +39,11 @@ func TestFakeIPAPISpeaksTheProtocol(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer resp.Body.Close()
+		defer closeQuietly(resp.Body)
 		var b bytes.Buffer
-		b.ReadFrom(resp.Body)
+		if _, err := b.ReadFrom(resp.Body); err != nil {
+			t.Fatal(err)
+		}
 		return resp, strings.TrimSpace(b.String())
 	}
 	many := make([]string, 101)

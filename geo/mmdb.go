@@ -153,7 +153,7 @@ func (m *MMDB) Reload(force bool) (bool, error) {
 	}
 	reader, err := maxminddb.Open(m.path)
 	if err == nil && reader.Metadata.IPVersion != 4 && reader.Metadata.IPVersion != 6 {
-		reader.Close()
+		_ = reader.Close() // unusable anyway; the version error is what matters
 		err = fmt.Errorf("unsupported ip_version %d", reader.Metadata.IPVersion)
 	}
 	if err != nil {

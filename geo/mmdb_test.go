@@ -54,7 +54,7 @@ func TestMMDBIPv4OnlyDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	defer closeQuietly(m)
 	got, err := m.Lookup(context.Background(), addrs("8.8.8.8", "2001:4860:4860::8888"))
 	if err != nil {
 		t.Fatal(err)

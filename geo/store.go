@@ -45,7 +45,7 @@ func (r *Resolver) load(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("geo: load geo_cache: %w", err)
 	}
-	defer rows.Close()
+	defer rows.Close() //nolint:errcheck // rows.Err reports what matters
 	var (
 		ipText, code, name, asn, provider, message sql.RawBytes
 		resolvedAt, failedAt                       sql.NullInt64
@@ -219,7 +219,7 @@ func writeRows(ctx context.Context, db *appdb.DB, rows []flushRow) error {
 	if err != nil {
 		return fmt.Errorf("geo: flush: prepare: %w", err)
 	}
-	defer stmt.Close()
+	defer stmt.Close() //nolint:errcheck // closed with the transaction anyway
 	for _, row := range rows {
 		if _, err := stmt.ExecContext(ctx, row.ip, nullString(row.country), nullString(row.name), nullString(row.asn),
 			nullString(row.provider), nullTime(row.resolvedAt), nullTime(row.failedAt), int(row.failures), nullString(row.msg)); err != nil {

@@ -315,20 +315,20 @@ func TestCrashBetweenFlushesLosesOnlyDirty(t *testing.T) {
 		}
 	}
 	if !ready {
-		cmd.Process.Kill()
-		cmd.Wait()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		t.Fatal("helper did not get ready")
 	}
 	if err := cmd.Process.Kill(); err != nil { // SIGKILL
 		t.Fatal(err)
 	}
-	cmd.Wait()
+	_ = cmd.Wait() // killed: the exit status is the signal
 
 	db, err := appdb.Open(context.Background(), dbPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer closeQuietly(db)
 	var integrity string
 	if err := db.Reader.QueryRow("PRAGMA integrity_check").Scan(&integrity); err != nil || integrity != "ok" {
 		t.Fatalf("integrity_check = %q, %v", integrity, err)

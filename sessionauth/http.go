@@ -306,14 +306,15 @@ func (s *Service) handleSetup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var hash []byte
+	var hashErr error
 	if err := s.hashWithSlot(ctx, func() {
-		hash, err = bcrypt.GenerateFromPassword([]byte(req.Password), s.hashCost)
+		hash, hashErr = bcrypt.GenerateFromPassword([]byte(req.Password), s.hashCost)
 	}); err != nil {
 		writeError(w, http.StatusServiceUnavailable, "request cancelled")
 		return
 	}
-	if err != nil {
-		s.internalError(w, r, fmt.Errorf("hash password: %w", err))
+	if hashErr != nil {
+		s.internalError(w, r, fmt.Errorf("hash password: %w", hashErr))
 		return
 	}
 	stored, err := insertFirstPassword(ctx, s.db, hash, s.now())

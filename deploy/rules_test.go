@@ -15,10 +15,10 @@ import (
 	"github.com/bangui/bangui_exporter/dashboards"
 )
 
-const (
-	rulesFile     = "prometheus/rules/bangui_exporter.rules.yml"
-	rulesTestFile = "prometheus/rules/bangui_exporter.rules.test.yml"
-)
+const rulesFile = "prometheus/rules/bangui_exporter.rules.yml"
+
+// rulesTestFiles are the promtool unit tests of rulesFile, in its folder.
+var rulesTestFiles = []string{"bangui_exporter.rules.test.yml", "bangui_exporter.spike.test.yml"}
 
 type ruleFile struct {
 	Groups []ruleGroup `yaml:"groups"`
@@ -86,7 +86,7 @@ func TestPromtoolCheckRules(t *testing.T) {
 }
 
 func TestPromtoolTestRules(t *testing.T) {
-	out, err := runPromtool(t, deployDir(t), "test", "rules", rulesTestFile)
+	out, err := runPromtool(t, filepath.Join(deployDir(t), filepath.Dir(rulesFile)), append([]string{"test", "rules"}, rulesTestFiles...)...)
 	if err != nil {
 		t.Fatalf("promtool test rules: %v\n%s", err, out)
 	}
@@ -168,9 +168,13 @@ func TestRulesFollowConventions(t *testing.T) {
 		}
 	}
 	// Every alert has a unit test.
-	tests, err := os.ReadFile(filepath.Join(deployDir(t), rulesTestFile))
-	if err != nil {
-		t.Fatal(err)
+	var tests []byte
+	for _, f := range rulesTestFiles {
+		data, err := os.ReadFile(filepath.Join(deployDir(t), filepath.Dir(rulesFile), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tests = append(tests, data...)
 	}
 	for a := range alerts {
 		if !strings.Contains(string(tests), "alertname: "+a+"\n") {
@@ -200,9 +204,13 @@ var overFiring = map[string]string{
 func TestAlertUnitTestsCanFail(t *testing.T) {
 	requireTool(t, "promtool", "/usr/bin/promtool")
 	rf := loadRules(t)
-	testData, err := os.ReadFile(filepath.Join(deployDir(t), rulesTestFile))
-	if err != nil {
-		t.Fatal(err)
+	testData := map[string][]byte{}
+	for _, f := range rulesTestFiles {
+		data, err := os.ReadFile(filepath.Join(deployDir(t), filepath.Dir(rulesFile), f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		testData[f] = data
 	}
 	for _, g := range rf.Groups {
 		for _, r := range g.Rules {
@@ -224,10 +232,12 @@ func TestAlertUnitTestsCanFail(t *testing.T) {
 					if err := os.WriteFile(filepath.Join(dir, "bangui_exporter.rules.yml"), mutated, 0o644); err != nil {
 						t.Fatal(err)
 					}
-					if err := os.WriteFile(filepath.Join(dir, "bangui_exporter.rules.test.yml"), testData, 0o644); err != nil {
-						t.Fatal(err)
+					for name, data := range testData {
+						if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+							t.Fatal(err)
+						}
 					}
-					out, err := runPromtool(t, dir, "test", "rules", "bangui_exporter.rules.test.yml")
+					out, err := runPromtool(t, dir, append([]string{"test", "rules"}, rulesTestFiles...)...)
 					if err == nil {
 						t.Fatalf("promtool test rules passed with %s's expression replaced by %q:\n%s", r.Alert, variant.expr, out)
 					}

@@ -168,7 +168,7 @@ const rowsPerInsert = 64
 func (m *model) write(ctx context.Context, path string) (err error) {
 	// Bulk load without a journal: the file is private until renamed.
 	dsn := "file:" + path + "?_pragma=journal_mode(OFF)&_pragma=synchronous(OFF)" +
-		"&_pragma=cache_size(-262144)&_pragma=locking_mode(EXCLUSIVE)&_pragma=foreign_keys(1)"
+		"&_pragma=cache_size(-65536)&_pragma=locking_mode(EXCLUSIVE)&_pragma=foreign_keys(1)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return fmt.Errorf("f2bgen: open %s: %w", path, err)

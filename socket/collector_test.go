@@ -334,8 +334,9 @@ func TestCollectorReconnects(t *testing.T) {
 			t.Errorf("dials %d → %d, want one reconnect", dials, client.Dials())
 		}
 		// Counters reset with fail2ban; restored bans are banned again.
-		if m["fail2ban_jail_banned_current"]["sshd"] != 3 || m["fail2ban_jail_failed_total"]["sshd"] != 0 {
-			t.Errorf("after restart: banned %v failed_total %v", m["fail2ban_jail_banned_current"]["sshd"], m["fail2ban_jail_failed_total"]["sshd"])
+		// Restored bans count in "Total banned" again; failures start at 0.
+		if m["fail2ban_jail_banned_current"]["sshd"] != 3 || m["fail2ban_jail_banned_total"]["sshd"] != 3 || m["fail2ban_jail_failed_total"]["sshd"] != 0 {
+			t.Errorf("after restart: banned %v banned_total %v failed_total %v", m["fail2ban_jail_banned_current"]["sshd"], m["fail2ban_jail_banned_total"]["sshd"], m["fail2ban_jail_failed_total"]["sshd"])
 		}
 	})
 

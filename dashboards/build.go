@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 The classic (v1) dashboard schema is deprecated in the SDK in favour of v2, but v1 JSON is what file provisioning and grafana.com imports use.
-
 package dashboards
 
 import (
@@ -14,6 +12,18 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 )
 
+// Dashboard is the SDK's classic (v1) dashboard. The SDK marks it
+// deprecated in favour of its v2 schema, but the v1 JSON is what Grafana's
+// file provisioning and grafana.com imports read, so it is used on purpose.
+type Dashboard = dashboard.Dashboard //nolint:staticcheck // v1 on purpose, see above
+
+// dashboardBuilder is the SDK's builder of classic dashboards.
+type dashboardBuilder = dashboard.DashboardBuilder //nolint:staticcheck // v1 on purpose, see Dashboard
+
+func newDashboardBuilder(title string) *dashboardBuilder {
+	return dashboard.NewDashboardBuilder(title) //nolint:staticcheck // v1 on purpose, see Dashboard
+}
+
 // DatasourceVariable is the name of the datasource template variable that
 // every panel and target refers to, so the JSON works both with file
 // provisioning and with an import through Grafana's UI.
@@ -25,7 +35,7 @@ type Definition struct {
 	// File is the JSON file name inside dashboards/.
 	File string
 	// Build builds the dashboard.
-	Build func() (dashboard.Dashboard, error)
+	Build func() (Dashboard, error)
 }
 
 // All returns every dashboard the project ships, in a stable order.
@@ -39,7 +49,7 @@ func All() []Definition {
 
 // Render marshals a dashboard the way the committed JSON is written:
 // indented with two spaces, HTML characters not escaped, final newline.
-func Render(d dashboard.Dashboard) ([]byte, error) {
+func Render(d Dashboard) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
@@ -237,8 +247,8 @@ func builtInAnnotation() *dashboard.AnnotationQueryBuilder {
 }
 
 // newDashboard sets what all dashboards share.
-func newDashboard(uid, title, description string) *dashboard.DashboardBuilder {
-	return dashboard.NewDashboardBuilder(title).
+func newDashboard(uid, title, description string) *dashboardBuilder {
+	return newDashboardBuilder(title).
 		Uid(uid).
 		Description(description).
 		Tags([]string{"fail2ban", "bangui_exporter"}).

@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 The classic (v1) dashboard schema is deprecated in the SDK in favour of v2, but v1 JSON is what file provisioning and grafana.com imports use.
-
 package dashboards
 
 import (
@@ -69,19 +67,19 @@ func TestCommittedJSONIsGenerated(t *testing.T) {
 // that empty error value of a panel for a failure and drops the decoded
 // panel, so panels are decoded one by one with the panel types' own strict
 // decoders and put back.
-func strictDecode(data []byte) (dashboard.Dashboard, error) {
+func strictDecode(data []byte) (Dashboard, error) {
 	plugins.RegisterDefaultPlugins()
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
-		return dashboard.Dashboard{}, err
+		return Dashboard{}, err
 	}
 	delete(raw, "__inputs")
 	delete(raw, "__requires")
 	stripped, err := json.Marshal(raw)
 	if err != nil {
-		return dashboard.Dashboard{}, err
+		return Dashboard{}, err
 	}
-	var d dashboard.Dashboard
+	var d Dashboard
 	if err := realError(d.UnmarshalJSONStrict(stripped)); err != nil {
 		return d, err
 	}

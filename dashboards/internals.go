@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 The classic (v1) dashboard schema is deprecated in the SDK in favour of v2, but v1 JSON is what file provisioning and grafana.com imports use.
-
 package dashboards
 
 import (
@@ -12,7 +10,7 @@ import (
 // ExporterInternals shows how bangui_exporter itself is doing: reads of
 // fail2ban's database, the engine's memory, geo resolution and its cache
 // flushes, ip-api.com's rate limit, and the ban archive.
-func ExporterInternals() (dashboard.Dashboard, error) {
+func ExporterInternals() (Dashboard, error) {
 	ids := &panelIDs{}
 	perInstance := "{{instance}}"
 	b := newDashboard("bangui-exporter-internals", "fail2ban / Exporter internals",

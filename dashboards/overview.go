@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 The classic (v1) dashboard schema is deprecated in the SDK in favour of v2, but v1 JSON is what file provisioning and grafana.com imports use.
-
 package dashboards
 
 import (
@@ -57,7 +55,7 @@ func timeseriesPanel(ids *panelIDs, title, description, unit string, targets ...
 // Overview is the everyday dashboard: is fail2ban up, what is banned per
 // jail, how fast bans come in per jail and per country, and what fail2ban's
 // own server reports through its socket.
-func Overview() (dashboard.Dashboard, error) {
+func Overview() (Dashboard, error) {
 	ids := &panelIDs{}
 	bansIncrease := "increase(" + jailSelector("fail2ban_bans_total") + "[$__rate_interval])"
 	b := newDashboard("bangui-overview", "fail2ban / Overview",

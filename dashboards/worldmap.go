@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 The classic (v1) dashboard schema is deprecated in the SDK in favour of v2, but v1 JSON is what file provisioning and grafana.com imports use.
-
 package dashboards
 
 import (
@@ -44,7 +42,7 @@ func WorldMapQuery() string { return byCountry("by (country) ") }
 
 // WorldMap is the world map dashboard: banned IPs (or ban events of a
 // window) per country on a Geomap, with a country table beside it.
-func WorldMap() (dashboard.Dashboard, error) {
+func WorldMap() (Dashboard, error) {
 	ids := &panelIDs{}
 	vars := commonVariables(true)
 	vars = append(vars,

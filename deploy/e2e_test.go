@@ -115,8 +115,10 @@ func (p banPlan) writeMMDB(t *testing.T, path string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
 	if _, err := tree.WriteTo(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -127,8 +129,11 @@ func freePort(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
 
 // startProcess runs a command until the test ends (SIGTERM, then a kill
@@ -151,8 +156,10 @@ func startProcess(t *testing.T, name string, bin string, args ...string) {
 	}
 	t.Cleanup(func() {
 		cancel()
-		_ = cmd.Wait()
-		logFile.Close()
+		_ = cmd.Wait() // the exit status of a process stopped by a signal
+		if err := logFile.Close(); err != nil {
+			t.Errorf("close %s log: %v", name, err)
+		}
 		if t.Failed() {
 			data, _ := os.ReadFile(logPath)
 			if len(data) > 4000 {
@@ -172,8 +179,10 @@ func httpGet(ctx context.Context, u string) (int, []byte, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
+	if closeErr := resp.Body.Close(); err == nil {
+		err = closeErr
+	}
 	return resp.StatusCode, body, err
 }
 

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -27,6 +28,8 @@ import (
 	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
+	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sys/unix"
 	_ "modernc.org/sqlite"
 
 	"github.com/bangui/bangui_exporter/geo"
@@ -523,4 +526,109 @@ func kingpinApp() *kingpin.Application {
 	addGeoFlags(app)
 	addSocketFlags(app)
 	return app
+}
+
+// openPTY opens a pseudo-terminal pair (Linux).
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open pty: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return m, s
+}
+
+// TestSetPasswordOnTerminal types the password twice at the no-echo prompt
+// of the real binary on a pseudo-terminal.
+func TestSetPasswordOnTerminal(t *testing.T) {
+	bin := buildExporter(t)
+	cases := []struct {
+		name          string
+		first, second string
+		ok            bool
+	}{
+		{"same twice", adminE2EPassword, adminE2EPassword, true},
+		{"different", adminE2EPassword, adminE2EPassword + "x", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			storage := filepath.Join(t.TempDir(), "bangui.sqlite3")
+			master, slave := openPTY(t)
+			// Everything the terminal shows (the echo, if any) is collected.
+			shown := &lockedBuffer{}
+			go func() { _, _ = io.Copy(shown, master) }()
+			// Prove the capture works: the terminal echoes by default.
+			if _, err := master.WriteString("probe\n"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := slave.Read(make([]byte, 64)); err != nil { // drain the probe line
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(shown.String(), "probe"); {
+				if time.Now().After(deadline) {
+					t.Fatalf("terminal output not captured: %q", shown)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			prompts := &lockedBuffer{}
+			cmd := exec.Command(bin, "admin", "set-password", "--storage.path", storage)
+			cmd.Stdin, cmd.Stderr = slave, prompts
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			typeAfter := func(prompt, line string, count int) {
+				deadline := time.Now().Add(20 * time.Second)
+				for strings.Count(prompts.String(), prompt) < count {
+					if time.Now().After(deadline) {
+						t.Fatalf("no prompt %q: %s", prompt, prompts)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				time.Sleep(100 * time.Millisecond) // the prompt is written just before echo goes off
+				if _, err := master.WriteString(line + "\n"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			typeAfter("New admin password: ", c.first, 1)
+			typeAfter("Repeat the password: ", c.second, 1)
+			err := cmd.Wait()
+			if (err == nil) != c.ok {
+				t.Fatalf("set-password: %v\n%s", err, prompts)
+			}
+			if !c.ok && !strings.Contains(prompts.String(), "the passwords differ") {
+				t.Fatalf("no mismatch message: %s", prompts)
+			}
+			if strings.Contains(shown.String(), adminE2EPassword) {
+				t.Fatalf("the password was echoed on the terminal: %q", shown)
+			}
+			if !c.ok {
+				return
+			}
+			db, err := sql.Open("sqlite", "file:"+storage+"?mode=ro")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = db.Close() }()
+			var hash string
+			if err := db.QueryRow("SELECT value FROM settings").Scan(&hash); err != nil {
+				t.Fatal(err)
+			}
+			if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(adminE2EPassword)); err != nil {
+				t.Fatalf("stored hash does not match the typed password: %v", err)
+			}
+		})
+	}
 }

@@ -39,24 +39,5 @@ func (e *exporter) setupSocket(ctx context.Context, f *socketFlags, dbPath strin
 	client := socket.New(socket.Options{Path: *f.path, Timeout: *f.timeout})
 	e.onShutdown = append(e.onShutdown, func(context.Context) error { return client.Close() })
 	e.registry.MustRegister(socket.NewCollector(client, socket.CollectorOptions{Logger: logger, Budget: *f.timeout}))
-	if dbGiven {
-		return dbPath, nil
-	}
-
-	askCtx, cancel := context.WithTimeout(ctx, *f.timeout)
-	defer cancel()
-	file, ok, err := client.DBFile(askCtx)
-	switch {
-	case err != nil:
-		logger.Info("fail2ban socket did not tell its database file; using --fail2ban.db's default", "path", dbPath, "err", err)
-		return dbPath, nil
-	case !ok:
-		logger.Warn("fail2ban runs without a database (dbfile = None): the database metrics are off; the socket metrics stay on")
-		return "", nil
-	case file == ":memory:":
-		logger.Warn("fail2ban keeps its database in memory (dbfile = :memory:), which no other process can read: the database metrics are off; the socket metrics stay on")
-		return "", nil
-	}
-	logger.Info("using fail2ban's database file as its socket reports it", "path", file)
-	return file, nil
+	return socket.ResolveDBPath(ctx, client, logger, dbPath, dbGiven), nil
 }

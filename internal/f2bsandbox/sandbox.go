@@ -79,6 +79,9 @@ type Options struct {
 	Socket string
 	// DBPurgeAge is fail2ban's dbpurgeage ("1d" when empty).
 	DBPurgeAge string
+	// DBFile overrides fail2ban's dbfile: "None" (no database) or
+	// ":memory:"; empty means the sandbox's DBPath.
+	DBFile string
 	// ExtraJails are added after the default jails.
 	ExtraJails []Jail
 }
@@ -88,6 +91,7 @@ type Sandbox struct {
 	dir        string
 	socket     string
 	dbPurgeAge string
+	dbFile     string
 
 	mu      sync.Mutex
 	jails   []Jail
@@ -132,7 +136,10 @@ func Start(ctx context.Context, opts Options) (*Sandbox, error) {
 			return nil, fmt.Errorf("f2bsandbox: %s not found (install Debian's fail2ban package): %w", bin, err)
 		}
 	}
-	s := &Sandbox{dir: dir, socket: socket, dbPurgeAge: purge, jails: jails}
+	if opts.DBFile != "" && opts.DBFile != "None" && opts.DBFile != ":memory:" {
+		return nil, fmt.Errorf("f2bsandbox: DBFile %q: only \"None\" and \":memory:\" may override the sandbox's database", opts.DBFile)
+	}
+	s := &Sandbox{dir: dir, socket: socket, dbPurgeAge: purge, dbFile: opts.DBFile, jails: jails}
 	for _, d := range []string{s.dir, s.ConfigDir(), s.logDir(), filepath.Join(s.ConfigDir(), "filter.d"), filepath.Join(s.ConfigDir(), "action.d"), filepath.Dir(socket)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("f2bsandbox: create %s: %w", d, err)
@@ -175,6 +182,13 @@ func (s *Sandbox) Socket() string { return s.socket }
 
 // DBPath is the path of fail2ban's SQLite database.
 func (s *Sandbox) DBPath() string { return filepath.Join(s.dir, "fail2ban.sqlite3") }
+
+func (s *Sandbox) dbFileSetting() string {
+	if s.dbFile != "" {
+		return s.dbFile
+	}
+	return s.DBPath()
+}
 
 // PIDFile is the path of fail2ban's pid file.
 func (s *Sandbox) PIDFile() string { return filepath.Join(s.dir, "fail2ban.pid") }
@@ -223,7 +237,7 @@ dbmaxmatches = 10
 allowipv6 = auto
 
 [Thread]
-`, esc(s.ServerLog()), esc(s.socket), esc(s.PIDFile()), esc(s.DBPath()), s.dbPurgeAge),
+`, esc(s.ServerLog()), esc(s.socket), esc(s.PIDFile()), esc(s.dbFileSetting()), s.dbPurgeAge),
 		"jail.conf":                    s.jailConf(jails),
 		"filter.d/bangui-sandbox.conf": filterConf,
 		"action.d/noop.conf":           noopActionConf,

@@ -84,7 +84,7 @@ say "fail2ban database: $db"
 say "fail2ban socket:   $socket"
 say "currently banned per jail (fail2ban's rule on bips):"
 sqlite3 -readonly "$db" "SELECT '  ' || jail || ': ' || count(*) FROM bips WHERE bantime <= -1 OR timeofban + bantime > CAST(strftime('%s','now') AS INTEGER) GROUP BY jail ORDER BY jail" >&2
-say "starting bangui_exporter on http://localhost:9635/metrics (Ctrl-C stops everything)"
+say "starting bangui_exporter: metrics on http://localhost:9635/metrics unless --web.listen-address says otherwise (Ctrl-C stops everything)"
 
 exporter_flags=(--fail2ban.db="$db" --storage.path="$DEMO_DIR/bangui.sqlite3")
 if "$DEMO_DIR/bangui_exporter" --help 2>&1 | grep -q -- '--fail2ban.socket='; then

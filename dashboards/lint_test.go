@@ -32,6 +32,9 @@ var allowedPanelTypes = map[string]bool{
 
 const datasourceUID = "${" + DatasourceVariable + "}"
 
+// counterFuncs are the functions a counter may be queried through.
+var counterFuncs = map[string]bool{"rate": true, "irate": true, "increase": true}
+
 func str(v any) string { s, _ := v.(string); return s }
 
 func variables(d map[string]any) []map[string]any {
@@ -284,6 +287,51 @@ var lintRules = []lintRule{
 		}
 		return problems
 	}},
+	{"counters only through rate, irate or increase over a range", func(d map[string]any) []string {
+		var problems []string
+		where, exprs, _ := allExprs(d)
+		for i, expr := range exprs {
+			if strings.HasPrefix(where[i], "variable ") {
+				continue // label_values() lists labels of any series
+			}
+			sels, err := Selectors(expr)
+			if err != nil {
+				continue // reported by another rule
+			}
+			for _, s := range sels {
+				m, ok := LookupMetric(s.Metric)
+				if ok && m.Type == Counter && (!counterFuncs[s.Func] || s.Range == "") {
+					problems = append(problems, fmt.Sprintf("%s: counter %s used without rate/irate/increase over a range", where[i], s.Metric))
+				}
+			}
+		}
+		return problems
+	}},
+	{"rate ranges use $__rate_interval (or $__range for totals)", func(d map[string]any) []string {
+		var problems []string
+		where, exprs, _ := allExprs(d)
+		for i, expr := range exprs {
+			sels, err := Selectors(expr)
+			if err != nil {
+				continue
+			}
+			for _, s := range sels {
+				if counterFuncs[s.Func] && s.Range != "$__rate_interval" && s.Range != "$__range" {
+					problems = append(problems, fmt.Sprintf("%s: %s(%s[%s]) should use $__rate_interval", where[i], s.Func, s.Metric, s.Range))
+				}
+			}
+		}
+		return problems
+	}},
+	{"query variables refresh when the time range changes", func(d map[string]any) []string {
+		var problems []string
+		for _, v := range variables(d) {
+			if v["type"] == "query" && v["refresh"] != float64(2) {
+				problems = append(problems, "variable "+str(v["name"])+" does not refresh on time range change")
+			}
+		}
+		return problems
+	}},
 	{"every metric in a query is in the metric contract, with its labels", func(d map[string]any) []string {
 		var problems []string
 		where, exprs, parseProblems := allExprs(d)
@@ -380,6 +428,16 @@ func TestLintRulesCatchProblems(t *testing.T) {
 		{"every metric in a query is in the metric contract, with its labels", func(d map[string]any) {
 			firstTarget(d)["expr"] = `min(fail2ban_upp{job=~"$job",instance=~"$instance"})`
 		}},
+		{"counters only through rate, irate or increase over a range", func(d map[string]any) {
+			firstTarget(d)["expr"] = `sum(fail2ban_bans_total{job=~"$job",instance=~"$instance"})`
+		}},
+		{"counters only through rate, irate or increase over a range", func(d map[string]any) {
+			firstTarget(d)["expr"] = `sum(delta(fail2ban_bans_total{job=~"$job",instance=~"$instance"}[5m]))`
+		}},
+		{"rate ranges use $__rate_interval (or $__range for totals)", func(d map[string]any) {
+			firstTarget(d)["expr"] = `sum(rate(fail2ban_bans_total{job=~"$job",instance=~"$instance"}[5m]))`
+		}},
+		{"query variables refresh when the time range changes", func(d map[string]any) { variable(d, "jail")["refresh"] = float64(1) }},
 		{"every metric in a query is in the metric contract, with its labels", func(d map[string]any) {
 			firstTarget(d)["expr"] = `min(fail2ban_up{job=~"$job",instance=~"$instance",jail=~"$jail"})`
 		}},

@@ -7,10 +7,37 @@ import (
 )
 
 // Selector is one vector selector found in a PromQL expression: the metric
-// name and the label names its matchers use.
+// name, the label names its matchers use, the function it is the direct
+// argument of ("" when none) and its range ("5m" in x[5m], "" for an
+// instant selector).
 type Selector struct {
 	Metric string
 	Labels []string
+	Func   string
+	Range  string
+}
+
+// enclosingFunc returns the function whose "(" directly precedes
+// tokens[i], or "".
+func enclosingFunc(tokens []token, i int) string {
+	if i >= 2 && tokens[i-1].kind == tokPunct && tokens[i-1].text == "(" && tokens[i-2].kind == tokIdent {
+		if _, keyword := promqlKeywords[tokens[i-2].text]; !keyword {
+			return tokens[i-2].text
+		}
+	}
+	return ""
+}
+
+// rangeAfter returns the text inside a [...] right after tokens[i], or "".
+func rangeAfter(tokens []token, i int) string {
+	if i+1 >= len(tokens) || tokens[i+1].kind != tokPunct || tokens[i+1].text != "[" {
+		return ""
+	}
+	var parts []string
+	for j := i + 2; j < len(tokens) && tokens[j].text != "]"; j++ {
+		parts = append(parts, tokens[j].text)
+	}
+	return strings.Join(parts, "")
 }
 
 // promqlKeywords are words of PromQL that are neither metrics nor
@@ -69,7 +96,7 @@ func Selectors(expr string) ([]Selector, error) {
 			if name == "" {
 				return nil, fmt.Errorf("selector without a metric name in %q", expr)
 			}
-			out = append(out, Selector{Metric: name, Labels: labels})
+			out = append(out, Selector{Metric: name, Labels: labels, Func: enclosingFunc(tokens, i), Range: rangeAfter(tokens, end)})
 			i = end
 		case t.kind == tokPunct && t.text == "[":
 			end, err := closing(tokens, i, "[", "]")
@@ -94,7 +121,7 @@ func Selectors(expr string) ([]Selector, error) {
 			case aggregations[t.text] && next.kind == tokIdent && (next.text == "by" || next.text == "without"):
 				// An aggregation with its grouping before the argument.
 			default:
-				sel := Selector{Metric: t.text}
+				sel := Selector{Metric: t.text, Func: enclosingFunc(tokens, i)}
 				if next.kind == tokPunct && next.text == "{" {
 					labels, name, end, err := matchers(tokens, i+1)
 					if err != nil {
@@ -106,6 +133,7 @@ func Selectors(expr string) ([]Selector, error) {
 					sel.Labels = labels
 					i = end
 				}
+				sel.Range = rangeAfter(tokens, i)
 				out = append(out, sel)
 			}
 		case t.kind == tokPunct && (t.text == "}" || t.text == "]"):

@@ -138,6 +138,9 @@ func TestRulesFollowConventions(t *testing.T) {
 						t.Errorf("%s: %s has no label %s", name, s.Metric, l)
 					}
 				}
+				if m.Type == dashboards.Counter && (s.Range == "" || (s.Func != "rate" && s.Func != "irate" && s.Func != "increase")) {
+					t.Errorf("%s uses counter %s without rate/irate/increase over a range", name, s.Metric)
+				}
 			}
 			if r.Alert == "" {
 				continue

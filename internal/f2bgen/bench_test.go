@@ -31,7 +31,7 @@ func BenchmarkAddBan(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	for b.Loop() {
 		if _, err := w.AddBans(context.Background(), 1, testNow); err != nil {
 			b.Fatal(err)

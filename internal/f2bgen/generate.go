@@ -52,19 +52,6 @@ type JailStats struct {
 	CurrentlyBanned int
 }
 
-// BansSince returns how many bans rows have timeofban >= since, per jail
-// name and in total: what a naive window query returns.
-func (m *model) bansSince(since int64) (total int, perJail map[string]int) {
-	perJail = map[string]int{}
-	for i := range m.events {
-		if m.events[i].timeofban >= since {
-			total++
-			perJail[m.spec.Jails[m.pairs[m.events[i].pair].jail].Name]++
-		}
-	}
-	return total, perJail
-}
-
 func (m *model) stats() Stats {
 	spec := m.spec
 	st := Stats{Schema: spec.Schema, BanRows: len(m.events), DistinctIPs: len(m.ips), Now: spec.Now}
@@ -138,7 +125,7 @@ func Generate(ctx context.Context, path string, spec Spec) (Stats, error) {
 	_ = tmp.Close()
 	// SQLite creates the file afresh; the deferred Remove is a no-op after
 	// the rename.
-	defer os.Remove(tmpPath)
+	defer func() { _ = os.Remove(tmpPath) }()
 	if err := os.Remove(tmpPath); err != nil {
 		return Stats{}, fmt.Errorf("f2bgen: %w", err)
 	}
@@ -183,7 +170,7 @@ func (m *model) write(ctx context.Context, path string) (err error) {
 	if err != nil {
 		return fmt.Errorf("f2bgen: open %s: %w", path, err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 
 	spec := m.spec
 	schema := schemaFor(spec.Schema)
@@ -258,7 +245,7 @@ func (m *model) insertRows(ctx context.Context, tx *sql.Tx, table string, n int,
 	if err != nil {
 		return fmt.Errorf("f2bgen: prepare %s insert: %w", table, err)
 	}
-	defer full.Close()
+	defer func() { _ = full.Close() }()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

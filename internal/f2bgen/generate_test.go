@@ -121,7 +121,7 @@ func TestGenerateStatsMatchDatabase(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer rows.Close()
+			defer func() { _ = rows.Close() }()
 			for rows.Next() {
 				var ip string
 				if err := rows.Scan(&ip); err != nil {
@@ -301,7 +301,7 @@ func fileHash(t *testing.T, path string) [32]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		t.Fatal(err)

@@ -40,7 +40,7 @@ func fail2banPython(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	line, err := bufio.NewReader(f).ReadString('\n')
 	if err != nil || !strings.HasPrefix(line, "#!") {
 		t.Fatalf("cannot read the interpreter of %s: %q %v", server, line, err)
@@ -74,7 +74,7 @@ func openRO(t *testing.T, path string) *sql.DB {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
 

@@ -20,7 +20,7 @@ func sqliteMaster(t *testing.T, path string) []masterRow {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	var out []masterRow
 	for rows.Next() {
 		var r masterRow
@@ -96,10 +96,10 @@ func realFail2banDB(t *testing.T) string {
 			db := openRO(t, dbPath)
 			var n int
 			if db.QueryRow("SELECT count(*) FROM jails").Scan(&n) == nil && n > 0 {
-				db.Close()
+				_ = db.Close()
 				break
 			}
-			db.Close()
+			_ = db.Close()
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("fail2ban-server did not create %s within 15 s; its output:\n%s", dbPath, out.String())
@@ -196,7 +196,7 @@ func TestSchemaV2UpgradedByFail2ban(t *testing.T) {
 	if n := queryInt(t, db, "SELECT count(*) FROM sqlite_master WHERE name IN ('bips', 'bips_ip')"); n != 0 {
 		t.Fatalf("schema 2 has no bips table, found %d objects", n)
 	}
-	db.Close()
+	_ = db.Close()
 	copyPath := filepath.Join(t.TempDir(), "upgrade.sqlite3")
 	if err := CopyFile(copyPath, path); err != nil {
 		t.Fatal(err)

@@ -65,7 +65,7 @@ func Cached(ctx context.Context, dir string, spec Spec) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("f2bgen: cache dir: %w", err)
 	}
-	defer os.RemoveAll(tmpDir)
+	defer func() { _ = os.RemoveAll(tmpDir) }()
 	tmp := filepath.Join(tmpDir, key)
 	if raceEnabled && spec.Rows >= outOfProcessRows {
 		err = generateOutOfProcess(ctx, tmp, spec)
@@ -96,7 +96,7 @@ func generateOutOfProcess(ctx context.Context, path string, spec Spec) error {
 	if err := os.WriteFile(specFile, specJSON, 0o600); err != nil {
 		return fmt.Errorf("f2bgen: %w", err)
 	}
-	defer os.Remove(specFile)
+	defer func() { _ = os.Remove(specFile) }()
 	cmd := exec.CommandContext(ctx, "go", "run", "github.com/bangui/bangui_exporter/internal/f2bgen/cmd/f2bgen",
 		"-spec", specFile, "-out", path)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -137,7 +137,7 @@ func CopyFile(dst, src string) (err error) {
 	if err != nil {
 		return fmt.Errorf("copy database: %w", err)
 	}
-	defer in.Close()
+	defer func() { _ = in.Close() }()
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("copy database: %w", err)

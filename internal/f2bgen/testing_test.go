@@ -31,7 +31,9 @@ func TestGenerateTCachesAndCopies(t *testing.T) {
 	if _, err := w.AddBans(context.Background(), 5, testNow); err != nil {
 		t.Fatal(err)
 	}
-	w.Close()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if fileHash(t, cached) != fileHash(t, b) {
 		t.Fatal("writing a copy changed the cache")
 	}

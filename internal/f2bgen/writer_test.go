@@ -17,7 +17,7 @@ func openWriter(t *testing.T, path string) *Writer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { w.Close() })
+	t.Cleanup(func() { _ = w.Close() })
 	return w
 }
 
@@ -153,7 +153,9 @@ func TestPurgeEqualsFail2ban(t *testing.T) {
 				if err := w.SetJailEnabled(context.Background(), "old-jail", false); err != nil {
 					t.Fatal(err)
 				}
-				w.Close()
+				if err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
 			}
 			before := tableDigest(t, ours)
 			w := openWriter(t, ours)
@@ -161,7 +163,9 @@ func TestPurgeEqualsFail2ban(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w.Close()
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
 			runFail2banPython(t, f2bPython, theirs, itoa(testNow.Unix()), "purge", itoa(int64(age/time.Second)))
 			got, want := tableDigest(t, ours), tableDigest(t, theirs)
 			if got != want {
@@ -184,7 +188,7 @@ func TestUnbanEqualsFail2ban(t *testing.T) {
 	if err := db.QueryRow("SELECT ip FROM bans WHERE jail = ? AND ip != ? LIMIT 1", jail, ip1).Scan(&ip2); err != nil {
 		t.Fatal(err)
 	}
-	db.Close()
+	_ = db.Close()
 	for _, tc := range []struct {
 		name string
 		ips  []string
@@ -205,7 +209,9 @@ func TestUnbanEqualsFail2ban(t *testing.T) {
 			if n < 3 {
 				t.Fatalf("unban deleted %d bans rows, want at least 3", n)
 			}
-			w.Close()
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
 			runFail2banPython(t, f2bPython, append([]string{theirs, itoa(testNow.Unix()), "unban", jail}, tc.ips...)...)
 			if got, want := tableDigest(t, ours), tableDigest(t, theirs); got != want {
 				t.Fatalf("after unban:\n ours: %s\nfail2ban's: %s", got, want)

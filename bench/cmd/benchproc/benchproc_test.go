@@ -67,7 +67,7 @@ func TestVmHWM(t *testing.T) {
 	if err != nil {
 		t.Skip("no /proc")
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if n, err := vmHWM(f); err != nil || n < 1<<20 {
 		t.Fatalf("own VmHWM = %d, %v", n, err)
 	}

@@ -32,7 +32,7 @@ func freeLoopbackPort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
@@ -69,12 +69,12 @@ func startExporter(binary, dbPath, storagePath, workDir string, extraArgs []stri
 	}
 	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close()
 		return nil, fmt.Errorf("start exporter: %w", err)
 	}
 	go func() {
 		p.exited <- cmd.Wait()
-		logFile.Close()
+		_ = logFile.Close()
 	}()
 	return p, nil
 }
@@ -94,7 +94,7 @@ func (p *exporterProc) waitReady(ctx context.Context, timeout time.Duration) (ti
 		resp, err := p.client.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return time.Since(p.started), nil
 			}
@@ -122,7 +122,7 @@ func (p *exporterProc) scrape(ctx context.Context) ([]byte, time.Duration, error
 	if err != nil {
 		return nil, 0, fmt.Errorf("scrape: %w", err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var buf bytes.Buffer
 	if _, err := io.Copy(&buf, resp.Body); err != nil {
 		return nil, 0, fmt.Errorf("scrape: read body: %w", err)
@@ -140,7 +140,7 @@ func (p *exporterProc) peakRSS() (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("peak RSS: %w", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	return vmHWM(f)
 }
 

@@ -242,7 +242,7 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 	if err != nil {
 		return err
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 	written := 0
 	var after, during, banTx, concurrentTx []time.Duration
 	var writeTime time.Duration

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+)
+
+func TestServeSampleBansAndStop(t *testing.T) {
+	f2bsandbox.RequireFail2ban(t)
+	dir, err := os.MkdirTemp("", "f2bcmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, slog.New(slog.DiscardHandler), pw, dir, "", "1d", 20, 200*time.Millisecond)
+		pw.Close()
+	}()
+	values := map[string]string{}
+	sc := bufio.NewScanner(pr)
+	for sc.Scan() {
+		if sc.Text() == "ready" {
+			break
+		}
+		k, v, _ := strings.Cut(sc.Text(), "=")
+		values[k] = v
+	}
+	go io.Copy(io.Discard, pr)
+	if values["db"] == "" || values["socket"] == "" {
+		t.Fatalf("no db/socket lines before ready: %v (serve: %v)", values, func() error { cancel(); return <-done }())
+	}
+	status := func(jail string) f2bsandbox.JailStatus {
+		t.Helper()
+		out, err := exec.Command(f2bsandbox.ClientBinary, "-c", dir+"/etc", "status", jail).CombinedOutput()
+		if err != nil {
+			t.Fatalf("status %s: %v: %s", jail, err, out)
+		}
+		st, err := f2bsandbox.ParseJailStatus(string(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	total := 0
+	for _, jail := range []string{"sshd", "perm", "incr"} {
+		total += status(jail).CurrentlyBanned
+	}
+	if total != 20 {
+		t.Fatalf("%d sample bans, want 20", total)
+	}
+	if n := status("perm").CurrentlyBanned; n != 2 {
+		t.Errorf("perm: %d permanent bans, want 2", n)
+	}
+	// -ban-every adds bans while running.
+	deadline := time.Now().Add(10 * time.Second)
+	for status("sshd").CurrentlyBanned <= 14 {
+		if time.Now().After(deadline) {
+			t.Fatal("no periodic ban within 10s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return after cancel")
+	}
+	if _, err := os.Stat(values["socket"]); !os.IsNotExist(err) {
+		t.Errorf("socket still there after stop: %v", err)
+	}
+}

@@ -457,6 +457,57 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry, flags["fail2ban.socket"])
 	checkRuleQueries(t, promURL)
 	checkFail2banAgrees(t, ctx, sb, promURL, instance)
+
+	// A healthy system raises no alert, not even a pending one.
+	if got := activeAlerts(t, promURL); len(got) != 0 {
+		t.Errorf("alerts active on a healthy system: %v", got)
+	}
+	// fail2ban's server stops while the exporter keeps running: the socket
+	// alert goes pending, and so does "no jail enabled" (fail2ban marks its
+	// jails disabled in the database when it stops). Both fire after their
+	// for: durations.
+	if flags["fail2ban.socket"] {
+		if err := sb.Stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{
+			"Fail2banNoJailEnabled{instance=" + instance + "} pending",
+			"Fail2banServerDown{instance=" + instance + "} pending",
+		}
+		waitFor(t, "the alerts of a stopped fail2ban to go pending", 30*time.Second, func() error {
+			if got := activeAlerts(t, promURL); !slices.Equal(got, want) {
+				return fmt.Errorf("active alerts %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+}
+
+// activeAlerts lists Prometheus's pending and firing alerts as
+// "Name{instance=...} state".
+func activeAlerts(t *testing.T, promURL string) []string {
+	t.Helper()
+	_, body, err := httpGet(t.Context(), promURL+"/api/v1/alerts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alerts struct {
+		Data struct {
+			Alerts []struct {
+				Labels map[string]string `json:"labels"`
+				State  string            `json:"state"`
+			} `json:"alerts"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &alerts); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range alerts.Data.Alerts {
+		out = append(out, fmt.Sprintf("%s{instance=%s} %s", a.Labels["alertname"], a.Labels["instance"], a.State))
+	}
+	sort.Strings(out)
+	return out
 }
 
 // checkContract: every fail2ban_/bangui_exporter_ family the exporter

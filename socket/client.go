@@ -214,7 +214,7 @@ func (c *Client) roundTripLocked(ctx context.Context, request []byte) (reply []b
 	}
 	conn := c.conn
 	if err := conn.SetDeadline(deadline); err != nil {
-		c.closeConnLocked(false)
+		_ = c.closeConnLocked(false) // the deadline error is the one to report
 		return nil, false, fmt.Errorf("fail2ban socket %s: set deadline: %w", c.path, err)
 	}
 	// A cancelled context interrupts a blocked read or write at once.
@@ -222,12 +222,12 @@ func (c *Client) roundTripLocked(ctx context.Context, request []byte) (reply []b
 	defer stop()
 
 	if _, err := conn.Write(request); err != nil {
-		c.closeConnLocked(false)
+		_ = c.closeConnLocked(false) // the write error is the one to report
 		return nil, false, c.ioError(ctx, "write", err)
 	}
 	reply, err = c.readReply(conn)
 	if err != nil {
-		c.closeConnLocked(false)
+		_ = c.closeConnLocked(false) // the read error is the one to report
 		return nil, len(reply) > 0, c.ioError(ctx, "read", err)
 	}
 	return reply, true, nil

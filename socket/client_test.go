@@ -189,11 +189,11 @@ func fakePeer(t *testing.T, handle func(conn net.Conn)) string {
 		}
 	}()
 	t.Cleanup(func() {
-		ln.Close()
+		_ = ln.Close()
 		<-done
 		close(conns)
 		for c := range conns {
-			c.Close()
+			_ = c.Close()
 		}
 	})
 	return path
@@ -224,7 +224,7 @@ func TestClientAgainstNonFail2ban(t *testing.T) {
 			name: "garbage with terminator",
 			handle: func(c net.Conn) {
 				if readRequest(c) == nil {
-					c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n<F2B_END_COMMAND>"))
+					_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n<F2B_END_COMMAND>"))
 				}
 			},
 			check: func(t *testing.T, err error) {
@@ -237,9 +237,9 @@ func TestClientAgainstNonFail2ban(t *testing.T) {
 			name: "garbage then close",
 			handle: func(c net.Conn) {
 				if readRequest(c) == nil {
-					c.Write([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
+					_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.2\r\n"))
 				}
-				c.Close()
+				_ = c.Close()
 			},
 			check: func(t *testing.T, err error) {
 				if !errors.Is(err, ErrProtocol) {
@@ -250,10 +250,10 @@ func TestClientAgainstNonFail2ban(t *testing.T) {
 		{
 			name: "never answers",
 			handle: func(c net.Conn) {
-				readRequest(c)
+				_ = readRequest(c)
 				// Hold the connection open without a word.
 				buf := make([]byte, 1)
-				c.Read(buf)
+				_, _ = c.Read(buf)
 			},
 			timeout: 300 * time.Millisecond,
 			check: func(t *testing.T, err error) {
@@ -265,7 +265,7 @@ func TestClientAgainstNonFail2ban(t *testing.T) {
 		{
 			name: "endless stream",
 			handle: func(c net.Conn) {
-				readRequest(c)
+				_ = readRequest(c)
 				junk := bytes.Repeat([]byte{'x'}, 64<<10)
 				for {
 					if _, err := c.Write(junk); err != nil {
@@ -286,7 +286,7 @@ func TestClientAgainstNonFail2ban(t *testing.T) {
 					return
 				}
 				for _, b := range append(append([]byte{}, pong...), endCommand...) {
-					c.Write([]byte{b})
+					_, _ = c.Write([]byte{b})
 					time.Sleep(time.Millisecond)
 				}
 			},
@@ -305,7 +305,7 @@ func TestClientAgainstNonFail2ban(t *testing.T) {
 				timeout = 5 * time.Second
 			}
 			c := New(Options{Path: path, Timeout: timeout, MaxReply: 1 << 20})
-			defer c.Close()
+			defer func() { _ = c.Close() }()
 			start := time.Now()
 			err := c.Ping(context.Background())
 			if took := time.Since(start); took > timeout+time.Second {
@@ -331,12 +331,12 @@ func TestClientTerminatorInsidePayload(t *testing.T) {
 		if readRequest(c) != nil {
 			return
 		}
-		c.Write(raw[:cut])
+		_, _ = c.Write(raw[:cut])
 		time.Sleep(50 * time.Millisecond)
-		c.Write(append(append([]byte{}, raw[cut:]...), endCommand...))
+		_, _ = c.Write(append(append([]byte{}, raw[cut:]...), endCommand...))
 	})
 	c := New(Options{Path: path, Timeout: 2 * time.Second})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	got, err := c.Command(context.Background(), "get", "x")
 	if err != nil {
 		t.Fatal(err)
@@ -348,12 +348,12 @@ func TestClientTerminatorInsidePayload(t *testing.T) {
 
 func TestClientContextCancel(t *testing.T) {
 	path := fakePeer(t, func(c net.Conn) {
-		readRequest(c)
+		_ = readRequest(c)
 		buf := make([]byte, 1)
-		c.Read(buf)
+		_, _ = c.Read(buf)
 	})
 	c := New(Options{Path: path, Timeout: time.Minute})
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(100*time.Millisecond, cancel)
 	start := time.Now()
@@ -371,7 +371,7 @@ func TestClientMissingSocketAndClosed(t *testing.T) {
 	if err := c.Ping(context.Background()); err == nil || !strings.Contains(err.Error(), "connect") {
 		t.Fatalf("err = %v, want a connect error", err)
 	}
-	c.Close()
+	_ = c.Close()
 	if err := c.Ping(context.Background()); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("after Close: err = %v", err)
 	}
@@ -391,9 +391,9 @@ func FuzzDecodeReply(f *testing.F) {
 		v, err := DecodeReply([]string{"fuzz"}, data)
 		if err == nil {
 			// Whatever decoded must also survive the status parsers.
-			statusPairs(v)
-			parseJailStatus("j", v)
-			toFloat(v)
+			_, _ = statusPairs(v)
+			_, _ = parseJailStatus("j", v)
+			_, _ = toFloat(v)
 			return
 		}
 		if v != nil {
@@ -416,8 +416,8 @@ func FuzzStatusParsers(f *testing.F) {
 		if err != nil {
 			return
 		}
-		statusPairs(v)
-		parseJailStatus("j", v)
-		toFloat(v)
+		_, _ = statusPairs(v)
+		_, _ = parseJailStatus("j", v)
+		_, _ = toFloat(v)
 	})
 }

@@ -58,7 +58,7 @@ func newCollector(t *testing.T, path string, timeout time.Duration) (*Collector,
 	t.Helper()
 	logs := &logBuffer{}
 	client := New(Options{Path: path, Timeout: timeout})
-	t.Cleanup(func() { client.Close() })
+	t.Cleanup(func() { _ = client.Close() })
 	coll := NewCollector(client, CollectorOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	return coll, client, logs
 }
@@ -108,12 +108,12 @@ func dbCurrentlyBanned(t *testing.T, path string) map[string]float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }()
 	rows, err := db.Query(`SELECT jail, count(*) FROM bips WHERE bantime <= -1 OR timeofban + bantime > ? GROUP BY jail`, time.Now().Unix())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }()
 	counts := map[string]float64{}
 	for rows.Next() {
 		var jail string
@@ -214,7 +214,7 @@ fail2ban_version_info{version="1.0.2"} 1
 			t.Fatal(err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		_ = resp.Body.Close()
 		cmd := exec.Command(promtool, "check", "metrics")
 		cmd.Stdin = bytes.NewReader(body)
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -398,13 +398,13 @@ func TestCollectorNotFail2ban(t *testing.T) {
 	}{
 		{"garbage", func(c net.Conn) {
 			if readRequest(c) == nil {
-				c.Write([]byte("220 smtp.example ESMTP\r\n<F2B_END_COMMAND>"))
+				_, _ = c.Write([]byte("220 smtp.example ESMTP\r\n<F2B_END_COMMAND>"))
 			}
 		}, "does not lead to fail2ban"},
 		{"never answers", func(c net.Conn) {
-			readRequest(c)
+			_ = readRequest(c)
 			buf := make([]byte, 1)
-			c.Read(buf)
+			_, _ = c.Read(buf)
 		}, "is fail2ban running"},
 	}
 	for _, tt := range tests {
@@ -425,7 +425,7 @@ func TestCollectorNotFail2ban(t *testing.T) {
 				t.Fatal(err)
 			}
 			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if took := time.Since(start); took > 1500*time.Millisecond {
 				t.Errorf("scrape took %s, longer than the 1.5 s scrape timeout", took)
 			}

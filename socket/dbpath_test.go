@@ -42,7 +42,7 @@ func TestResolveDBPath(t *testing.T) {
 				}
 			}
 			client := New(Options{Path: path, Timeout: 2 * time.Second})
-			defer client.Close()
+			defer func() { _ = client.Close() }()
 			logs := &logBuffer{}
 			got := ResolveDBPath(context.Background(), client, slog.New(slog.NewTextHandler(logs, nil)), fallback, tt.given)
 			if got != want {

@@ -25,7 +25,7 @@ func TestCollectorNoPermission(t *testing.T) {
 		if err := os.Chmod(sb.Socket(), 0); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { os.Chmod(sb.Socket(), 0o755) })
+		t.Cleanup(func() { _ = os.Chmod(sb.Socket(), 0o755) })
 		up, logs := noPermissionScrape(t, sb.Socket())
 		checkNoPermission(t, up, logs)
 		return
@@ -98,7 +98,7 @@ func copyFile(t *testing.T, from, to string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }()
 	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
 	if err != nil {
 		t.Fatal(err)

@@ -256,7 +256,9 @@ allowipv6 = auto
 		if err != nil {
 			return fmt.Errorf("f2bsandbox: create log of jail %s: %w", j.Name, err)
 		}
-		f.Close()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("f2bsandbox: create log of jail %s: %w", j.Name, err)
+		}
 	}
 	return nil
 }
@@ -463,7 +465,7 @@ func (s *Sandbox) Fail(ctx context.Context, jail string, ips ...string) error {
 		return fmt.Errorf("f2bsandbox: open log of jail %s: %w", jail, err)
 	}
 	if _, err := f.WriteString(b.String()); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the one to report
 		return fmt.Errorf("f2bsandbox: write log of jail %s: %w", jail, err)
 	}
 	if err := f.Close(); err != nil {
@@ -657,7 +659,7 @@ func (s *Sandbox) dbCurrentBans(ctx context.Context) (map[string]int, error) {
 	if err != nil {
 		return nil, fmt.Errorf("f2bsandbox: open %s: %w", s.DBPath(), err)
 	}
-	defer db.Close()
+	defer func() { _ = db.Close() }() // read-only: nothing to lose on close
 	rows, err := db.QueryContext(ctx, `SELECT jail, count(*) FROM bips WHERE bantime <= -1 OR timeofban + bantime > ? GROUP BY jail`, time.Now().Unix())
 	if err != nil {
 		if strings.Contains(err.Error(), "no such table") {
@@ -665,7 +667,7 @@ func (s *Sandbox) dbCurrentBans(ctx context.Context) (map[string]int, error) {
 		}
 		return nil, fmt.Errorf("f2bsandbox: count bans in %s: %w", s.DBPath(), err)
 	}
-	defer rows.Close()
+	defer func() { _ = rows.Close() }() // rows.Err below reports read errors
 	for rows.Next() {
 		var jail string
 		var n int

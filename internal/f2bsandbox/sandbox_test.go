@@ -30,7 +30,7 @@ func openDB(t *testing.T, path string) *sql.DB {
 	if err != nil {
 		t.Fatalf("open %s: %v", path, err)
 	}
-	t.Cleanup(func() { db.Close() })
+	t.Cleanup(func() { _ = db.Close() })
 	return db
 }
 
@@ -303,7 +303,7 @@ func TestStartErrors(t *testing.T) {
 			defer cancel()
 			s, err := Start(ctx, tt.opts)
 			if err == nil {
-				s.Stop(ctx)
+				_ = s.Stop(ctx)
 				t.Fatalf("Start succeeded, want an error containing %q", tt.want)
 			}
 			if !strings.Contains(err.Error(), tt.want) {
@@ -318,7 +318,7 @@ func shortDir(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(d) })
+	t.Cleanup(func() { _ = os.RemoveAll(d) })
 	return d
 }
 

@@ -42,7 +42,11 @@ func StartT(t testing.TB, opts Options) *Sandbox {
 		if err != nil {
 			t.Fatalf("f2bsandbox: short socket directory: %v", err)
 		}
-		t.Cleanup(func() { os.RemoveAll(short) })
+		t.Cleanup(func() {
+			if err := os.RemoveAll(short); err != nil {
+				t.Errorf("f2bsandbox: remove %s: %v", short, err)
+			}
+		})
 		opts.Socket = filepath.Join(short, "f2b.sock")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

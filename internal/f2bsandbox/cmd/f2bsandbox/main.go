@@ -38,7 +38,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if *sampleBans < 0 {
-		fmt.Fprintln(stderr, "f2bsandbox: -sample-bans must not be negative")
+		_, _ = fmt.Fprintln(stderr, "f2bsandbox: -sample-bans must not be negative")
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
@@ -61,7 +61,11 @@ func serve(ctx context.Context, logger *slog.Logger, stdout io.Writer, dir, sock
 		if err != nil {
 			return fmt.Errorf("short socket directory: %w", err)
 		}
-		defer os.RemoveAll(short)
+		defer func() {
+			if err := os.RemoveAll(short); err != nil {
+				logger.Warn("remove socket directory", "dir", short, "err", err)
+			}
+		}()
 		socket = filepath.Join(short, "f2b.sock")
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
@@ -92,7 +96,9 @@ func serve(ctx context.Context, logger *slog.Logger, stdout io.Writer, dir, sock
 		}
 		logger.Info("currently banned", "jail", jail, "ips", n)
 	}
-	fmt.Fprintf(stdout, "db=%s\nsocket=%s\nready\n", sb.DBPath(), sb.Socket())
+	if _, err := fmt.Fprintf(stdout, "db=%s\nsocket=%s\nready\n", sb.DBPath(), sb.Socket()); err != nil {
+		return fmt.Errorf("write paths: %w", err)
+	}
 
 	var tick <-chan time.Time
 	if banEvery > 0 {

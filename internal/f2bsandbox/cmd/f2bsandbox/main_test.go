@@ -20,14 +20,14 @@ func TestServeSampleBansAndStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, slog.New(slog.DiscardHandler), pw, dir, "", "1d", 20, 200*time.Millisecond)
-		pw.Close()
+		_ = pw.Close()
 	}()
 	values := map[string]string{}
 	sc := bufio.NewScanner(pr)
@@ -38,7 +38,7 @@ func TestServeSampleBansAndStop(t *testing.T) {
 		k, v, _ := strings.Cut(sc.Text(), "=")
 		values[k] = v
 	}
-	go io.Copy(io.Discard, pr)
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
 	if values["db"] == "" || values["socket"] == "" {
 		t.Fatalf("no db/socket lines before ready: %v (serve: %v)", values, func() error { cancel(); return <-done }())
 	}

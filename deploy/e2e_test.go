@@ -43,24 +43,28 @@ import (
 // them it skips, except in CI (BANGUI_CI set), where it fails.
 
 // banPlan is which sample IPs the test bans in which jail, and which
-// country the test's MaxMind database gives each of them.
+// country the test's MaxMind database gives each of them. Late bans happen
+// after the exporter started, so fail2ban_bans_total counts them.
 type banPlan struct {
-	jails     map[string][]string // jail → IPs
+	jails     map[string][]string // jail → IPs banned before the exporter starts
+	late      map[string][]string // jail → IPs banned while it runs
 	countries map[string]string   // IP → country
 }
 
 func newBanPlan() banPlan {
-	ips := f2bsandbox.SampleIPs(30)
+	ips := f2bsandbox.SampleIPs(34)
 	codes := []string{"DE", "US", "CN", "BR", "JP"}
-	p := banPlan{jails: map[string][]string{}, countries: map[string]string{}}
+	p := banPlan{jails: map[string][]string{}, late: map[string][]string{}, countries: map[string]string{}}
 	for i, ip := range ips {
 		switch {
 		case i < 18:
 			p.jails["sshd"] = append(p.jails["sshd"], ip)
 		case i < 25:
 			p.jails["perm"] = append(p.jails["perm"], ip)
-		default:
+		case i < 30:
 			p.jails["incr"] = append(p.jails["incr"], ip)
+		default:
+			p.late["sshd"] = append(p.late["sshd"], ip)
 		}
 		// Some IPs stay out of the database: they count as ZZ.
 		if i%7 != 6 {
@@ -70,20 +74,22 @@ func newBanPlan() banPlan {
 	return p
 }
 
-// expected returns IPs banned now summed by a label ("jail" or
-// "country"); geo tells whether countries are resolved.
-func (p banPlan) expected(by string, geo bool) map[string]float64 {
+// expected returns IPs summed by a label ("jail" or "country") over the
+// given bans; geo tells whether countries are resolved.
+func (p banPlan) expected(bans []map[string][]string, by string, geo bool) map[string]float64 {
 	out := map[string]float64{}
-	for jail, ips := range p.jails {
-		for _, ip := range ips {
-			key := jail
-			if by == "country" {
-				key = "ZZ"
-				if c, ok := p.countries[ip]; ok && geo {
-					key = c
+	for _, jails := range bans {
+		for jail, ips := range jails {
+			for _, ip := range ips {
+				key := jail
+				if by == "country" {
+					key = "ZZ"
+					if c, ok := p.countries[ip]; ok && geo {
+						key = c
+					}
 				}
+				out[key]++
 			}
-			out[key]++
 		}
 	}
 	return out
@@ -363,6 +369,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	}
 	// fail2ban writes a ban to its database a moment after the ban.
 	waitFor(t, "fail2ban to report the bans", 30*time.Second, func() error {
+		// Only the early bans so far.
 		for jail, ips := range plan.jails {
 			n, err := sb.CurrentlyBanned(ctx, jail)
 			if err != nil {
@@ -406,23 +413,17 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	}
 	startProcess(t, "exporter", bin, args...)
 
-	wantByJail := plan.expected("jail", geo)
-	wantByCountry := plan.expected("country", geo)
-	waitFor(t, "the exporter to expose the bans", 60*time.Second, func() error {
-		code, _, err := httpGet(ctx, exporterURL+"/-/ready")
-		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("ready: %d %v", code, err)
-		}
-		fams := exposition(t, exporterURL)
-		if got := sumBy(fams, "fail2ban_banned_ips", "jail", nil); !maps.Equal(got, wantByJail) {
-			return fmt.Errorf("banned per jail %v, want %v", got, wantByJail)
-		}
-		if got := sumBy(fams, "fail2ban_banned_ips", "country", nil); !maps.Equal(got, wantByCountry) {
-			return fmt.Errorf("banned per country %v, want %v", got, wantByCountry)
-		}
-		return nil
-	})
-	checkContract(t, exposition(t, exporterURL))
+	early := []map[string][]string{plan.jails}
+	all := []map[string][]string{plan.jails, plan.late}
+	waitForExposition(t, ctx, exporterURL, plan.expected(early, "jail", geo), plan.expected(early, "country", geo), nil)
+	// Bans while the exporter runs appear in fail2ban_bans_total too.
+	if err := sb.BanIP(ctx, "sshd", plan.late["sshd"]...); err != nil {
+		t.Fatal(err)
+	}
+	wantByJail := plan.expected(all, "jail", geo)
+	wantByCountry := plan.expected(all, "country", geo)
+	waitForExposition(t, ctx, exporterURL, wantByJail, wantByCountry, plan.expected([]map[string][]string{plan.late}, "country", geo))
+	checkContract(t, exposition(t, exporterURL), flags["fail2ban.socket"])
 
 	// Prometheus with our scrape config (target rewritten, faster
 	// intervals) and our rules.
@@ -510,9 +511,40 @@ func activeAlerts(t *testing.T, promURL string) []string {
 	return out
 }
 
-// checkContract: every fail2ban_/bangui_exporter_ family the exporter
-// exposes is in the metric contract, with its type and labels.
-func checkContract(t *testing.T, fams map[string]*dto.MetricFamily) {
+// waitForExposition waits until the exporter is ready and exposes the
+// wanted banned IPs per jail and country, and, when newBans is not nil,
+// that many new bans per country in fail2ban_bans_total.
+func waitForExposition(t *testing.T, ctx context.Context, exporterURL string, byJail, byCountry, newBans map[string]float64) {
+	t.Helper()
+	waitFor(t, "the exporter to expose the bans", 60*time.Second, func() error {
+		code, _, err := httpGet(ctx, exporterURL+"/-/ready")
+		if err != nil || code != http.StatusOK {
+			return fmt.Errorf("ready: %d %v", code, err)
+		}
+		fams := exposition(t, exporterURL)
+		if got := sumBy(fams, "fail2ban_banned_ips", "jail", nil); !maps.Equal(got, byJail) {
+			return fmt.Errorf("banned per jail %v, want %v", got, byJail)
+		}
+		if got := sumBy(fams, "fail2ban_banned_ips", "country", nil); !maps.Equal(got, byCountry) {
+			return fmt.Errorf("banned per country %v, want %v", got, byCountry)
+		}
+		if newBans != nil {
+			if got := sumBy(fams, "fail2ban_bans_total", "country", nil); !maps.Equal(got, newBans) {
+				return fmt.Errorf("fail2ban_bans_total per country %v, want %v", got, newBans)
+			}
+		}
+		return nil
+	})
+}
+
+// checkContract compares the exporter's exposition with the metric
+// contract: every fail2ban_ family it exposes is in the contract (those are
+// what users build on), every family of the contract it exposes has the
+// contract's type and labels, and every fail2ban_ family of the parts that
+// are wired in is there. Exporter-internal bangui_exporter_ families that
+// the contract does not list yet are only logged: parts add such health
+// metrics as they grow.
+func checkContract(t *testing.T, fams map[string]*dto.MetricFamily, socket bool) {
 	t.Helper()
 	for name, fam := range fams {
 		if !strings.HasPrefix(name, "fail2ban_") && !strings.HasPrefix(name, "bangui_exporter_") {
@@ -520,7 +552,11 @@ func checkContract(t *testing.T, fams map[string]*dto.MetricFamily) {
 		}
 		m, ok := dashboards.LookupMetric(name)
 		if !ok {
-			t.Errorf("the exporter exposes %s, which is not in the metric contract (dashboards/contract.go)", name)
+			if strings.HasPrefix(name, "fail2ban_") {
+				t.Errorf("the exporter exposes %s, which is not in the metric contract (dashboards/contract.go)", name)
+			} else {
+				t.Logf("note: %s is not in the metric contract (dashboards/contract.go) yet", name)
+			}
 			continue
 		}
 		if want := strings.ToLower(fam.GetType().String()); want != string(m.Type) {
@@ -538,6 +574,15 @@ func checkContract(t *testing.T, fams map[string]*dto.MetricFamily) {
 				t.Errorf("%s has labels %v, the contract says %v", name, labels, want)
 				break
 			}
+		}
+	}
+	for _, m := range dashboards.Contract() {
+		wired := m.Owner == dashboards.OwnerCore || (socket && m.Owner == dashboards.OwnerSocket)
+		if !wired || !strings.HasPrefix(m.Name, "fail2ban_") {
+			continue
+		}
+		if _, ok := fams[m.Name]; !ok {
+			t.Errorf("the exporter does not expose %s (%s)", m.Name, m.Owner)
 		}
 	}
 }

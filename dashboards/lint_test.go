@@ -35,6 +35,22 @@ const datasourceUID = "${" + DatasourceVariable + "}"
 // counterFuncs are the functions a counter may be queried through.
 var counterFuncs = map[string]bool{"rate": true, "irate": true, "increase": true}
 
+// counterUseAllowed: a counter goes through rate, irate or increase over a
+// range; NewEvents' correction for new series may also take its first
+// value (min_over_time over a range) and test its presence a range ago
+// (unless COUNTER offset RANGE).
+func counterUseAllowed(s Selector) bool {
+	switch {
+	case counterFuncs[s.Func] && s.Range != "":
+		return true
+	case s.Func == "min_over_time" && s.Range != "":
+		return true
+	case s.Func == "" && s.After == "unless" && s.Offset != "" && s.Range == "":
+		return true
+	}
+	return false
+}
+
 func str(v any) string { s, _ := v.(string); return s }
 
 func variables(d map[string]any) []map[string]any {
@@ -300,7 +316,7 @@ var lintRules = []lintRule{
 			}
 			for _, s := range sels {
 				m, ok := LookupMetric(s.Metric)
-				if ok && m.Type == Counter && (!counterFuncs[s.Func] || s.Range == "") {
+				if ok && m.Type == Counter && !counterUseAllowed(s) {
 					problems = append(problems, fmt.Sprintf("%s: counter %s used without rate/irate/increase over a range", where[i], s.Metric))
 				}
 			}
@@ -433,6 +449,9 @@ func TestLintRulesCatchProblems(t *testing.T) {
 		}},
 		{"counters only through rate, irate or increase over a range", func(d map[string]any) {
 			firstTarget(d)["expr"] = `sum(delta(fail2ban_bans_total{job=~"$job",instance=~"$instance"}[5m]))`
+		}},
+		{"counters only through rate, irate or increase over a range", func(d map[string]any) {
+			firstTarget(d)["expr"] = `sum(fail2ban_bans_total{job=~"$job",instance=~"$instance"} offset 1h)`
 		}},
 		{"rate ranges use $__rate_interval (or $__range for totals)", func(d map[string]any) {
 			firstTarget(d)["expr"] = `sum(rate(fail2ban_bans_total{job=~"$job",instance=~"$instance"}[5m]))`

@@ -9,6 +9,18 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/units"
 )
 
+// NewEvents is how many events a counter selector gained over rng, per
+// series: increase(), plus, for a series that did not exist rng ago, its
+// first value. The exporter's counters start a jail/country series with its
+// first ban (a series at 0 for every possible country cannot exist), and
+// increase() alone counts only from a series' first sample on, so it would
+// miss that first ban: `(increase + min_over_time) unless (series rng ago)`
+// covers new series, `or increase` the others.
+func NewEvents(sel, rng string) string {
+	return "((increase(" + sel + "[" + rng + "]) + min_over_time(" + sel + "[" + rng + "])) unless " + sel + " offset " + rng +
+		" or increase(" + sel + "[" + rng + "]))"
+}
+
 // upDown maps 1/0 to up/down.
 func upDown() []dashboard.ValueMapping {
 	return valueText([3]string{"0", "down", "red"}, [3]string{"1", "up", "green"})
@@ -57,7 +69,7 @@ func timeseriesPanel(ids *panelIDs, title, description, unit string, targets ...
 // own server reports through its socket.
 func Overview() (Dashboard, error) {
 	ids := &panelIDs{}
-	bansIncrease := "increase(" + jailSelector("fail2ban_bans_total") + "[$__rate_interval])"
+	bansIncrease := NewEvents(jailSelector("fail2ban_bans_total"), "$__rate_interval")
 	b := newDashboard("bangui-overview", "fail2ban / Overview",
 		"fail2ban at a glance, from bangui_exporter: database and server health, bans per jail and per country, failures and fail2ban's own counts.").
 		Variables(commonVariables(true)).
@@ -79,8 +91,8 @@ func Overview() (Dashboard, error) {
 			"sum("+jailSelector("fail2ban_banned_ips")+")", units.Short).
 			Decimals(0).Thresholds(thresholds("blue")).NoValue("0")).
 		WithPanel(statPanel(ids, "Bans in time range",
-			"Ban events that appeared in fail2ban's database during the dashboard's time range (increase of fail2ban_bans_total; the counter starts at 0 when the exporter starts).",
-			"sum(increase("+jailSelector("fail2ban_bans_total")+"[$__range]))", units.Short).
+			"Ban events that appeared in fail2ban's database during the dashboard's time range (increase of fail2ban_bans_total, counting the first ban of a jail/country pair too; the counter starts at 0 when the exporter starts).",
+			"sum("+NewEvents(jailSelector("fail2ban_bans_total"), "$__range")+")", units.Short).
 			Decimals(0).Thresholds(thresholds("blue")).NoValue("0")).
 		WithPanel(statPanel(ids, "Countries banned now",
 			"Distinct countries with at least one IP banned right now (ZZ, unknown, included).",
@@ -92,7 +104,7 @@ func Overview() (Dashboard, error) {
 			units.Short,
 			rangeQuery(0, "sum by (jail) ("+jailSelector("fail2ban_banned_ips")+")", "{{jail}}"))).
 		WithPanel(timeseriesPanel(ids, "New bans per jail",
-			"Ban events per jail in each interval (increase of fail2ban_bans_total over $__rate_interval).",
+			"Ban events per jail in each interval (increase of fail2ban_bans_total over $__rate_interval, counting the first ban of a jail/country pair too).",
 			units.Short,
 			rangeQuery(0, "sum by (jail) ("+bansIncrease+")", "{{jail}}"))).
 		WithPanel(timeseriesPanel(ids, "New bans per country",

@@ -8,13 +8,39 @@ import (
 
 // Selector is one vector selector found in a PromQL expression: the metric
 // name, the label names its matchers use, the function it is the direct
-// argument of ("" when none) and its range ("5m" in x[5m], "" for an
-// instant selector).
+// argument of ("" when none), its range ("5m" in x[5m], "" for an instant
+// selector), its offset ("1h" in x offset 1h) and the token right before
+// it ("unless", "(", "+", ...).
 type Selector struct {
 	Metric string
 	Labels []string
 	Func   string
 	Range  string
+	Offset string
+	After  string
+}
+
+// offsetAfter returns the duration of an "offset" modifier following
+// tokens[i] (the selector's last token, or its range's "]"), or "".
+func offsetAfter(tokens []token, i int) string {
+	if i+1 < len(tokens) && tokens[i+1].kind == tokPunct && tokens[i+1].text == "[" {
+		end, err := closing(tokens, i+1, "[", "]")
+		if err != nil {
+			return ""
+		}
+		i = end
+	}
+	if i+2 < len(tokens) && tokens[i+1].kind == tokIdent && tokens[i+1].text == "offset" {
+		return tokens[i+2].text
+	}
+	return ""
+}
+
+func tokenBefore(tokens []token, i int) string {
+	if i > 0 {
+		return tokens[i-1].text
+	}
+	return ""
 }
 
 // enclosingFunc returns the function whose "(" directly precedes
@@ -96,7 +122,8 @@ func Selectors(expr string) ([]Selector, error) {
 			if name == "" {
 				return nil, fmt.Errorf("selector without a metric name in %q", expr)
 			}
-			out = append(out, Selector{Metric: name, Labels: labels, Func: enclosingFunc(tokens, i), Range: rangeAfter(tokens, end)})
+			out = append(out, Selector{Metric: name, Labels: labels, Func: enclosingFunc(tokens, i), Range: rangeAfter(tokens, end),
+				Offset: offsetAfter(tokens, end), After: tokenBefore(tokens, i)})
 			i = end
 		case t.kind == tokPunct && t.text == "[":
 			end, err := closing(tokens, i, "[", "]")
@@ -121,7 +148,7 @@ func Selectors(expr string) ([]Selector, error) {
 			case aggregations[t.text] && next.kind == tokIdent && (next.text == "by" || next.text == "without"):
 				// An aggregation with its grouping before the argument.
 			default:
-				sel := Selector{Metric: t.text, Func: enclosingFunc(tokens, i)}
+				sel := Selector{Metric: t.text, Func: enclosingFunc(tokens, i), After: tokenBefore(tokens, i)}
 				if next.kind == tokPunct && next.text == "{" {
 					labels, name, end, err := matchers(tokens, i+1)
 					if err != nil {
@@ -134,6 +161,7 @@ func Selectors(expr string) ([]Selector, error) {
 					i = end
 				}
 				sel.Range = rangeAfter(tokens, i)
+				sel.Offset = offsetAfter(tokens, i)
 				out = append(out, sel)
 			}
 		case t.kind == tokPunct && (t.text == "}" || t.text == "]"):

@@ -455,7 +455,11 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	})
 
 	instance := fmt.Sprintf("127.0.0.1:%d", exporterPort)
-	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry, flags["fail2ban.socket"])
+	newBans := banCounts{
+		byJail:    plan.expected([]map[string][]string{plan.late}, "jail", geo),
+		byCountry: plan.expected([]map[string][]string{plan.late}, "country", geo),
+	}
+	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry, newBans, flags["fail2ban.socket"])
 	checkRuleQueries(t, promURL)
 	checkFail2banAgrees(t, ctx, sb, promURL, instance)
 
@@ -645,7 +649,10 @@ func writePrometheusConfig(t *testing.T, dir, target string) string {
 // checkDashboardQueries runs every dashboard query with the variables set
 // as a user would set them, and compares the world-map and per-jail
 // panels with what the exporter exposes.
-func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, wantByJail, wantByCountry map[string]float64, socket bool) {
+// banCounts are bans summed per jail and per country.
+type banCounts struct{ byJail, byCountry map[string]float64 }
+
+func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, wantByJail, wantByCountry map[string]float64, newBans banCounts, socket bool) {
 	t.Helper()
 	queries, err := dashboards.AllQueries()
 	if err != nil {
@@ -653,7 +660,9 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 	}
 	values := map[string]string{
 		"job": "fail2ban", "instance": instance, "jail": ".+", "datasource": "Prometheus",
-		"__rate_interval": "1m", "__range": "5m", "__interval": "15s",
+		// Windows longer than Prometheus has been running: every ban the
+		// exporter counted falls inside them.
+		"__rate_interval": "5m", "__range": "1h", "__interval": "15s",
 	}
 	// Variable queries first: each must list values, as Grafana's
 	// label_values() would through the series API.
@@ -739,6 +748,16 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 				if total == 0 {
 					want = map[string]float64{} // no series: the stat shows its "0" no-value text
 				}
+			case q.Dashboard == "bangui-overview" && q.Panel == "New bans per jail":
+				label, want = "jail", newBans.byJail
+			case q.Dashboard == "bangui-overview" && q.Panel == "New bans per country":
+				label, want = "country", newBans.byCountry
+			case q.Dashboard == "bangui-overview" && q.Panel == "Bans in time range":
+				total := 0.0
+				for _, v := range newBans.byJail {
+					total += v
+				}
+				label, want = "", map[string]float64{"": total}
 			case q.Dashboard == "bangui-overview" && q.Panel == "Banned now per jail":
 				label, want = "jail", wantByJail
 			case q.Dashboard == "bangui-overview" && q.Panel == "Banned now: fail2ban server vs database" && q.RefID == "B":
@@ -762,7 +781,7 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 			}
 		}
 	}
-	if ran < 30 || compared < 10 {
+	if ran < 30 || compared < 13 {
 		t.Errorf("only %d dashboard queries ran, %d compared with the exporter", ran, compared)
 	}
 	t.Logf("ran %d dashboard queries, compared %d world-map and per-jail results with the exporter", ran, compared)

@@ -348,6 +348,30 @@ var lintRules = []lintRule{
 		}
 		return problems
 	}},
+	{"panels do not overlap", func(d map[string]any) []string {
+		type box struct {
+			title      string
+			x, y, w, h float64
+		}
+		var boxes []box
+		for _, p := range panelsOf(d) {
+			g, _ := p["gridPos"].(map[string]any)
+			x, _ := g["x"].(float64)
+			y, _ := g["y"].(float64)
+			w, _ := g["w"].(float64)
+			h, _ := g["h"].(float64)
+			boxes = append(boxes, box{str(p["title"]), x, y, w, h})
+		}
+		var problems []string
+		for i, a := range boxes {
+			for _, b := range boxes[i+1:] {
+				if a.x < b.x+b.w && b.x < a.x+a.w && a.y < b.y+b.h && b.y < a.y+a.h {
+					problems = append(problems, fmt.Sprintf("panels %q and %q overlap", a.title, b.title))
+				}
+			}
+		}
+		return problems
+	}},
 	{"every metric in a query is in the metric contract, with its labels", func(d map[string]any) []string {
 		var problems []string
 		where, exprs, parseProblems := allExprs(d)
@@ -441,6 +465,9 @@ func TestLintRulesCatchProblems(t *testing.T) {
 			delete(firstData(d)["fieldConfig"].(map[string]any)["defaults"].(map[string]any), "unit")
 		}},
 		{"panels fit the 24-column grid", func(d map[string]any) { firstData(d)["gridPos"].(map[string]any)["x"] = float64(22) }},
+		{"panels do not overlap", func(d map[string]any) {
+			firstData(d)["gridPos"].(map[string]any)["y"] = panelsOf(d)[0]["gridPos"].(map[string]any)["y"]
+		}},
 		{"every metric in a query is in the metric contract, with its labels", func(d map[string]any) {
 			firstTarget(d)["expr"] = `min(fail2ban_upp{job=~"$job",instance=~"$instance"})`
 		}},

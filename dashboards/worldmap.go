@@ -183,7 +183,7 @@ func worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
 		Decimals(0).
 		ColorScheme(dashboard.NewFieldColorBuilder().Mode(dashboard.FieldColorModeIdContinuousGrYlRd)).
 		Thresholds(thresholds("green")).
-		View(geomap.NewMapViewConfigBuilder().Id("zero").Lat(20).Lon(0).Zoom(1)).
+		View(geomap.NewMapViewConfigBuilder().Id("coords").Lat(25).Lon(10).Zoom(1)).
 		Controls(geomap.NewControlsOptionsBuilder().
 			ShowZoom(true).MouseWheelZoom(false).ShowAttribution(true).ShowScale(false).ShowDebug(false).ShowMeasure(false)).
 		Basemap(common.NewMapLayerOptionsBuilder().Type("default").Name("Basemap").Config(map[string]any{})).

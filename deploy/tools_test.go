@@ -21,10 +21,18 @@ func requireTool(t *testing.T, name string, fallbacks ...string) string {
 		}
 	}
 	if os.Getenv("BANGUI_CI") != "" {
-		t.Fatalf("%s is required in CI (BANGUI_CI is set) but not installed; apt-get install -y prometheus", name)
+		t.Fatalf("%s is required in CI (BANGUI_CI is set) but not installed; apt-get install -y %s", name, debianPackage[name])
 	}
 	t.Skipf("%s not installed (set BANGUI_CI=1 to make this a failure)", name)
 	return ""
+}
+
+// debianPackage names the Debian package that brings each tool.
+var debianPackage = map[string]string{
+	"promtool":        "prometheus",
+	"prometheus":      "prometheus",
+	"systemd-analyze": "systemd",
+	"fail2ban-client": "fail2ban",
 }
 
 // deployDir is the absolute path of deploy/ (this package's directory).

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -147,6 +149,19 @@ func (r *report) markdown() string {
 			ms(s.RestartReady), ms(s.RestartFirstMetrics), ms(s.Shutdown), ms(s.DuringWritesP50), ms(s.DuringWritesP99), s.DuringWritesScrapes,
 			ms(s.WriterBanTxP50), ms(s.WriterBanTxMax), ms(s.ConcurrentBanTxP50), ms(s.ConcurrentBanTxMax), s.WriterBansPerSecond, total, s.BansTotalAfterRoundsWant,
 			ms(s.NaiveMin), s.NaiveRowsOut, s.Series)
+	}
+	for _, s := range r.Results {
+		if len(s.ExporterCounters) == 0 {
+			continue
+		}
+		names := slices.Sorted(maps.Keys(s.ExporterCounters))
+		var parts []string
+		for _, n := range names {
+			if v := s.ExporterCounters[n]; v != 0 {
+				parts = append(parts, fmt.Sprintf("`%s` %.0f", n, v))
+			}
+		}
+		p("\nExporter counters after all rounds, %s rows (non-zero, summed over labels): %s.\n", rowsLabel(s.Rows), strings.Join(parts, ", "))
 	}
 	p("\nCorrectness spot checks on the unchanged database (exporter sums vs. SQL counts taken in the same second):\n\n")
 	p("| bans rows | metric | exporter | SQL | difference |\n|---:|---|---:|---:|---:|\n")

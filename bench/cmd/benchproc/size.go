@@ -54,6 +54,8 @@ type sizeResult struct {
 	BansTotalAfterRoundsWant int
 
 	PeakRSSBytes int64
+	// ExporterCounters are the exporter's own counters after all rounds.
+	ExporterCounters map[string]float64
 
 	NaiveRuns    int
 	NaiveP50     time.Duration
@@ -269,6 +271,7 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 			return err
 		}
 		res.BansTotalPresent = sums.BansTotalPresent
+		res.ExporterCounters = sums.Counters
 		res.BansTotalAfterRounds = sums.BansTotal
 		res.BansTotalAfterRoundsWant = written
 		return nil

@@ -63,6 +63,9 @@ type metricSums struct {
 	BansTotalPresent bool
 	RecentBans       map[string]float64 // by window label
 	SeriesCount      int
+	// Counters sums the exporter's own bangui_exporter_*_total counters
+	// (reads, errors, reconciliations …) by name, for diagnosis.
+	Counters map[string]float64
 }
 
 // sumMetrics parses a text exposition and sums the fail2ban metrics.
@@ -72,7 +75,7 @@ func sumMetrics(body io.Reader) (metricSums, error) {
 	if err != nil {
 		return metricSums{}, fmt.Errorf("parse /metrics: %w", err)
 	}
-	sums := metricSums{RecentBans: map[string]float64{}}
+	sums := metricSums{RecentBans: map[string]float64{}, Counters: map[string]float64{}}
 	value := func(m *dto.Metric) float64 {
 		switch {
 		case m.Gauge != nil:
@@ -87,6 +90,9 @@ func sumMetrics(body io.Reader) (metricSums, error) {
 	for name, fam := range families {
 		sums.SeriesCount += len(fam.Metric)
 		for _, m := range fam.Metric {
+			if strings.HasPrefix(name, "bangui_exporter_") && fam.GetType() == dto.MetricType_COUNTER {
+				sums.Counters[name] += value(m)
+			}
 			switch name {
 			case "fail2ban_up":
 				sums.Up = value(m)

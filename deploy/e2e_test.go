@@ -253,6 +253,27 @@ func query(t *testing.T, base, expr string) promQuery {
 	return q
 }
 
+// queryRange runs expr over the last two minutes in 15 s steps.
+func queryRange(t *testing.T, base, expr string) promQuery {
+	t.Helper()
+	end := time.Now()
+	v := url.Values{
+		"query": {expr},
+		"start": {strconv.FormatInt(end.Add(-2*time.Minute).Unix(), 10)},
+		"end":   {strconv.FormatInt(end.Unix(), 10)},
+		"step":  {"15"},
+	}
+	_, body, err := httpGet(t.Context(), base+"/api/v1/query_range?"+v.Encode())
+	if err != nil {
+		t.Fatalf("query_range %q: %v", expr, err)
+	}
+	var q promQuery
+	if err := json.Unmarshal(body, &q); err != nil {
+		t.Fatalf("query_range %q: %v: %s", expr, err, body)
+	}
+	return q
+}
+
 // vectorBy runs expr and sums its vector result by label.
 func vectorBy(t *testing.T, base, expr, label string) (map[string]float64, error) {
 	q := query(t, base, expr)
@@ -721,6 +742,12 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 			if res.Status != "success" {
 				t.Errorf("%s / %s %s (view %q): %s: %s\n%s", q.Dashboard, q.Panel, q.RefID, view, res.ErrorType, res.Error, expr)
 				continue
+			}
+			if !q.Instant {
+				// Time series panels run as range queries in Grafana.
+				if rr := queryRange(t, promURL, expr); rr.Status != "success" {
+					t.Errorf("%s / %s %s as a range query: %s: %s\n%s", q.Dashboard, q.Panel, q.RefID, rr.ErrorType, rr.Error, expr)
+				}
 			}
 			var want map[string]float64
 			label := ""

@@ -147,25 +147,16 @@ func instantValue(i int, expr, legend string) *prometheus.DataqueryBuilder {
 		Instant()
 }
 
-// thresholds builds absolute thresholds: base color first, then
-// value/color pairs.
-func thresholds(base string, steps ...any) *dashboard.ThresholdsConfigBuilder {
-	list := []dashboard.Threshold{{Color: base}}
-	for i := 0; i+1 < len(steps); i += 2 {
-		list = append(list, dashboard.Threshold{Value: ptr(toFloat(steps[i])), Color: steps[i+1].(string)})
-	}
-	return dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).Steps(list)
+// thresholds is a single absolute color.
+func thresholds(color string) *dashboard.ThresholdsConfigBuilder {
+	return dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).
+		Steps([]dashboard.Threshold{{Color: color}})
 }
 
-func toFloat(v any) float64 {
-	switch n := v.(type) {
-	case int:
-		return float64(n)
-	case float64:
-		return n
-	default:
-		panic(fmt.Sprintf("threshold value %v is not a number", v))
-	}
+// thresholdAt is base below value and above from value on.
+func thresholdAt(base string, value float64, above string) *dashboard.ThresholdsConfigBuilder {
+	return dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).
+		Steps([]dashboard.Threshold{{Color: base}, {Value: ptr(value), Color: above}})
 }
 
 // valueText maps exact values to display texts and colors ("1" → "up").

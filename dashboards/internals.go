@@ -75,7 +75,7 @@ func ExporterInternals() (Dashboard, error) {
 		WithPanel(statPanel(ids, "ip-api.com 429s in time range",
 			"Answers 429 (Too Many Requests) from ip-api.com during the dashboard's time range. The exporter then waits as told by X-Ttl; persistent 429s slow resolution down.",
 			"sum(increase("+selector("bangui_exporter_geo_ipapi_requests_total", `code="429"`)+"[$__range]))", units.Short).
-			Decimals(0).NoValue("0").Thresholds(thresholds("green", 1, "orange")).Height(8).Span(8)).
+			Decimals(0).NoValue("0").Thresholds(thresholdAt("green", 1, "orange")).Height(8).Span(8)).
 		WithPanel(timeseriesPanel(ids, "Cache flushes",
 			"Flushes of resolved IPs to the app database per interval (one transaction each), flush errors, and entries written (bangui_exporter_geo_flushes_total, _flush_errors_total, _flushed_entries_total).",
 			units.Short,
@@ -97,7 +97,7 @@ func ExporterInternals() (Dashboard, error) {
 		WithPanel(statPanel(ids, "fail2ban DB schema",
 			"Schema version of fail2ban's database (bangui_exporter_fail2ban_schema_version): 4 for fail2ban 0.11 to 1.1, 2 for 0.9 and 0.10, 0 when unknown (then fail2ban_up is 0).",
 			"min("+selector("bangui_exporter_fail2ban_schema_version")+")", units.NoUnit).
-			Decimals(0).Thresholds(thresholds("red", 2, "green")).Height(6).Span(4)).
+			Decimals(0).Thresholds(thresholdAt("red", 2, "green")).Height(6).Span(4)).
 		WithPanel(table.NewPanelBuilder().
 			Id(ids.id()).
 			Title("Exporter versions").

@@ -77,15 +77,15 @@ func Overview() (Dashboard, error) {
 		WithPanel(statPanel(ids, "fail2ban DB readable",
 			"fail2ban_up: 1 when the exporter's last read of fail2ban's database succeeded (lowest over the selected instances). Down means the file is missing, unreadable, locked too long, corrupt or of an unknown schema; the exporter's log says which.",
 			"min("+selector("fail2ban_up")+")", units.NoUnit).
-			Mappings(upDown()).Thresholds(thresholds("red", 1, "green"))).
+			Mappings(upDown()).Thresholds(thresholdAt("red", 1, "green"))).
 		WithPanel(statPanel(ids, "fail2ban server",
 			"fail2ban_server_up: 1 when fail2ban's socket answered the last scrape (lowest over the selected instances). No value when the socket part is off (--fail2ban.socket empty or not accessible).",
 			"min("+selector("fail2ban_server_up")+")", units.NoUnit).
-			Mappings(upDown()).Thresholds(thresholds("red", 1, "green")).NoValue("socket off")).
+			Mappings(upDown()).Thresholds(thresholdAt("red", 1, "green")).NoValue("socket off")).
 		WithPanel(statPanel(ids, "Enabled jails",
 			"Jails marked enabled in fail2ban's database (fail2ban_jail_enabled), summed over the selected instances and jails.",
 			"sum("+jailSelector("fail2ban_jail_enabled")+")", units.Short).
-			Decimals(0).Thresholds(thresholds("red", 1, "green"))).
+			Decimals(0).Thresholds(thresholdAt("red", 1, "green"))).
 		WithPanel(statPanel(ids, "Banned now",
 			"IPs banned right now (fail2ban_banned_ips), by fail2ban's own rule on its bips table. An IP banned in two jails counts twice.",
 			"sum("+jailSelector("fail2ban_banned_ips")+")", units.Short).

@@ -101,7 +101,7 @@ func WorldMap() (Dashboard, error) {
 			Unit(units.Short).
 			Decimals(0).
 			NoValue("0").
-			Thresholds(thresholds("green", 1, "orange")).
+			Thresholds(thresholdAt("green", 1, "orange")).
 			ColorMode(common.BigValueColorModeValue).
 			GraphMode(common.BigValueGraphModeNone).
 			Orientation(common.VizOrientationAuto).
@@ -132,7 +132,7 @@ func WorldMap() (Dashboard, error) {
 			WithTarget(instantValue(0, WindowTruncationQuery(), "missing")).
 			Unit(units.Seconds).
 			Decimals(1).
-			Thresholds(thresholds("green", 900, "red")).
+			Thresholds(thresholdAt("green", 900, "red")).
 			ColorMode(common.BigValueColorModeBackground).
 			GraphMode(common.BigValueGraphModeNone).
 			Orientation(common.VizOrientationAuto).

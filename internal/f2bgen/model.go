@@ -71,10 +71,7 @@ func buildModel(spec Spec) (*model, error) {
 		jailMask[i] |= 1 << j
 		m.pairs = append(m.pairs, pair{ip: int32(i), jail: int16(j)})
 	}
-	full := uint64(1)<<len(spec.Jails) - 1
-	if len(spec.Jails) >= 64 {
-		return nil, fmt.Errorf("f2bgen: at most 63 jails, got %d", len(spec.Jails))
-	}
+	full := uint64(1)<<len(spec.Jails) - 1 // withDefaults allows at most 63 jails
 	cursor := 0
 	for len(m.pairs) < nPairs {
 		ip, j := -1, -1

@@ -188,6 +188,9 @@ func (s Spec) withDefaults() (Spec, error) {
 			return s, fmt.Errorf("f2bgen: Spec.%s must lie in [0, 1], got %v", share.name, share.v)
 		}
 	}
+	if len(s.Jails) > 63 {
+		return s, fmt.Errorf("f2bgen: at most 63 jails, got %d", len(s.Jails))
+	}
 	seen := map[string]bool{}
 	jails := make([]Jail, len(s.Jails))
 	for i, j := range s.Jails {

@@ -2,6 +2,7 @@ package f2bgen
 
 import (
 	"context"
+	"fmt"
 	"crypto/sha256"
 	"encoding/json"
 	"io"
@@ -255,6 +256,7 @@ func TestSpecErrors(t *testing.T) {
 		{"pairs below IPs", Spec{Rows: 10, Now: testNow, IPsPerRow: 0.5, PairsPerRow: 0.4}, "PairsPerRow"},
 		{"share above 1", Spec{Rows: 10, Now: testNow, IPv6Share: 1.5}, "IPv6Share"},
 		{"duplicate jail", Spec{Rows: 10, Now: testNow, Jails: []Jail{{Name: "a", Weight: 1}, {Name: "a", Weight: 1}}}, "repeated"},
+		{"64 jails", Spec{Rows: 10, Now: testNow, Jails: manyJails(64)}, "at most 63"},
 		{"too many bans for permanent jails", Spec{Rows: 1000, Now: testNow, IPsPerRow: 0.2, PairsPerRow: 0.2, Jails: []Jail{{Name: "p", Weight: 1, BanTime: -1}}}, "do not fit"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -328,4 +330,12 @@ func jailNames(st Stats) []string {
 		names = append(names, j.Name)
 	}
 	return names
+}
+
+func manyJails(n int) []Jail {
+	jails := make([]Jail, n)
+	for i := range jails {
+		jails[i] = Jail{Name: fmt.Sprintf("jail%d", i), Weight: 1}
+	}
+	return jails
 }

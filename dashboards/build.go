@@ -10,6 +10,7 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/stat"
 )
 
 // Dashboard is the SDK's classic (v1) dashboard. The SDK marks it
@@ -145,6 +146,23 @@ func instantValue(i int, expr, legend string) *prometheus.DataqueryBuilder {
 		Expr(expr).
 		LegendFormat(legend).
 		Instant()
+}
+
+// statPanel is a single-value stat of an instant query.
+func statPanel(ids *panelIDs, title, description, expr, unit string) *stat.PanelBuilder {
+	return stat.NewPanelBuilder().
+		Id(ids.id()).
+		Title(title).
+		Description(description).
+		Datasource(datasourceRef()).
+		WithTarget(instantValue(0, expr, title)).
+		Unit(unit).
+		ColorMode(common.BigValueColorModeValue).
+		GraphMode(common.BigValueGraphModeNone).
+		Orientation(common.VizOrientationAuto).
+		TextMode(common.BigValueTextModeValue).
+		ReduceOptions(lastValue()).
+		Height(4).Span(4)
 }
 
 // thresholds is a single absolute color.

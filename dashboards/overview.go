@@ -4,7 +4,6 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
-	"github.com/grafana/grafana-foundation-sdk/go/stat"
 	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
 	"github.com/grafana/grafana-foundation-sdk/go/units"
 )
@@ -26,22 +25,7 @@ func upDown() []dashboard.ValueMapping {
 	return valueText([3]string{"0", "down", "red"}, [3]string{"1", "up", "green"})
 }
 
-func statPanel(ids *panelIDs, title, description, expr, unit string) *stat.PanelBuilder {
-	return stat.NewPanelBuilder().
-		Id(ids.id()).
-		Title(title).
-		Description(description).
-		Datasource(datasourceRef()).
-		WithTarget(instantValue(0, expr, title)).
-		Unit(unit).
-		ColorMode(common.BigValueColorModeValue).
-		GraphMode(common.BigValueGraphModeNone).
-		Orientation(common.VizOrientationAuto).
-		TextMode(common.BigValueTextModeValue).
-		ReduceOptions(lastValue()).
-		Height(4).Span(4)
-}
-
+// timeseriesPanel is a time series panel of range queries, legend as a table.
 func timeseriesPanel(ids *panelIDs, title, description, unit string, targets ...*prometheus.DataqueryBuilder) *timeseries.PanelBuilder {
 	p := timeseries.NewPanelBuilder().
 		Id(ids.id()).

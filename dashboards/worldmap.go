@@ -8,7 +8,6 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"github.com/grafana/grafana-foundation-sdk/go/geomap"
-	"github.com/grafana/grafana-foundation-sdk/go/stat"
 	"github.com/grafana/grafana-foundation-sdk/go/table"
 	"github.com/grafana/grafana-foundation-sdk/go/units"
 	"golang.org/x/text/language"
@@ -76,69 +75,25 @@ func WorldMap() (Dashboard, error) {
 		Variables(vars).
 		WithPanel(worldMapPanel(ids)).
 		WithPanel(countryTable(ids)).
-		WithPanel(stat.NewPanelBuilder().
-			Id(ids.id()).
-			Title("Total").
-			Description("Banned IPs right now, or ban events in the chosen window, summed over the selected jails and countries. An IP banned in two jails counts twice.").
-			Datasource(datasourceRef()).
-			WithTarget(instantValue(0, byCountry(""), "total")).
-			Unit(units.Short).
-			Decimals(0).
-			NoValue("0").
-			Thresholds(thresholds("blue")).
-			ColorMode(common.BigValueColorModeValue).
-			GraphMode(common.BigValueGraphModeNone).
-			Orientation(common.VizOrientationAuto).
-			TextMode(common.BigValueTextModeValue).
-			ReduceOptions(lastValue()).
-			Height(5).Span(6)).
-		WithPanel(stat.NewPanelBuilder().
-			Id(ids.id()).
-			Title("Country unknown (ZZ)").
-			Description("IPs (or ban events) whose country is not known, counted under country \"ZZ\". They cannot be drawn on the map. Reasons: geo resolution is off (--geo.providers none), the IP is not resolved yet (the background resolver is working through its queue; see bangui_exporter_geo_pending_ips), the local MaxMind database has no answer and ip-api.com is disabled or rate-limited, or the address is private or reserved.").
-			Datasource(datasourceRef()).
-			WithTarget(instantValue(0, byCountry("", `country="`+unknownCountry+`"`), "unknown")).
-			Unit(units.Short).
-			Decimals(0).
-			NoValue("0").
-			Thresholds(thresholdAt("green", 1, "orange")).
-			ColorMode(common.BigValueColorModeValue).
-			GraphMode(common.BigValueGraphModeNone).
-			Orientation(common.VizOrientationAuto).
-			TextMode(common.BigValueTextModeValue).
-			ReduceOptions(lastValue()).
-			Height(5).Span(6)).
-		WithPanel(stat.NewPanelBuilder().
-			Id(ids.id()).
-			Title("History horizon").
-			Description("How far back the exporter can count ban events: the age of the oldest ban it knows (fail2ban_oldest_ban_timestamp_seconds), beside fail2ban's dbpurgeage (fail2ban_db_purge_age_seconds, read through fail2ban's socket; absent when the socket part is off). fail2ban deletes ban history older than its dbpurgeage (1 day by default); the exporter's archive, when on, reaches further.").
-			Datasource(datasourceRef()).
-			WithTarget(instantValue(0, "time() - min("+selector("fail2ban_oldest_ban_timestamp_seconds")+")", "oldest ban")).
+		WithPanel(statPanel(ids, "Total",
+			"Banned IPs right now, or ban events in the chosen window, summed over the selected jails and countries. An IP banned in two jails counts twice.",
+			byCountry(""), units.Short).
+			Decimals(0).NoValue("0").Thresholds(thresholds("blue")).Height(5).Span(6)).
+		WithPanel(statPanel(ids, "Country unknown (ZZ)",
+			"IPs (or ban events) whose country is not known, counted under country \"ZZ\". They cannot be drawn on the map. Reasons: geo resolution is off (--geo.providers none), the IP is not resolved yet (the background resolver is working through its queue; see bangui_exporter_geo_pending_ips), the local MaxMind database has no answer and ip-api.com is disabled or rate-limited, or the address is private or reserved.",
+			byCountry("", `country="`+unknownCountry+`"`), units.Short).
+			Decimals(0).NoValue("0").Thresholds(thresholdAt("green", 1, "orange")).Height(5).Span(6)).
+		WithPanel(statPanel(ids, "History horizon",
+			"How far back the exporter can count ban events: the age of the oldest ban it knows (fail2ban_oldest_ban_timestamp_seconds), beside fail2ban's dbpurgeage (fail2ban_db_purge_age_seconds, read through fail2ban's socket; absent when the socket part is off). fail2ban deletes ban history older than its dbpurgeage (1 day by default); the exporter's archive, when on, reaches further.",
+			"time() - min("+selector("fail2ban_oldest_ban_timestamp_seconds")+")", units.Seconds).
 			WithTarget(instantValue(1, "min("+selector("fail2ban_db_purge_age_seconds")+")", "fail2ban dbpurgeage")).
-			Unit(units.Seconds).
-			Decimals(1).
-			Thresholds(thresholds("blue")).
-			ColorMode(common.BigValueColorModeValue).
-			GraphMode(common.BigValueGraphModeNone).
-			Orientation(common.VizOrientationAuto).
 			TextMode(common.BigValueTextModeValueAndName).
-			ReduceOptions(lastValue()).
-			Height(5).Span(6)).
-		WithPanel(stat.NewPanelBuilder().
-			Id(ids.id()).
-			Title("History missing from window $window").
-			Description("Warning for \"Ban events in window\": how much of the chosen window lies before the history horizon, where no ban events can be counted (0 = the window is complete). If this is not 0, the map shows fewer events than really happened in the window: raise fail2ban's dbpurgeage or keep the exporter's archive on. The window start is computed to within 10 minutes.").
-			Datasource(datasourceRef()).
-			WithTarget(instantValue(0, WindowTruncationQuery(), "missing")).
-			Unit(units.Seconds).
-			Decimals(1).
-			Thresholds(thresholdAt("green", 900, "red")).
+			Decimals(1).Thresholds(thresholds("blue")).Height(5).Span(6)).
+		WithPanel(statPanel(ids, "History missing from window $window",
+			"Warning for \"Ban events in window\": how much of the chosen window lies before the history horizon, where no ban events can be counted (0 = the window is complete). If this is not 0, the map shows fewer events than really happened in the window: raise fail2ban's dbpurgeage or keep the exporter's archive on. The window start is computed to within 10 minutes.",
+			WindowTruncationQuery(), units.Seconds).
 			ColorMode(common.BigValueColorModeBackground).
-			GraphMode(common.BigValueGraphModeNone).
-			Orientation(common.VizOrientationAuto).
-			TextMode(common.BigValueTextModeValue).
-			ReduceOptions(lastValue()).
-			Height(5).Span(6))
+			Decimals(1).Thresholds(thresholdAt("green", 900, "red")).Height(5).Span(6))
 	return b.Build()
 }
 

@@ -1,7 +1,6 @@
 package deploy
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,16 +40,8 @@ type rule struct {
 
 func loadRules(t *testing.T) ruleFile {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(deployDir(t), rulesFile))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rf ruleFile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&rf); err != nil {
-		t.Fatalf("decode %s: %v", rulesFile, err)
-	}
+	decodeStrict(t, rulesFile, &rf)
 	return rf
 }
 

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
@@ -424,5 +426,31 @@ func TestNewIPAPIRejectsBadURL(t *testing.T) {
 		if _, err := NewIPAPI(IPAPIOptions{URL: u}); err == nil {
 			t.Errorf("URL %q accepted", u)
 		}
+	}
+}
+
+// TestIPAPITimeoutBacksOff: a server that does not answer within the client
+// timeout costs one error for the batch and a backoff, not a retry storm.
+func TestIPAPITimeoutBacksOff(t *testing.T) {
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Reading the body lets the server notice the client hanging up.
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer hang.Close()
+	clock := newAutoClock()
+	p, err := NewIPAPI(IPAPIOptions{URL: hang.URL + "/batch", Clock: clock, Client: &http.Client{Timeout: 50 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.Lookup(context.Background(), addrs("8.8.8.8"))
+	if err == nil || shortError(err) != "timeout" {
+		t.Fatalf("err = %v (short %q), want a timeout", err, shortError(err))
+	}
+	if st := p.Status(); !st.BlockedUntil.Equal(clock.Now().Add(ipapiMinBackoff)) || p.requestCounts()["error"] != 1 {
+		t.Fatalf("after a timeout: %+v, counts %v", st, p.requestCounts())
 	}
 }

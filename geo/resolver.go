@@ -111,6 +111,7 @@ const (
 	flagPending                   // in a provider queue
 	flagDirty                     // changed since the last flush
 	flagFinal                     // the answer is final (a country, or private/reserved/invalid)
+	flagRequested                 // asked for by Lookup or ReResolve: resolved even when not tracked
 )
 
 func (r *record) has(f uint8) bool { return r.flags&f != 0 }
@@ -327,11 +328,13 @@ func (r *Resolver) Lookup(ip netip.Addr) (Entry, bool) {
 	defer r.mu.Unlock()
 	rec, ok := r.entries[k]
 	if !ok {
-		r.entries[k] = record{}
+		r.entries[k] = record{flags: flagRequested}
 		r.enqueueLocked(0, k, r.now())
 		return r.entryLocked(k, r.entries[k]), false
 	}
 	if r.dueLocked(&rec, r.now()) {
+		rec.flags |= flagRequested
+		r.entries[k] = rec
 		r.enqueueLocked(0, k, r.now())
 		rec = r.entries[k]
 	}
@@ -379,6 +382,7 @@ func (r *Resolver) ReResolve() int {
 			continue
 		}
 		rec.flags &^= flagFinal
+		rec.flags |= flagRequested
 		if rec.failures > 0 {
 			rec.failures = 0
 			rec.at = 0
@@ -576,20 +580,33 @@ func (r *Resolver) takeBacklog() bool {
 }
 
 // take pops up to the provider's batch size from stage i's queue.
+// IPs the engine stopped counting while they waited (a ban that ended) are
+// dropped instead of resolved, unless Lookup or ReResolve asked for them:
+// that spares ip-api's quota. Track queues them again if they come back.
 func (r *Resolver) take(i int) []key {
 	st := r.stages[i]
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := min(len(st.queue), max(st.provider.MaxBatch(), 1))
-	if n == 0 {
-		if len(st.queue) == 0 && cap(st.queue) > 1024 {
-			st.queue = nil // give a drained big queue's memory back
+	limit := max(st.provider.MaxBatch(), 1)
+	var batch []key
+	for len(st.queue) > 0 && len(batch) < limit {
+		k := st.queue[0]
+		st.queue = st.queue[1:]
+		rec, ok := r.entries[k]
+		if !ok || !rec.has(flagPending) {
+			continue
 		}
-		return nil
+		if rec.flags&(flagTracked|flagRequested) == 0 {
+			rec.flags &^= flagPending
+			r.nPending--
+			r.entries[k] = rec
+			continue
+		}
+		batch = append(batch, k)
 	}
-	batch := make([]key, n)
-	copy(batch, st.queue)
-	st.queue = st.queue[n:]
+	if len(st.queue) == 0 && cap(st.queue) > 1024 {
+		st.queue = nil // give a drained big queue's memory back
+	}
 	return batch
 }
 
@@ -737,6 +754,7 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 			}
 			if hadCountry {
 				// A provider lost an IP it knew; keep the old answer.
+				rec.flags &^= flagRequested
 				r.entries[k] = rec
 				continue
 			}
@@ -749,6 +767,7 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 			rec.flags &^= flagFinal
 			r.waiting[k] = struct{}{}
 		}
+		rec.flags &^= flagRequested
 		r.markDirtyLocked(k, &rec)
 		r.entries[k] = rec
 	}

@@ -409,3 +409,36 @@ func TestRecordIsCompact(t *testing.T) {
 		t.Fatalf("record is %d bytes, want 16", s)
 	}
 }
+
+// TestResolverDropsEndedBansFromTheQueue: an IP the engine stopped counting
+// before its turn is not sent to ip-api; one the admin API asked about is.
+func TestResolverDropsEndedBansFromTheQueue(t *testing.T) {
+	env := newResolverEnv(t, []string{"ipapi"}, Options{})
+	r := env.r
+	ended, banned := netip.MustParseAddr("8.8.4.4"), netip.MustParseAddr("8.8.8.8")
+	r.Track(ended)
+	r.Track(banned)
+	r.Untrack(ended)
+	asked, _ := r.Lookup(netip.MustParseAddr("1.1.1.1"))
+	if !asked.Pending {
+		t.Fatalf("Lookup did not queue: %+v", asked)
+	}
+	r.drain(context.Background())
+	sent := env.sentToIPAPI()
+	slices.Sort(sent)
+	if !slices.Equal(sent, []string{"1.1.1.1", "8.8.8.8"}) {
+		t.Fatalf("sent %v, want the banned and the asked-for IP only", sent)
+	}
+	if c := r.Country(ended); c != "" {
+		t.Fatalf("ended ban resolved: %q", c)
+	}
+	if s := r.Status(); s.Resolved != 2 || s.Pending != 0 {
+		t.Fatalf("status %+v", s)
+	}
+	// Banned again: queued again.
+	r.Track(ended)
+	r.drain(context.Background())
+	if r.Country(ended) != "US" {
+		t.Fatal("a returning ban was not resolved")
+	}
+}

@@ -282,12 +282,12 @@ func (r *Resolver) Track(ip netip.Addr) {
 	r.nTracked++
 	if !ok {
 		r.entries[k] = rec
-		r.enqueueLocked(0, k, r.now())
+		r.enqueueLocked(0, k)
 		return
 	}
 	r.entries[k] = rec
 	if r.dueLocked(&rec, r.now()) {
-		r.enqueueLocked(0, k, r.now())
+		r.enqueueLocked(0, k)
 	}
 }
 
@@ -329,13 +329,13 @@ func (r *Resolver) Lookup(ip netip.Addr) (Entry, bool) {
 	rec, ok := r.entries[k]
 	if !ok {
 		r.entries[k] = record{flags: flagRequested}
-		r.enqueueLocked(0, k, r.now())
+		r.enqueueLocked(0, k)
 		return r.entryLocked(k, r.entries[k]), false
 	}
 	if r.dueLocked(&rec, r.now()) {
 		rec.flags |= flagRequested
 		r.entries[k] = rec
-		r.enqueueLocked(0, k, r.now())
+		r.enqueueLocked(0, k)
 		rec = r.entries[k]
 	}
 	return r.entryLocked(k, rec), true
@@ -372,7 +372,6 @@ func (r *Resolver) ReResolve() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	local := r.strs.lookup(providerLocal)
-	now := r.now()
 	queued := 0
 	for k, rec := range r.entries {
 		if rec.country != ([2]byte{}) || rec.has(flagPending) {
@@ -388,7 +387,7 @@ func (r *Resolver) ReResolve() int {
 			rec.at = 0
 		}
 		r.entries[k] = rec
-		if r.enqueueLocked(0, k, now) {
+		if r.enqueueLocked(0, k) {
 			queued++
 		}
 	}
@@ -397,7 +396,7 @@ func (r *Resolver) ReResolve() int {
 
 // enqueueLocked queues k for stage i (marking it pending) and reports
 // whether it fit; when the queue is full the entry waits in the backlog.
-func (r *Resolver) enqueueLocked(i int, k key, _ uint32) bool {
+func (r *Resolver) enqueueLocked(i int, k key) bool {
 	rec := r.entries[k]
 	if len(r.stages) == 0 {
 		return false
@@ -537,7 +536,7 @@ func (r *Resolver) RetryDue() int {
 			r.backlogged = true
 			break
 		}
-		if r.enqueueLocked(0, k, now) {
+		if r.enqueueLocked(0, k) {
 			queued++
 		}
 	}
@@ -749,7 +748,7 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 			if i >= 0 && i+1 < len(r.stages) {
 				// Ask the next provider; the entry stays pending there.
 				r.entries[k] = rec
-				r.enqueueLocked(i+1, k, now)
+				r.enqueueLocked(i+1, k)
 				continue
 			}
 			if hadCountry {

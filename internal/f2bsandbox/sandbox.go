@@ -447,7 +447,8 @@ func FailLine(t time.Time, ip string) string {
 
 // Fail appends one current-time failure line per ip to the jail's log file,
 // so fail2ban bans them itself (maxretry is 1), and waits until every ip
-// shows up in the jail's banned list.
+// shows up in the jail's banned list. Addresses in ignoreip (127.0.0.1/8,
+// ::1) are never banned: Fail then waits until ctx ends.
 func (s *Sandbox) Fail(ctx context.Context, jail string, ips ...string) error {
 	if !s.hasJail(jail) {
 		return fmt.Errorf("f2bsandbox: no jail %q", jail)

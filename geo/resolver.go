@@ -142,7 +142,7 @@ type Resolver struct {
 	nResolved  int // entries with a country
 	nPending   int
 	nTracked   int
-	backlogged bool // an IP did not fit in a queue since the last RetryDue
+	backlogged bool // an IP did not fit in the first queue since the last RetryDue
 	flushState flushState
 
 	// flushMu serialises Flush and eviction, so an entry being written is
@@ -409,7 +409,13 @@ func (r *Resolver) enqueueLocked(i int, k key) bool {
 			r.entries[k] = rec
 		}
 		r.waiting[k] = struct{}{}
-		r.backlogged = true
+		if i == 0 {
+			// The first queue is full: queue the backlog as soon as it
+			// drains. A later provider's overflow waits for the next
+			// maintenance tick instead, so a slow provider (ip-api) with a
+			// full queue never makes the first stage spin.
+			r.backlogged = true
+		}
 		r.metrics.queueDropped.Inc()
 		return false
 	}
@@ -548,8 +554,8 @@ func (r *Resolver) runStage(ctx context.Context, i int) {
 	st := r.stages[i]
 	for {
 		batch := r.take(i)
-		if len(batch) == 0 && r.takeBacklog() {
-			// The queues ran dry while IPs wait in the backlog.
+		if i == 0 && len(batch) == 0 && r.takeBacklog() {
+			// The first queue ran dry while IPs wait in the backlog.
 			r.RetryDue()
 			continue
 		}
@@ -568,8 +574,8 @@ func (r *Resolver) runStage(ctx context.Context, i int) {
 	}
 }
 
-// takeBacklog reports (and clears) whether IPs were left out of a full
-// queue since the last RetryDue.
+// takeBacklog reports (and clears) whether IPs were left out of the full
+// first queue since the last RetryDue.
 func (r *Resolver) takeBacklog() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()

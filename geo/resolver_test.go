@@ -442,3 +442,38 @@ func TestResolverDropsEndedBansFromTheQueue(t *testing.T) {
 		t.Fatal("a returning ban was not resolved")
 	}
 }
+
+// TestResolverSlowProviderQueueFull: when the second provider's queue is
+// full, the overflow waits in the backlog for the maintenance tick; the
+// first stage does not loop on it.
+func TestResolverSlowProviderQueueFull(t *testing.T) {
+	env := newResolverEnv(t, []string{"mmdb", "ipapi"}, Options{QueueSize: 2})
+	r := env.r
+	ips := addrs("9.9.9.1", "9.9.9.2", "9.9.9.3", "9.9.9.4") // unknown to the mmdb
+	for _, ip := range ips[:2] {
+		r.Track(ip)
+	}
+	batch := r.take(0)
+	r.resolveBatch(context.Background(), 0, batch) // both to ip-api's queue (now full)
+	for _, ip := range ips[2:] {
+		r.Track(ip)
+	}
+	batch = r.take(0)
+	r.resolveBatch(context.Background(), 0, batch) // ip-api's queue is full: backlog
+	if r.takeBacklog() {
+		t.Fatal("a later stage's overflow set the first stage's backlog flag")
+	}
+	if s := r.Status(); s.Providers[1].Queued != 2 || s.Pending != 2 {
+		t.Fatalf("status %+v", s)
+	}
+	r.drain(context.Background())  // ip-api's queue drains
+	if n := r.RetryDue(); n != 2 { // the maintenance tick
+		t.Fatalf("RetryDue queued %d, want the 2 in the backlog", n)
+	}
+	r.drain(context.Background())
+	for _, ip := range ips {
+		if r.Country(ip) == "" {
+			t.Fatalf("%v not resolved", ip)
+		}
+	}
+}

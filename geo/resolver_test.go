@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
 )
 
 func TestClassifyLocal(t *testing.T) {
@@ -374,8 +375,9 @@ func TestResolverTrackIsIdempotent(t *testing.T) {
 }
 
 func TestResolverRunStopsAndResolves(t *testing.T) {
-	env := newResolverEnv(t, []string{"mmdb"}, Options{FlushInterval: 20 * time.Millisecond})
+	env := newResolverEnv(t, []string{"mmdb", "ipapi"}, Options{FlushInterval: 20 * time.Millisecond, CheckInterval: 10 * time.Millisecond})
 	r := env.r
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()

@@ -107,11 +107,11 @@ func (rec *record) messageIndex() uint16 {
 }
 
 const (
-	flagTracked uint8 = 1 << iota // the engine counts the IP
-	flagPending                   // in a provider queue
-	flagDirty                     // changed since the last flush
-	flagFinal                     // the answer is final (a country, or private/reserved/invalid)
-	flagRequested                 // asked for by Lookup or ReResolve: resolved even when not tracked
+	flagTracked   uint8 = 1 << iota // the engine counts the IP
+	flagPending                     // in a provider queue
+	flagDirty                       // changed since the last flush
+	flagFinal                       // the answer is final (a country, or private/reserved/invalid)
+	flagRequested                   // asked for by Lookup or ReResolve: resolved even when not tracked
 )
 
 func (r *record) has(f uint8) bool { return r.flags&f != 0 }

@@ -99,7 +99,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.queueDropped.Collect(ch)
 	r := m.r
 	r.mu.Lock()
-	resolved, unresolved, pending := r.nResolved, len(r.entries)-r.nResolved, r.nPending
+	resolved, unresolved, pending := r.nResolved, r.entries.len()-r.nResolved, r.nPending
 	flushed := !r.flushState.last.IsZero()
 	r.mu.Unlock()
 	if flushed {

@@ -134,7 +134,7 @@ type Resolver struct {
 	generation atomic.Uint64
 
 	mu         sync.Mutex
-	entries    map[key]record
+	entries    entryMap
 	dirty      []key
 	waiting    map[key]struct{} // unresolved, not final, not pending: negative tier and backlog
 	strs       interner16
@@ -198,7 +198,7 @@ func New(ctx context.Context, opts Options) (*Resolver, error) {
 		flushInterval: opts.FlushInterval,
 		queueSize:     opts.QueueSize,
 		checkInterval: opts.CheckInterval,
-		entries:       make(map[key]record),
+		entries:       newEntryMap(),
 		waiting:       make(map[key]struct{}),
 		strs:          newInterner16(),
 		asns:          newInterner32(),
@@ -274,18 +274,18 @@ func (r *Resolver) Track(ip netip.Addr) {
 	k := keyOf(ip)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, ok := r.entries[k]
+	rec, ok := r.entries.get(k)
 	if ok && rec.has(flagTracked) {
 		return
 	}
 	rec.flags |= flagTracked
 	r.nTracked++
 	if !ok {
-		r.entries[k] = rec
+		r.entries.set(k, rec)
 		r.enqueueLocked(0, k)
 		return
 	}
-	r.entries[k] = rec
+	r.entries.set(k, rec)
 	if r.dueLocked(&rec, r.now()) {
 		r.enqueueLocked(0, k)
 	}
@@ -297,12 +297,12 @@ func (r *Resolver) Untrack(ip netip.Addr) {
 	k := keyOf(normalize(ip))
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, ok := r.entries[k]
+	rec, ok := r.entries.get(k)
 	if !ok || !rec.has(flagTracked) {
 		return
 	}
 	rec.flags &^= flagTracked
-	r.entries[k] = rec
+	r.entries.set(k, rec)
 	r.nTracked--
 }
 
@@ -310,7 +310,7 @@ func (r *Resolver) Untrack(ip netip.Addr) {
 func (r *Resolver) Country(ip netip.Addr) string {
 	k := keyOf(normalize(ip))
 	r.mu.Lock()
-	rec := r.entries[k]
+	rec, _ := r.entries.get(k)
 	r.mu.Unlock()
 	return countryString(rec.country)
 }
@@ -326,17 +326,18 @@ func (r *Resolver) Lookup(ip netip.Addr) (Entry, bool) {
 	k := keyOf(ip)
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, ok := r.entries[k]
+	rec, ok := r.entries.get(k)
 	if !ok {
-		r.entries[k] = record{flags: flagRequested}
+		r.entries.set(k, record{flags: flagRequested})
 		r.enqueueLocked(0, k)
-		return r.entryLocked(k, r.entries[k]), false
+		rec, _ = r.entries.get(k)
+		return r.entryLocked(k, rec), false
 	}
 	if r.dueLocked(&rec, r.now()) {
 		rec.flags |= flagRequested
-		r.entries[k] = rec
+		r.entries.set(k, rec)
 		r.enqueueLocked(0, k)
-		rec = r.entries[k]
+		rec, _ = r.entries.get(k)
 	}
 	return r.entryLocked(k, rec), true
 }
@@ -373,7 +374,7 @@ func (r *Resolver) ReResolve() int {
 	defer r.mu.Unlock()
 	local := r.strs.lookup(providerLocal)
 	queued := 0
-	for k, rec := range r.entries {
+	for k, rec := range r.entries.all() {
 		if rec.country != ([2]byte{}) || rec.has(flagPending) {
 			continue
 		}
@@ -386,7 +387,7 @@ func (r *Resolver) ReResolve() int {
 			rec.failures = 0
 			rec.at = 0
 		}
-		r.entries[k] = rec
+		r.entries.set(k, rec)
 		if r.enqueueLocked(0, k) {
 			queued++
 		}
@@ -397,7 +398,7 @@ func (r *Resolver) ReResolve() int {
 // enqueueLocked queues k for stage i (marking it pending) and reports
 // whether it fit; when the queue is full the entry waits in the backlog.
 func (r *Resolver) enqueueLocked(i int, k key) bool {
-	rec := r.entries[k]
+	rec, _ := r.entries.get(k)
 	if len(r.stages) == 0 {
 		return false
 	}
@@ -406,7 +407,7 @@ func (r *Resolver) enqueueLocked(i int, k key) bool {
 		if rec.has(flagPending) {
 			rec.flags &^= flagPending
 			r.nPending--
-			r.entries[k] = rec
+			r.entries.set(k, rec)
 		}
 		r.waiting[k] = struct{}{}
 		if i == 0 {
@@ -422,7 +423,7 @@ func (r *Resolver) enqueueLocked(i int, k key) bool {
 	if !rec.has(flagPending) {
 		rec.flags |= flagPending
 		r.nPending++
-		r.entries[k] = rec
+		r.entries.set(k, rec)
 	}
 	delete(r.waiting, k)
 	st.queue = append(st.queue, k)
@@ -438,7 +439,7 @@ func (r *Resolver) Status() Status {
 	r.mu.Lock()
 	s := Status{
 		Resolved:        r.nResolved,
-		Unresolved:      len(r.entries) - r.nResolved,
+		Unresolved:      r.entries.len() - r.nResolved,
 		Pending:         r.nPending,
 		Tracked:         r.nTracked,
 		Dirty:           len(r.dirty),
@@ -530,7 +531,7 @@ func (r *Resolver) RetryDue() int {
 	now := r.now()
 	queued := 0
 	for k := range r.waiting {
-		rec, ok := r.entries[k]
+		rec, ok := r.entries.get(k)
 		if !ok || rec.country != ([2]byte{}) || rec.has(flagFinal) || rec.has(flagPending) {
 			delete(r.waiting, k)
 			continue
@@ -597,14 +598,14 @@ func (r *Resolver) take(i int) []key {
 	for len(st.queue) > 0 && len(batch) < limit {
 		k := st.queue[0]
 		st.queue = st.queue[1:]
-		rec, ok := r.entries[k]
+		rec, ok := r.entries.get(k)
 		if !ok || !rec.has(flagPending) {
 			continue
 		}
 		if rec.flags&(flagTracked|flagRequested) == 0 {
 			rec.flags &^= flagPending
 			r.nPending--
-			r.entries[k] = rec
+			r.entries.set(k, rec)
 			continue
 		}
 		batch = append(batch, k)
@@ -669,13 +670,13 @@ func (r *Resolver) abandon(keys []key) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, k := range keys {
-		rec, ok := r.entries[k]
+		rec, ok := r.entries.get(k)
 		if !ok || !rec.has(flagPending) {
 			continue
 		}
 		rec.flags &^= flagPending
 		r.nPending--
-		r.entries[k] = rec
+		r.entries.set(k, rec)
 		r.waiting[k] = struct{}{}
 	}
 }
@@ -704,7 +705,7 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 	for j, k := range keys {
 		a := answers[j]
 		counts[a.Kind]++
-		rec, ok := r.entries[k]
+		rec, ok := r.entries.get(k)
 		if !ok {
 			continue // cannot happen: pending entries are never evicted
 		}
@@ -753,14 +754,14 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 			}
 			if i >= 0 && i+1 < len(r.stages) {
 				// Ask the next provider; the entry stays pending there.
-				r.entries[k] = rec
+				r.entries.set(k, rec)
 				r.enqueueLocked(i+1, k)
 				continue
 			}
 			if hadCountry {
 				// A provider lost an IP it knew; keep the old answer.
 				rec.flags &^= flagRequested
-				r.entries[k] = rec
+				r.entries.set(k, rec)
 				continue
 			}
 			rec.provider = provider
@@ -774,7 +775,7 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 		}
 		rec.flags &^= flagRequested
 		r.markDirtyLocked(k, &rec)
-		r.entries[k] = rec
+		r.entries.set(k, rec)
 	}
 	if gotCountry {
 		r.generation.Add(1)
@@ -808,13 +809,13 @@ func (r *Resolver) Evict() int {
 	defer r.flushMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.entries) <= r.cacheSize {
+	if r.entries.len() <= r.cacheSize {
 		return 0
 	}
 	target := r.cacheSize - r.cacheSize/10
 	removed := 0
-	for k, rec := range r.entries {
-		if len(r.entries) <= target {
+	for k, rec := range r.entries.all() {
+		if r.entries.len() <= target {
 			break
 		}
 		if rec.flags&(flagTracked|flagPending|flagDirty) != 0 {
@@ -823,7 +824,7 @@ func (r *Resolver) Evict() int {
 		if rec.country != ([2]byte{}) {
 			r.nResolved--
 		}
-		delete(r.entries, k)
+		r.entries.del(k)
 		delete(r.waiting, k)
 		removed++
 	}

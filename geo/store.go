@@ -87,13 +87,13 @@ func (r *Resolver) load(ctx context.Context) error {
 			rec.at = unixSeconds(time.Unix(failedAt.Int64, 0))
 		}
 		k := keyOf(ip)
-		if old, dup := r.entries[k]; dup {
+		if old, dup := r.entries.get(k); dup {
 			// Two spellings of one IP (e.g. IPv4-mapped): keep the first (newest).
 			_ = old
 			skipped++
 			continue
 		}
-		r.entries[k] = rec
+		r.entries.set(k, rec)
 		if rec.country != ([2]byte{}) {
 			r.nResolved++
 		} else if !rec.has(flagFinal) {
@@ -165,12 +165,12 @@ func (r *Resolver) copyDirty() []flushRow {
 	defer r.mu.Unlock()
 	rows := make([]flushRow, 0, len(r.dirty))
 	for _, k := range r.dirty {
-		rec, ok := r.entries[k]
+		rec, ok := r.entries.get(k)
 		if !ok || !rec.has(flagDirty) {
 			continue
 		}
 		rec.flags &^= flagDirty
-		r.entries[k] = rec
+		r.entries.set(k, rec)
 		rows = append(rows, flushRow{
 			k:          k,
 			country:    countryString(rec.country),
@@ -193,12 +193,12 @@ func (r *Resolver) restoreDirty(rows []flushRow) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, row := range rows {
-		rec, ok := r.entries[row.k]
+		rec, ok := r.entries.get(row.k)
 		if !ok {
 			continue
 		}
 		r.markDirtyLocked(row.k, &rec)
-		r.entries[row.k] = rec
+		r.entries.set(row.k, rec)
 	}
 }
 

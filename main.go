@@ -176,7 +176,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		return err
 	}
 
-	var metricsHandler http.Handler = promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
+	metricsHandler := promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: *flags.maxRequests,

@@ -440,7 +440,7 @@ func TestAdminSetupTokenAndDisabledAPI(t *testing.T) {
 	}
 	// Metrics keep working beside the API.
 	resp, err := http.Get(p.base + "/metrics")
-	if err != nil || resp.StatusCode != 200 {
+	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("metrics: %v %v", resp, err)
 	}
 	_ = resp.Body.Close()
@@ -454,7 +454,7 @@ func TestAdminSetupTokenAndDisabledAPI(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()
-		if resp.StatusCode != 404 || json.Valid(body) {
+		if resp.StatusCode != http.StatusNotFound || json.Valid(body) {
 			t.Fatalf("%s with the API disabled: %d %s", path, resp.StatusCode, body)
 		}
 	}

@@ -89,15 +89,15 @@ func TestFakeIPAPISpeaksTheProtocol(t *testing.T) {
 		t.Fatalf("16th request in a minute: %d X-Rl=%s X-Ttl=%s, want 429 0 60", resp.StatusCode, resp.Header.Get("X-Rl"), resp.Header.Get("X-Ttl"))
 	}
 	clock.Advance(time.Minute)
-	if resp, _ := post(f.url(), `["8.8.8.8"]`); resp.StatusCode != 200 || resp.Header.Get("X-Rl") != "14" {
+	if resp, _ := post(f.url(), `["8.8.8.8"]`); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Rl") != "14" {
 		t.Fatalf("after the window: %d X-Rl=%s, want 200 14", resp.StatusCode, resp.Header.Get("X-Rl"))
 	}
 	// The pro endpoint checks the key and sends no rate headers.
 	f.proKey = "secret"
-	if resp, body := post(f.url()+"?key=wrong", `["8.8.8.8"]`); resp.StatusCode != 403 || !strings.Contains(body, "invalid/expired key") {
+	if resp, body := post(f.url()+"?key=wrong", `["8.8.8.8"]`); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "invalid/expired key") {
 		t.Fatalf("bad key: %d %s", resp.StatusCode, body)
 	}
-	if resp, _ := post(f.url()+"?key=secret", `["8.8.8.8"]`); resp.StatusCode != 200 || resp.Header.Get("X-Rl") != "" {
+	if resp, _ := post(f.url()+"?key=secret", `["8.8.8.8"]`); resp.StatusCode != http.StatusOK || resp.Header.Get("X-Rl") != "" {
 		t.Fatalf("good key: %d X-Rl=%q", resp.StatusCode, resp.Header.Get("X-Rl"))
 	}
 }

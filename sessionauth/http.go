@@ -214,7 +214,7 @@ func decodeBody(w http.ResponseWriter, r *http.Request, dst any) bool {
 	dec.DisallowUnknownFields()
 	err := dec.Decode(dst)
 	if err == nil {
-		if err = dec.Decode(&struct{}{}); err == io.EOF {
+		if err = dec.Decode(&struct{}{}); errors.Is(err, io.EOF) {
 			return true
 		} else if err == nil {
 			err = errors.New("more than one JSON value")

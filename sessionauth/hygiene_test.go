@@ -85,7 +85,7 @@ func TestBodyLimitOverTheWire(t *testing.T) {
 		_, _ = io.WriteString(pw, `"}`)
 		_ = pw.Close()
 	}()
-	hr, _ := http.NewRequest("POST", srv.URL+PathLogin, pr)
+	hr, _ := http.NewRequest(http.MethodPost, srv.URL+PathLogin, pr)
 	hr.Header.Set("Content-Type", "application/json")
 	resp, err := srv.Client().Do(hr)
 	if err != nil {
@@ -93,7 +93,7 @@ func TestBodyLimitOverTheWire(t *testing.T) {
 	}
 	defer func() { _ = resp.Body.Close() }()
 	pr.CloseWithError(io.ErrClosedPipe)
-	if resp.StatusCode != 413 || resp.ContentLength == 0 {
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.ContentLength == 0 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 }
@@ -166,7 +166,7 @@ func TestClientAddr(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := httptest.NewRequest("GET", "/api/auth/session", nil)
+			r := httptest.NewRequest(http.MethodGet, "/api/auth/session", nil)
 			r.RemoteAddr = c.remote
 			if c.xff != "" {
 				r.Header.Set("X-Forwarded-For", c.xff)

@@ -85,7 +85,7 @@ func TestFakeIPAPISpeaksTheProtocol(t *testing.T) {
 		post(f.url(), `["8.8.8.8"]`)
 	}
 	resp, _ := post(f.url(), `["8.8.8.8"]`)
-	if resp.StatusCode != 429 || resp.Header.Get("X-Rl") != "0" || resp.Header.Get("X-Ttl") != "60" {
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-Rl") != "0" || resp.Header.Get("X-Ttl") != "60" {
 		t.Fatalf("16th request in a minute: %d X-Rl=%s X-Ttl=%s, want 429 0 60", resp.StatusCode, resp.Header.Get("X-Rl"), resp.Header.Get("X-Ttl"))
 	}
 	clock.Advance(time.Minute)

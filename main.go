@@ -210,15 +210,16 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		e.mux.Handle("/", landing)
 	}
 
+	// Read the database once at start so /-/ready turns true without
+	// waiting for the first scrape; stopped and waited for like the rest of
+	// the background work.
+	e.background = append(e.background, f2b.Warm)
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		runAll(bgCtx, e.background)
 	}()
-	// Read the database once at start so /-/ready turns true without
-	// waiting for the first scrape.
-	go f2b.Warm(bgCtx)
 
 	server := &http.Server{
 		Handler:           e.mux,

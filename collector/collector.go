@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -79,6 +80,10 @@ type Exporter struct {
 	lastSuccess time.Time
 	carry       *engineCarry
 	snap        *snapshot
+
+	// testHookBeforeSettle, when set, runs before settle's read
+	// transaction (tests interleave fail2ban's writes there).
+	testHookBeforeSettle func()
 }
 
 type refreshCall struct {
@@ -275,13 +280,8 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := x.verify(ctx, "bans", now); err != nil {
+	if err := x.settle(ctx, now); err != nil {
 		return err
-	}
-	if src.schema == 4 {
-		if err := x.verify(ctx, "bips", now); err != nil {
-			return err
-		}
 	}
 	x.jails = jails
 	src.dataVersion, src.hasVersion = version, true
@@ -298,10 +298,7 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 // chunks, each chunk its own short read. Reading the next chunk overlaps
 // with applying the previous one.
 func (x *Exporter) readNew(ctx context.Context, table string, now int64) error {
-	high := x.eng.bansHigh()
-	if table == "bips" {
-		high = x.eng.bipsHigh()
-	}
+	high := x.eng.high(table)
 	type chunk struct {
 		rows []row
 		err  error
@@ -333,42 +330,144 @@ func (x *Exporter) readNew(ctx context.Context, table string, now int64) error {
 		if c.err != nil {
 			return c.err
 		}
-		if table == "bans" {
-			x.eng.appendBans(c.rows, now)
-		} else {
-			x.eng.appendBips(c.rows, now)
-		}
+		x.apply(table, c.rows, now)
 	}
 	return ctx.Err()
 }
 
-// verify checks cheaply that the engine holds exactly what table holds (row
-// count, highest rowid, fingerprint of the top bucket) and reconciles when
-// it does not: rows were deleted (unban, purge) or rowids reused.
-func (x *Exporter) verify(ctx context.Context, table string, now int64) error {
-	sh, err := x.src.shape(ctx, table)
-	if err != nil {
-		return err
+// settleAttempts bounds how often settle goes back to chunked reads when
+// fail2ban keeps writing more than a chunk between two of its reads.
+const settleAttempts = 3
+
+// settle ends a refresh: in one short read transaction it takes in the rows
+// committed since readNew and reads each table's shape (row count, highest
+// rowid, fingerprint of the top bucket). The engine and the shapes then
+// describe the same state of the database, so a ban committed while the
+// exporter reads is never mistaken for a deletion. A table whose shape
+// differs from the engine's lost or changed rows (unban, purge, reused
+// rowids) and is reconciled.
+func (x *Exporter) settle(ctx context.Context, now int64) error {
+	tables := []string{"bans"}
+	if x.src.schema == 4 {
+		tables = append(tables, "bips")
 	}
+	for attempt := 1; ; attempt++ {
+		if x.testHookBeforeSettle != nil {
+			x.testHookBeforeSettle()
+		}
+		tails, more, err := x.readTails(ctx, tables)
+		if err != nil {
+			return err
+		}
+		for i, t := range tables {
+			x.apply(t, tails[i].rows, now)
+		}
+		if more {
+			if attempt == settleAttempts {
+				// fail2ban writes faster than one chunk per read: the
+				// engine holds a consistent prefix; the next refresh
+				// goes on from there.
+				return nil
+			}
+			for _, t := range tables {
+				if err := x.readNew(ctx, t, now); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		for i, t := range tables {
+			if !x.consistent(t, &tails[i]) {
+				if err := x.reconcile(ctx, t, tails[i].shape, now); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+}
+
+// tailRead is what settle reads of one table in its transaction.
+type tailRead struct {
+	rows  []row // rows above the engine's high-water mark
+	shape tableShape
+	topFP fingerprint // of the bucket of shape.max
+}
+
+// readTails reads, in one read transaction on the pinned connection, the
+// new rows (at most one chunk) and the shape of each table. more reports
+// that a table had a full chunk of new rows, so its shape may lie beyond
+// what was read. The transaction holds a SHARED lock for a few
+// milliseconds: a row count through the smallest index, two rowid lookups,
+// one bucket's fingerprint.
+func (x *Exporter) readTails(ctx context.Context, tables []string) (tails []tailRead, more bool, err error) {
+	conn := x.src.conn
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		return nil, false, fmt.Errorf("begin read: %w", err)
+	}
+	// A read transaction: ROLLBACK ends it as COMMIT would, and is safe
+	// after an error that already ended it.
+	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") }()
+	tails = make([]tailRead, len(tables))
+	for i, t := range tables {
+		tr := &tails[i]
+		if tr.rows, err = x.src.readAfter(ctx, t, x.eng.high(t), x.opts.ChunkSize); err != nil {
+			return nil, false, err
+		}
+		more = more || len(tr.rows) >= x.opts.ChunkSize
+		if tr.shape, err = readShape(ctx, conn, t); err != nil {
+			return nil, false, err
+		}
+		if tr.shape.count > 0 {
+			top := bucketOf(tr.shape.max)
+			fps, err := x.src.fingerprints(ctx, t, top<<bucketShift, (top+1)<<bucketShift-1)
+			if err != nil {
+				return nil, false, err
+			}
+			tr.topFP = fps[top]
+		}
+	}
+	return tails, more, nil
+}
+
+// readShape reads the row count and the rowid bounds of table. Each is its
+// own subquery so that SQLite counts through its smallest b-tree (without
+// reading a row) and finds the bounds in the rowid b-tree; one aggregate
+// over the three would scan every row of the table, data included.
+func readShape(ctx context.Context, conn *sql.Conn, table string) (tableShape, error) {
+	var sh tableShape
+	var mx, mn sql.NullInt64
+	q := "SELECT (SELECT count(*) FROM " + table + "), (SELECT max(rowid) FROM " + table + "), (SELECT min(rowid) FROM " + table + ")"
+	if err := conn.QueryRowContext(ctx, q).Scan(&sh.count, &mx, &mn); err != nil {
+		return sh, fmt.Errorf("count %s: %w", table, err)
+	}
+	sh.max, sh.min = mx.Int64, mn.Int64
+	return sh, nil
+}
+
+// apply adds rows read above the engine's high-water mark of table.
+func (x *Exporter) apply(table string, rows []row, now int64) {
+	if len(rows) == 0 {
+		return
+	}
+	if table == "bans" {
+		x.eng.appendBans(rows, now)
+	} else {
+		x.eng.appendBips(rows, now)
+	}
+}
+
+// consistent reports whether the engine holds what tr says table holds.
+func (x *Exporter) consistent(table string, tr *tailRead) bool {
 	eng := x.eng
 	count, high, fps := int64(len(eng.events)), eng.bansHigh(), eng.bansFP
 	if table == "bips" {
 		count, high, fps = int64(eng.liveRecs), eng.bipsHigh(), eng.bipsFP
 	}
-	if sh.count == count && sh.max == high {
-		if count == 0 {
-			return nil
-		}
-		top := bucketOf(high)
-		dbFP, err := x.src.fingerprints(ctx, table, top<<bucketShift, (top+1)<<bucketShift-1)
-		if err != nil {
-			return err
-		}
-		if dbFP[top] == fps[top] {
-			return nil
-		}
+	if tr.shape.count != count || tr.shape.max != high {
+		return false
 	}
-	return x.reconcile(ctx, table, sh, now)
+	return count == 0 || fps[bucketOf(high)] == tr.topFP
 }
 
 // reconcile compares the fingerprints of every bucket of table with the

@@ -215,6 +215,17 @@ type engine struct {
 	bansTotal  map[jcKey]uint64
 	pending    []pendingBan
 	pendingAge time.Duration
+	// reread holds the ban events a reconciliation took out and is about
+	// to read again: they are not new and must not count in bans_total.
+	reread map[eventKey]struct{}
+}
+
+// eventKey names one distinct ban event independently of IP indices (an IP
+// index can be freed and reused while a range is replaced).
+type eventKey struct {
+	addr netip.Addr
+	tob  uint32
+	jail uint16
 }
 
 type pendingBan struct {
@@ -524,7 +535,10 @@ func (e *engine) mergeTob(now int64) {
 			}
 		}
 		if e.live {
-			e.pending = append(e.pending, pendingBan{addr: e.ips[t.ip].addr, jail: t.jail, since: now})
+			addr := e.ips[t.ip].addr
+			if _, ok := e.reread[eventKey{addr: addr, tob: t.tob, jail: t.jail}]; !ok {
+				e.pending = append(e.pending, pendingBan{addr: addr, jail: t.jail, since: now})
+			}
 		}
 	}
 	e.resetCursors(now)
@@ -885,6 +899,14 @@ func (e *engine) replaceBansRange(lo, hi int64, rows []row, now int64) {
 	e.mergeTob(now)
 	i := sort.Search(len(e.events), func(k int) bool { return e.events[k].rowid >= lo })
 	j := sort.Search(len(e.events), func(k int) bool { return e.events[k].rowid > hi })
+	if e.live && j > i {
+		e.reread = make(map[eventKey]struct{}, j-i)
+		for k := i; k < j; k++ {
+			if ev := &e.events[k]; ev.skip == 0 {
+				e.reread[eventKey{addr: e.ips[ev.ip].addr, tob: ev.tob, jail: ev.jail}] = struct{}{}
+			}
+		}
+	}
 	for k := i; k < j; k++ {
 		addFP(e.bansFP, e.events[k].rowid, e.events[k].mix, -1)
 		e.removeEvent(&e.events[k], now)
@@ -897,6 +919,7 @@ func (e *engine) replaceBansRange(lo, hi int64, rows []row, now int64) {
 	}
 	e.events = slices.Replace(e.events, i, j, added...)
 	e.mergeTob(now)
+	e.reread = nil
 	if j > i && e.schema == 2 {
 		e.rebuildV2(now)
 	}
@@ -929,6 +952,14 @@ func (e *engine) bansHigh() int64 {
 		return e.events[n-1].rowid
 	}
 	return 0
+}
+
+// high is the high-water mark of table: its rows above it are new.
+func (e *engine) high(table string) int64 {
+	if table == "bips" {
+		return e.bipsHigh()
+	}
+	return e.bansHigh()
 }
 
 // bipsHigh is the highest live bips rowid (0 when none).

@@ -15,8 +15,13 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
+	"github.com/bangui/bangui_exporter/collector"
 	"github.com/bangui/bangui_exporter/geo"
 )
+
+// The resolver tells the engine which answers are final, so new bans of IPs
+// with a final answer count in fail2ban_bans_total at once.
+var _ collector.FinalCountryLookup = (*geo.Resolver)(nil)
 
 // geoFlags are the flags of the geo part (countries for banned IPs).
 type geoFlags struct {

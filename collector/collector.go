@@ -283,6 +283,9 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 	if err := x.settle(ctx, now); err != nil {
 		return err
 	}
+	// New bans whose country is already known (or final) count in
+	// bans_total in this very scrape.
+	eng.settlePending(now, false)
 	x.jails = jails
 	src.dataVersion, src.hasVersion = version, true
 	if !x.loaded {

@@ -25,6 +25,19 @@ type CountryLookup interface {
 	Generation() uint64
 }
 
+// FinalCountryLookup is a CountryLookup that also tells when its answer for
+// an IP is final. fail2ban_bans_total waits up to two minutes for a new
+// ban's country, so that ban rates per country are not all "ZZ" only
+// because geo had not answered yet; an IP whose answer is final is counted
+// at once, with the country it has or under UnknownCountry.
+type FinalCountryLookup interface {
+	CountryLookup
+	// CountryFinal returns ip's country as Country does, and whether that
+	// answer will not change by waiting: a country, or an address no
+	// provider can place (private, reserved), or no providers at all.
+	CountryFinal(ip netip.Addr) (country string, final bool)
+}
+
 // NoCountries is the CountryLookup used when geo resolution is off: every IP
 // counts under UnknownCountry.
 type NoCountries struct{}
@@ -33,3 +46,6 @@ func (NoCountries) Track(netip.Addr)          {}
 func (NoCountries) Untrack(netip.Addr)        {}
 func (NoCountries) Country(netip.Addr) string { return "" }
 func (NoCountries) Generation() uint64        { return 0 }
+
+// CountryFinal is final at once: without geo no country ever comes.
+func (NoCountries) CountryFinal(netip.Addr) (string, bool) { return "", true }

@@ -192,6 +192,8 @@ type engine struct {
 	byTob       []tobEntry // sorted by compareTob
 	deadTob     int        // entries of byTob with count 0
 	newTob      []tobEntry // added rows not yet merged into byTob
+	tobTail     []tobEntry // scratch of mergeTob
+	born        []tobEntry // scratch of mergeTob
 	cursors     []int      // per window: first index of byTob inside the window
 	lastNow     int64
 	windowCount []map[jcKey]int
@@ -466,17 +468,18 @@ func (e *engine) decWindow(w int, jc jcKey) {
 	}
 }
 
-// mergeTob merges newTob into byTob: an append when the new events are all
-// newer than every stored one (the common case), else one sort and one
-// linear merge, so a batch costs O(n + m log m) rather than O(n·m). Events
-// that become distinct (count 0 → 1) are counted in their windows and, past
-// the initial load, in bans_total.
+// mergeTob merges newTob into byTob. Only the entries of byTob not older
+// than the oldest new event move: they are copied aside and merged with the
+// sorted batch back into place, so a batch costs O(m log m + k) where k is
+// the number of stored entries newer than the batch's oldest — small, since
+// new bans are recent — rather than O(n) for the whole slice. Events that
+// become distinct (count 0 → 1) are counted in their windows and, past the
+// initial load, in bans_total.
 func (e *engine) mergeTob(now int64) {
 	if len(e.newTob) == 0 {
 		return
 	}
 	added := e.newTob
-	e.newTob = nil
 	slices.SortFunc(added, func(a, b tobEntry) int { return compareTob(&a, &b) })
 	// Fold duplicates within the batch.
 	folded := added[:1]
@@ -488,45 +491,50 @@ func (e *engine) mergeTob(now int64) {
 		}
 	}
 	added = folded
-	var born []tobEntry // entries going from 0 to > 0 rows
-	if n := len(e.byTob); n == 0 || compareTob(&e.byTob[n-1], &added[0]) < 0 {
+	born := e.born[:0] // entries going from 0 to > 0 rows
+	n := len(e.byTob)
+	p := sort.Search(n, func(i int) bool { return compareTob(&e.byTob[i], &added[0]) >= 0 })
+	if p == n {
 		e.byTob = append(e.byTob, added...)
-		born = added
+		born = append(born, added...)
 	} else {
-		merged := make([]tobEntry, 0, len(e.byTob)+len(added))
+		tail := append(e.tobTail[:0], e.byTob[p:]...)
+		out := e.byTob[:p]
 		i, j := 0, 0
-		for i < len(e.byTob) || j < len(added) {
+		for i < len(tail) || j < len(added) {
 			var c int
 			switch {
-			case i == len(e.byTob):
+			case i == len(tail):
 				c = 1
 			case j == len(added):
 				c = -1
 			default:
-				c = compareTob(&e.byTob[i], &added[j])
+				c = compareTob(&tail[i], &added[j])
 			}
 			switch {
 			case c < 0:
-				merged = append(merged, e.byTob[i])
+				out = append(out, tail[i])
 				i++
 			case c > 0:
-				merged = append(merged, added[j])
+				out = append(out, added[j])
 				born = append(born, added[j])
 				j++
 			default:
-				t := e.byTob[i]
+				t := tail[i]
 				if t.count == 0 {
 					born = append(born, added[j])
 					e.deadTob--
 				}
 				t.count += added[j].count
-				merged = append(merged, t)
+				out = append(out, t)
 				i++
 				j++
 			}
 		}
-		e.byTob = merged
+		e.byTob = out
+		e.tobTail = keepBuffer(tail)
 	}
+	e.newTob = keepBuffer(e.newTob)
 	for _, t := range born {
 		jc := jcKey{jail: t.jail, country: e.ips[t.ip].country}
 		for w := range e.windows {
@@ -541,7 +549,18 @@ func (e *engine) mergeTob(now int64) {
 			}
 		}
 	}
+	e.born = keepBuffer(born)
 	e.resetCursors(now)
+}
+
+// keepBuffer empties a scratch buffer for reuse, unless it grew large (an
+// initial load or a batch far in the past): that memory goes back to the
+// garbage collector.
+func keepBuffer[T any](buf []T) []T {
+	if cap(buf) > 1<<16 {
+		return nil
+	}
+	return buf[:0]
 }
 
 // resetCursors places every window's cursor at the first event inside it.
@@ -776,13 +795,25 @@ func (e *engine) compact() {
 }
 
 // settlePending counts new ban events into bans_total once their IP has a
-// country, or after pendingAge as unknown, so that ban rates per country are
-// not all "ZZ" only because geo had not answered yet.
+// country or a final answer without one (FinalCountryLookup), or after
+// pendingAge as unknown, so that ban rates per country are not all "ZZ" only
+// because geo had not answered yet.
 func (e *engine) settlePending(now int64, all bool) {
 	keep := e.pending[:0]
+	final, _ := e.countries.(FinalCountryLookup)
 	for _, p := range e.pending {
-		c := normalizeCountry(e.countries.Country(p.addr))
-		if all || c != "" || now-p.since >= int64(e.pendingAge/time.Second) {
+		var c string
+		settled := all || now-p.since >= int64(e.pendingAge/time.Second)
+		if final != nil {
+			var isFinal bool
+			c, isFinal = final.CountryFinal(p.addr)
+			c = normalizeCountry(c)
+			settled = settled || isFinal || c != ""
+		} else {
+			c = normalizeCountry(e.countries.Country(p.addr))
+			settled = settled || c != ""
+		}
+		if settled {
 			e.bansTotal[jcKey{jail: p.jail, country: e.country(c)}]++
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -188,6 +189,65 @@ func TestConcurrentWriterCausesNoReconciliation(t *testing.T) {
 				t.Fatalf("engine differs from naive recomputation (-naive +engine):\n%s", diff)
 			}
 			t.Logf("%d refreshes during %d bans", refreshes, bans)
+		})
+	}
+}
+
+// finalTable is a CountryLookup that also says which answers are final.
+type finalTable struct {
+	*tableCountries
+	final map[netip.Addr]bool
+}
+
+func (f finalTable) CountryFinal(ip netip.Addr) (string, bool) {
+	c := f.Country(ip)
+	return c, c != "" || f.final[ip]
+}
+
+// TestBansTotalSettlesFinalCountries: a new ban counts in bans_total in the
+// scrape that reads it when its country is known or final (no providers, a
+// private address), and only after the grace period when geo may still
+// answer.
+func TestBansTotalSettlesFinalCountries(t *testing.T) {
+	lookup := finalTable{tableCountries: newTableCountries(), final: map[netip.Addr]bool{netip.MustParseAddr("10.0.0.1"): true}}
+	lookup.set("198.51.100.1", "DE")
+	cases := []struct {
+		name    string
+		lookup  CountryLookup
+		ip      string
+		country string // "" : not counted before the grace period
+	}{
+		{name: "no providers", lookup: NoCountries{}, ip: "203.0.113.9", country: UnknownCountry},
+		{name: "known country", lookup: lookup, ip: "198.51.100.1", country: "DE"},
+		{name: "final without country", lookup: lookup, ip: "10.0.0.1", country: UnknownCountry},
+		{name: "not resolved yet", lookup: lookup, ip: "203.0.113.9"},
+		{name: "not resolved yet, no final answers", lookup: lookup.tableCountries, ip: "203.0.113.9"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newF2BDB(t, 4)
+			d.addJail("sshd", true)
+			clk := newClock(1_790_000_000)
+			x := NewExporter(Options{DBPath: d.path, Windows: windowsOf(t, "1h"), Now: clk.Now}, tc.lookup)
+			defer x.Close()
+			if err := x.Refresh(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			clk.Add(time.Second)
+			d.ban("sshd", tc.ip, clk.Now().Unix(), 600)
+			got := only(scrape(t, x), "fail2ban_bans_total")
+			want := map[string]float64{}
+			if tc.country != "" {
+				want["fail2ban_bans_total{country="+tc.country+",jail=sshd}"] = 1
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("first scrape after the ban (-want +got):\n%s", diff)
+			}
+			clk.Add(3 * time.Minute)
+			got = only(scrape(t, x), "fail2ban_bans_total")
+			if len(got) != 1 || got["fail2ban_bans_total{country=ZZ,jail=sshd}"]+got["fail2ban_bans_total{country=DE,jail=sshd}"] != 1 {
+				t.Fatalf("after the grace period: %v, want the ban counted once", got)
+			}
 		})
 	}
 }

@@ -315,6 +315,18 @@ func (r *Resolver) Country(ip netip.Addr) string {
 	return countryString(rec.country)
 }
 
+// CountryFinal returns ip's country as Country does, and whether the answer
+// is final: a country, or an address no provider can place (private,
+// reserved). An IP not resolved yet, or whose lookups failed, is not final.
+func (r *Resolver) CountryFinal(ip netip.Addr) (string, bool) {
+	k := keyOf(normalize(ip))
+	r.mu.Lock()
+	rec, _ := r.entries.get(k)
+	r.mu.Unlock()
+	c := countryString(rec.country)
+	return c, c != "" || rec.has(flagFinal)
+}
+
 // Generation changes whenever an IP got a country it did not have.
 func (r *Resolver) Generation() uint64 { return r.generation.Load() }
 

@@ -270,8 +270,8 @@ func TestPrune(t *testing.T) {
 		batch       int
 		wantCommits int64
 	}{
-		{1000, 7},  // 6,172 expired: 6 full batches and one of 172
-		{6172, 1},  // exactly one full batch, then a read that deletes nothing
+		{1000, 7}, // 6,172 expired: 6 full batches and one of 172
+		{6172, 1}, // exactly one full batch, then a read that deletes nothing
 		{50_000, 1},
 		{97, 64},
 	}

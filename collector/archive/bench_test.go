@@ -332,3 +332,51 @@ func writeVariant(b *testing.B, db *appdb.DB, ddl, insert string, ipText bool, e
 	}
 	return rows
 }
+
+// BenchmarkPrune: a retention pass that deletes the older half of a
+// 1M-event archive in batches of DefaultPruneBatch; reports the longest
+// batch (how long one pruning transaction holds the writer).
+func BenchmarkPrune(b *testing.B) {
+	n := benchEvents()
+	now := time.Now()
+	events := realisticHistory(n, now)
+	var longest time.Duration
+	var pruned, batches int64
+	for b.Loop() {
+		b.StopTimer()
+		db, _ := benchDB(b)
+		ctx := context.Background()
+		clock := now
+		s, err := Open(ctx, db, Options{MaxQueue: n, Now: func() time.Time { return clock }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Add(events...)
+		if err := s.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		// Half of the 30 days fall out of the retention.
+		clock = now.Add(DefaultRetention - 15*24*time.Hour)
+		b.StartTimer()
+		pruned, batches, longest = 0, 0, 0
+		for {
+			start := time.Now()
+			k, err := s.pruneBatch(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			longest = max(longest, time.Since(start))
+			pruned += k
+			if k == 0 {
+				break
+			}
+			batches++
+		}
+		b.StopTimer()
+		closeQuietly(db)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(pruned), "pruned")
+	b.ReportMetric(float64(batches), "batches")
+	b.ReportMetric(float64(longest.Microseconds())/1000, "ms/longest-batch")
+}

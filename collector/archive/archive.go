@@ -343,6 +343,7 @@ func (s *Store) Run(ctx context.Context) error {
 	defer ingest.Stop()
 	prune := time.NewTimer(0)
 	defer prune.Stop()
+	var failing, pruneFailing bool // log state changes only: no flood while the database is unwritable
 	for {
 		select {
 		case <-ctx.Done():
@@ -354,26 +355,47 @@ func (s *Store) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-ingest.C:
-			s.cycle(ctx)
+			failing = s.cycle(ctx, failing)
 		case <-s.kick:
-			s.cycle(ctx)
+			failing = s.cycle(ctx, failing)
 		case <-prune.C:
-			if n, err := s.Prune(ctx); err != nil {
-				if ctx.Err() == nil {
-					s.log.Warn("archive: pruning failed; retrying next time", "pruned", n, "err", err)
+			n, err := s.Prune(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				if !pruneFailing {
+					s.log.Warn("archive: pruning failed; retrying every prune interval", "pruned", n, "err", err)
 				}
-			} else if n > 0 {
-				s.log.Debug("archive: pruned expired events", "events", n)
+				pruneFailing = true
+			case err == nil:
+				if pruneFailing {
+					s.log.Info("archive: pruning works again")
+				}
+				pruneFailing = false
+				if n > 0 {
+					s.log.Debug("archive: pruned expired events", "events", n)
+				}
 			}
 			prune.Reset(s.opts.PruneInterval)
 		}
 	}
 }
 
-func (s *Store) cycle(ctx context.Context) {
-	if err := s.Flush(ctx); err != nil && ctx.Err() == nil {
-		s.log.Warn("archive: ingest failed; events kept for the next cycle", "events", s.Queued(), "err", err)
+// cycle runs one ingest cycle and returns whether it failed; it logs when
+// ingest starts failing and when it recovers, not every failed cycle.
+func (s *Store) cycle(ctx context.Context, failing bool) bool {
+	err := s.Flush(ctx)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return failing // shutting down: the final flush reports
+	case err != nil:
+		if !failing {
+			s.log.Warn("archive: ingest failed; events stay queued and every cycle retries", "events", s.Queued(), "err", err)
+		}
+		return true
+	case failing:
+		s.log.Info("archive: ingest works again", "archived_events", s.Count())
 	}
+	return false
 }
 
 // Flush writes every queued event in one transaction with one commit. On

@@ -4,10 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -554,4 +556,73 @@ func waitFor(t testing.TB, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestRunRetriesAndConcurrentAdds: under Run, cycles that fail keep their
+// events and a later cycle writes them; Adds from many goroutines during
+// cycles all arrive exactly once.
+func TestRunRetriesAndConcurrentAdds(t *testing.T) {
+	clock := newTestClock()
+	base := clock.Now().Add(-time.Hour).Unix()
+	db := openTestDB(t, "")
+	var logs syncBuffer
+	s := openTestStore(t, db, Options{Now: clock.Now, Interval: 5 * time.Millisecond, MaxQueue: 100_000,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	ctx := context.Background()
+	if _, err := db.Writer.ExecContext(ctx,
+		`CREATE TEMP TRIGGER fail BEFORE INSERT ON archive_events BEGIN SELECT RAISE(ABORT, 'injected'); END`); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(runCtx) }()
+	const workers, per = 8, 5000
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for i := w * per; i < (w+1)*per; i += 50 {
+				if n := s.Add(genEvents(base, i, i+50)...); n != 50 {
+					t.Errorf("Add took %d", n)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	waitFor(t, func() bool { return testutil.ToFloat64(s.m.ingestErrors) >= 3 })
+	if s.Count() != 0 || s.Queued() != workers*per {
+		t.Fatalf("while failing: Count %d, queued %d", s.Count(), s.Queued())
+	}
+	if _, err := db.Writer.ExecContext(ctx, "DROP TRIGGER temp.fail"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return s.Count() == workers*per })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, db); len(got) != workers*per || s.Queued() != 0 {
+		t.Fatalf("%d rows, %d queued; want %d, 0", len(got), s.Queued(), workers*per)
+	}
+	// One line when ingest started failing, one when it recovered: no flood.
+	out := logs.String()
+	if strings.Count(out, "ingest failed") != 1 || strings.Count(out, "ingest works again") != 1 {
+		t.Fatalf("log lines:\n%s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -60,6 +61,9 @@ func openTestDB(t testing.TB, path string) *appdb.DB {
 // openTestStore opens a store on db with a test clock and small defaults.
 func openTestStore(t testing.TB, db *appdb.DB, opts Options) *Store {
 	t.Helper()
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	s, err := Open(context.Background(), db, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -380,3 +380,27 @@ func BenchmarkPrune(b *testing.B) {
 	b.ReportMetric(float64(batches), "batches")
 	b.ReportMetric(float64(longest.Microseconds())/1000, "ms/longest-batch")
 }
+
+// BenchmarkAdd: the scrape-path cost of offering a refresh's new rows (1,000
+// events per call) to the queue.
+func BenchmarkAdd(b *testing.B) {
+	db, _ := benchDB(b)
+	s, err := Open(context.Background(), db, Options{MaxQueue: 1 << 30})
+	if err != nil {
+		b.Fatal(err)
+	}
+	events := realisticHistory(1000, time.Now())
+	calls := 0
+	for b.Loop() {
+		if calls%1000 == 0 { // keep the queue from growing without bound, off the clock
+			b.StopTimer()
+			s.mu.Lock()
+			s.queue = s.queue[:0]
+			s.mu.Unlock()
+			b.StartTimer()
+		}
+		s.Add(events...)
+		calls++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(calls*len(events)), "ns/event")
+}

@@ -1,13 +1,20 @@
 package collector
 
 import (
+	"bytes"
+	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -361,4 +368,107 @@ func windowsOf(t testing.TB, labels ...string) []Window {
 		t.Fatal(err)
 	}
 	return w
+}
+
+// logBuffer collects an Exporter's log lines (Info and above) for tests that
+// count them.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// logger returns a slog.Logger writing text lines into b.
+func (b *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// take returns the lines written since the last call.
+func (b *logBuffer) take() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := strings.TrimSpace(b.buf.String())
+	b.buf.Reset()
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// unprivilegedChildEnv marks the copy of the test binary that
+// runUnprivileged starts as nobody.
+const unprivilegedChildEnv = "BANGUI_TEST_UNPRIVILEGED_CHILD"
+
+// runUnprivileged makes the rest of the calling test run where file
+// permission bits bind. It returns false when the caller should go on in this
+// process (not root: the bits bind already). As root, where they do not, it
+// re-runs this very test in a copy of the test binary as nobody (65534),
+// fails the test when that run fails, and returns true: the caller must
+// return.
+func runUnprivileged(t *testing.T) bool {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		return false
+	}
+	if os.Getenv(unprivilegedChildEnv) == "1" {
+		t.Fatal("the unprivileged child still runs as root")
+	}
+	const nobody = 65534
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test binary lives in go's 0700 build directory: copy it where
+	// nobody may run it, and give nobody a temporary directory of its own.
+	// t.TempDir's parent is 0700: use directories directly under /tmp.
+	binDir, err := os.MkdirTemp("", "bangui-unpriv-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(binDir) })
+	tmpDir, err := os.MkdirTemp("", "bangui-unpriv-tmp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(tmpDir) })
+	bin := filepath.Join(binDir, "collector.test")
+	data, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{binDir, tmpDir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(tmpDir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.Split(t.Name(), "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-test.run", strings.Join(parts, "/"), "-test.count=1", "-test.v")
+	cmd.Dir = tmpDir
+	cmd.Env = append(os.Environ(), unprivilegedChildEnv+"=1", "TMPDIR="+tmpDir, "HOME="+tmpDir, "GOCOVERDIR=")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s as nobody: %v\n%s", t.Name(), err, out)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: "+t.Name())) {
+		t.Fatalf("%s as nobody did not pass:\n%s", t.Name(), out)
+	}
+	t.Logf("ran as nobody (uid %d) in a copy of the test binary, where permission bits bind", nobody)
+	return true
 }

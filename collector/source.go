@@ -310,8 +310,22 @@ func (s *source) fingerprints(ctx context.Context, table string, lo, hi int64) (
 	return out, nil
 }
 
-// readJails reads the jails table: name → enabled.
+// readJails reads the jails table: name → enabled. The database changed
+// when it is called, so it first checks that the schema version is still the
+// one the source was opened with: fail2ban upgrades a database in place
+// (0.11 turns schema 2 into 4 in the same file), and a changed version is a
+// schema error, so the exporter reopens the file and reads it afresh.
 func (s *source) readJails(ctx context.Context) (map[string]bool, error) {
+	var version sql.NullInt64
+	if err := s.conn.QueryRowContext(ctx, "SELECT version FROM fail2banDb LIMIT 1").Scan(&version); err != nil {
+		if errors.Is(err, sql.ErrNoRows) || strings.Contains(err.Error(), "no such table") {
+			return nil, &readError{kind: kindSchema, err: fmt.Errorf("%s is no longer a fail2ban database (no fail2banDb version): %w", s.path, err)}
+		}
+		return nil, fmt.Errorf("read fail2ban schema version: %w", err)
+	}
+	if !version.Valid || version.Int64 != int64(s.schema) {
+		return nil, &readError{kind: kindSchema, err: fmt.Errorf("fail2ban database %s changed from schema version %d to %v", s.path, s.schema, version.Int64)}
+	}
 	rs, err := s.conn.QueryContext(ctx, "SELECT name, enabled FROM jails WHERE name IS NOT NULL")
 	if err != nil {
 		return nil, fmt.Errorf("read jails: %w", err)

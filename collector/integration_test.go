@@ -1,0 +1,248 @@
+package collector
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"maps"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+)
+
+// TestWithRealFail2ban runs Debian's fail2ban-server in a sandbox (noop
+// actions) and checks that fail2ban_banned_ips, summed over countries per
+// jail, equals what "fail2ban-client status JAIL" reports as currently
+// banned: after bans through log lines and "set JAIL banip", after
+// unbanip, for bantime.increment re-bans, after a fail2ban restart, and
+// while fail2ban keeps writing. fail2ban writes a ban to its database a few
+// ms to ~1 s after it happens, so each check polls until both agree, within
+// a bound.
+func TestWithRealFail2ban(t *testing.T) {
+	s := f2bsandbox.StartT(t, f2bsandbox.Options{
+		ExtraJails: []f2bsandbox.Jail{{Name: "incfast", Bantime: "4", Increment: true}},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	x := NewExporter(Options{DBPath: s.DBPath(), Windows: windowsOf(t, "24h")}, nil)
+	t.Cleanup(func() { _ = x.Close() })
+	jails := s.Jails()
+	ips := f2bsandbox.SampleIPs(400)
+	next := 0
+	take := func(n int) []string { next += n; return ips[next-n : next] }
+
+	// exporterCounts sums fail2ban_banned_ips over countries per jail.
+	exporterCounts := func() (map[string]int, float64) {
+		samples := scrape(t, x)
+		out := map[string]int{}
+		for _, j := range jails {
+			out[j] = 0
+		}
+		for k, v := range only(samples, "fail2ban_banned_ips") {
+			var jail string
+			for _, j := range jails {
+				if containsLabel(k, "jail", j) {
+					jail = j
+				}
+			}
+			out[jail] += int(v)
+		}
+		return out, samples["fail2ban_up{}"]
+	}
+	fail2banCounts := func() map[string]int {
+		out := map[string]int{}
+		for _, j := range jails {
+			n, err := s.CurrentlyBanned(ctx, j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[j] = n
+		}
+		return out
+	}
+	// agree polls until the exporter and fail2ban agree on every jail and
+	// returns the counts.
+	agree := func(what string, bound time.Duration) map[string]int {
+		t.Helper()
+		deadline := time.Now().Add(bound)
+		for {
+			f2b := fail2banCounts()
+			exp, up := exporterCounts()
+			if up == 1 && maps.Equal(f2b, exp) {
+				t.Logf("%s: exporter and fail2ban agree: %v", what, f2b)
+				return f2b
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: after %v, fail2ban says %v, the exporter %v (up %v)", what, bound, f2b, exp, up)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	// Bans through log lines and banip, in every kind of jail.
+	for _, b := range []struct {
+		jail string
+		ban  func(context.Context, string, ...string) error
+		n    int
+	}{
+		{"sshd", s.Fail, 5}, {"perm", s.Fail, 3}, {"incr", s.Fail, 2},
+		{"sshd", s.BanIP, 40}, {"perm", s.BanIP, 10}, {"incr", s.BanIP, 3},
+	} {
+		if err := b.ban(ctx, b.jail, take(b.n)...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := agree("after bans", 20*time.Second)
+	if want := map[string]int{"sshd": 45, "perm": 13, "incr": 5, "incfast": 0}; !maps.Equal(got, want) {
+		t.Fatalf("fail2ban banned %v, want %v", got, want)
+	}
+
+	// unbanip, of normal and permanent bans.
+	if err := s.UnbanIP(ctx, "sshd", ips[0], ips[1], ips[10]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.UnbanIP(ctx, "perm", ips[5], ips[50]); err != nil {
+		t.Fatal(err)
+	}
+	got = agree("after unbanip", 20*time.Second)
+	if got["sshd"] != 42 || got["perm"] != 11 {
+		t.Fatalf("after unbanip fail2ban says %v", got)
+	}
+
+	// bantime.increment: the same IP banned again after its ban ended gets
+	// a longer bantime, updated in place in bips.
+	again := take(1)[0]
+	if err := s.Fail(ctx, "incfast", again); err != nil {
+		t.Fatal(err)
+	}
+	agree("incfast: first ban", 10*time.Second)
+	waitFor(t, 30*time.Second, "incfast's first ban to end", func() bool {
+		n, err := s.CurrentlyBanned(ctx, "incfast")
+		return err == nil && n == 0
+	})
+	agree("incfast: first ban ended", 10*time.Second)
+	if err := s.Fail(ctx, "incfast", again); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "incfast's second ban in bips", func() bool {
+		count, bantime := bipsRow(t, s.DBPath(), "incfast", again)
+		return count >= 2 && bantime > 4
+	})
+	if got := agree("incfast: second, longer ban", 10*time.Second); got["incfast"] != 1 {
+		t.Fatalf("incfast: %d banned, want 1 (the longer ban outlives the first's bantime)", got["incfast"])
+	}
+
+	// fail2ban restarts: it restores the bans from its database.
+	if err := s.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got = agree("after a restart", 20*time.Second)
+	if got["sshd"] != 42 || got["perm"] != 11 {
+		t.Fatalf("after the restart fail2ban says %v", got)
+	}
+
+	// fail2ban keeps writing while the exporter scrapes: every scrape is up
+	// (a reader never holds fail2ban's writes off long enough to fail), and
+	// once the writes stop both agree.
+	var wg sync.WaitGroup
+	writeErr := make(chan error, 1)
+	stop := make(chan struct{})
+	batches := [][]string{}
+	for i := 0; i < 8; i++ {
+		batches = append(batches, take(30))
+	}
+	logIPs := take(16)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i, b := range batches {
+			if err := s.BanIP(ctx, []string{"sshd", "perm", "incr"}[i%3], b...); err != nil {
+				writeErr <- err
+				return
+			}
+			if i%2 == 0 {
+				if err := s.Fail(ctx, "sshd", logIPs[i*2:i*2+4]...); err != nil {
+					writeErr <- err
+					return
+				}
+			}
+			if i == 4 {
+				if err := s.UnbanIP(ctx, "sshd", ips[2], ips[3]); err != nil {
+					writeErr <- err
+					return
+				}
+			}
+		}
+		close(stop)
+	}()
+	scrapes := 0
+	for running := true; running; {
+		select {
+		case <-stop:
+			running = false
+		case err := <-writeErr:
+			t.Fatal(err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if _, up := exporterCounts(); up != 1 {
+			t.Fatalf("scrape %d while fail2ban writes: fail2ban_up %v", scrapes, up)
+		}
+		scrapes++
+	}
+	wg.Wait()
+	got = agree("after fail2ban kept writing", 20*time.Second)
+	want := map[string]int{"sshd": 42 + 30*3 + 16 - 2, "perm": 11 + 30*3, "incr": 5 + 30*2}
+	for j, n := range want {
+		if got[j] != n {
+			t.Fatalf("after the writes fail2ban says %v, want %v", got, want)
+		}
+	}
+	if s := scrape(t, x); s["bangui_exporter_fail2ban_read_errors_total{kind=locked}"] != 0 {
+		t.Fatalf("%v locked reads while fail2ban wrote", s["bangui_exporter_fail2ban_read_errors_total{kind=locked}"])
+	}
+	t.Logf("%d scrapes while fail2ban wrote", scrapes)
+}
+
+// containsLabel reports whether the sample key (as scrape renders it) has
+// label name=value.
+func containsLabel(key, name, value string) bool {
+	for _, sep := range []string{"{", ","} {
+		for _, end := range []string{",", "}"} {
+			if strings.Contains(key, sep+name+"="+value+end) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", bound, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// bipsRow reads the bancount and bantime of one bips row, read-only.
+func bipsRow(t *testing.T, path, jail, ip string) (count, bantime int64) {
+	t.Helper()
+	u := url.URL{Scheme: "file", Path: path, OmitHost: true, RawQuery: "mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)"}
+	db, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.QueryRow("SELECT bancount, bantime FROM bips WHERE jail = ? AND ip = ?", jail, ip).Scan(&count, &bantime)
+	if err != nil && err != sql.ErrNoRows {
+		t.Fatal(fmt.Errorf("read bips: %w", err))
+	}
+	return count, bantime
+}

@@ -561,3 +561,28 @@ func requireTool(t testing.TB, name, debianPackage string) string {
 	}
 	return p
 }
+
+// TestPurgeKeepsPermanentBans: fail2ban's hourly purge empties bans of old
+// rows, permanent ones included, but keeps permanent bips rows: they stay
+// banned while the windows and the history horizon lose them.
+func TestPurgeKeepsPermanentBans(t *testing.T) {
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	d.ban("sshd", "198.51.100.1", t0-3*day, -1)
+	d.ban("sshd", "198.51.100.2", t0-3*day, 600)
+	d.ban("sshd", "198.51.100.3", t0-60, 600)
+	clk := newClock(t0)
+	x := newFixtureExporter(t, d.path, clk, NoCountries{}, Options{Windows: windowsOf(t, "7d")})
+	names := []string{"fail2ban_banned_ips", "fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds"}
+	expectExposition(t, x, `
+fail2ban_banned_ips{jail="sshd",country="ZZ"} 2
+fail2ban_recent_bans{jail="sshd",country="ZZ",window="7d"} 3
+fail2ban_oldest_ban_timestamp_seconds 1.7897408e+09
+`, names...)
+	d.purge(t0, day)
+	expectExposition(t, x, `
+fail2ban_banned_ips{jail="sshd",country="ZZ"} 2
+fail2ban_recent_bans{jail="sshd",country="ZZ",window="7d"} 1
+fail2ban_oldest_ban_timestamp_seconds 1.78999994e+09
+`, names...)
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -78,7 +79,8 @@ func newF2BDBAtExisting(t testing.TB, path string, schema int) *f2bDB {
 	db.SetMaxOpenConns(1)
 	t.Cleanup(func() { db.Close() })
 	d := &f2bDB{t: t, path: path, db: db, schema: schema}
-	d.exec("PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF")
+	// fail2ban's connection: Python's sqlite3 waits up to 5 s for a lock.
+	d.exec("PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF; PRAGMA busy_timeout = 5000")
 	return d
 }
 
@@ -435,5 +437,49 @@ func TestWarm(t *testing.T) {
 	}
 	if !fx.x.Ready() {
 		t.Fatal("not ready after Warm")
+	}
+}
+
+// TestConcurrentScrapesWhileWriting: several scrapes at once while the
+// database is written share refreshes, never fail and never race (run with
+// -race); once the writes stop, every scraper sees the final count.
+func TestConcurrentScrapesWhileWriting(t *testing.T) {
+	fx := newFaultFixture(t)
+	fx.create(0)
+	const bans = 300
+	stop := make(chan struct{})
+	errs := make(chan string, 16)
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if s := scrape(t, fx.x); s["fail2ban_up{}"] != 1 {
+					errs <- fmt.Sprintf("fail2ban_up %v during writes", s["fail2ban_up{}"])
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < bans; i++ {
+		fx.d.ban("sshd", fmt.Sprintf("192.0.%d.%d", i/200, i%200+1), t0, 3600)
+		if i%50 == 0 {
+			fx.d.unban("sshd", fmt.Sprintf("192.0.%d.%d", i/200, i%200+1))
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatal(e)
+	}
+	if _, banned, _ := fx.scrape(); banned != bans-bans/50 {
+		t.Fatalf("banned %v after the writes, want %d", banned, bans-bans/50)
 	}
 }

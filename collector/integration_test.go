@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"maps"
 	"net/url"
@@ -241,7 +242,7 @@ func bipsRow(t *testing.T, path, jail, ip string) (count, bantime int64) {
 	}
 	defer db.Close()
 	err = db.QueryRow("SELECT bancount, bantime FROM bips WHERE jail = ? AND ip = ?", jail, ip).Scan(&count, &bantime)
-	if err != nil && err != sql.ErrNoRows {
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		t.Fatal(fmt.Errorf("read bips: %w", err))
 	}
 	return count, bantime

@@ -232,7 +232,7 @@ func (s *source) scanRows(ctx context.Context, table, query string, args ...any)
 	}
 	defer rs.Close()
 	var out []row
-	hasBantime := !(table == "bans" && s.schema == 2)
+	hasBantime := table != "bans" || s.schema != 2
 	for rs.Next() {
 		var r row
 		if err := rs.Scan(&r.Rowid, &r.JailNull, &r.Jail, &r.IPNull, &r.IP, &r.TimeValid, &r.TimeOfBan, &r.BanValid, &r.Bantime, &r.IPLen, &r.JailLen); err != nil {
@@ -265,17 +265,6 @@ type tableShape struct {
 	count int64
 	max   int64
 	min   int64
-}
-
-func (s *source) shape(ctx context.Context, table string) (tableShape, error) {
-	var sh tableShape
-	var mx, mn sql.NullInt64
-	err := s.conn.QueryRowContext(ctx, "SELECT count(*), max(rowid), min(rowid) FROM "+table).Scan(&sh.count, &mx, &mn)
-	if err != nil {
-		return sh, fmt.Errorf("count %s: %w", table, err)
-	}
-	sh.max, sh.min = mx.Int64, mn.Int64
-	return sh, nil
 }
 
 // fingerprints computes the fingerprint of every non-empty bucket with

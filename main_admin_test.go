@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/netip"
@@ -24,8 +23,6 @@ import (
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"golang.org/x/crypto/bcrypt"
@@ -34,6 +31,7 @@ import (
 
 	"github.com/bangui/bangui_exporter/geo"
 	"github.com/bangui/bangui_exporter/internal/f2bgen"
+	"github.com/bangui/bangui_exporter/internal/testmmdb"
 )
 
 const adminE2EPassword = "end to end admin password"
@@ -267,31 +265,11 @@ func bannedIPs(t *testing.T, dbPath string) []netip.Addr {
 // every ip in country code (none for an empty list).
 func writeCountryMMDB(t *testing.T, path string, ips []netip.Addr, code string) {
 	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 24, IPVersion: 6})
-	if err != nil {
-		t.Fatal(err)
+	nets := make([]testmmdb.Network, len(ips))
+	for i, ip := range ips {
+		nets[i] = testmmdb.Network{CIDR: ip.String(), Country: code, Name: "Iceland"}
 	}
-	for _, ip := range ips {
-		n := &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}
-		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(code), "names": mmdbtype.Map{"en": mmdbtype.String("Iceland")}}}
-		if err := tree.Insert(n, rec); err != nil {
-			t.Fatalf("mmdb insert %s: %v", ip, err)
-		}
-	}
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	testmmdb.Write(t, path, testmmdb.Options{}, nets)
 }
 
 // TestAdminEndToEnd runs the built exporter: the password is set with the

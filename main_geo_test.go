@@ -2,22 +2,19 @@ package main
 
 import (
 	"context"
-	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/alecthomas/kingpin/v2"
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/promslog"
 
 	"github.com/bangui/bangui_exporter/collector"
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/testmmdb"
 )
 
 func TestParseGeoProviders(t *testing.T) {
@@ -54,24 +51,7 @@ func TestParseGeoProviders(t *testing.T) {
 // writeGeoTestMMDB writes a one-network country database.
 func writeGeoTestMMDB(t *testing.T, path string) {
 	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, n, _ := net.ParseCIDR("8.8.8.0/24")
-	if err := tree.Insert(n, mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String("US")}}); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	testmmdb.Write(t, path, testmmdb.Options{}, []testmmdb.Network{{CIDR: "8.8.8.0/24", Country: "US"}})
 }
 
 func TestSetupGeo(t *testing.T) {

@@ -21,8 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -30,6 +28,7 @@ import (
 
 	"github.com/bangui/bangui_exporter/dashboards"
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+	"github.com/bangui/bangui_exporter/internal/testmmdb"
 )
 
 // The end-to-end test: a real fail2ban-server in a sandbox with bans, the
@@ -99,34 +98,11 @@ func (p banPlan) expected(bans []map[string][]string, by string, geo bool) map[s
 // IP its country.
 func (p banPlan) writeMMDB(t *testing.T, path string) {
 	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "GeoLite2-Country", RecordSize: 28, IncludeReservedNetworks: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nets := make([]testmmdb.Network, 0, len(p.countries))
 	for ip, country := range p.countries {
-		bits := 32
-		if strings.Contains(ip, ":") {
-			bits = 128
-		}
-		_, ipnet, err := net.ParseCIDR(ip + "/" + strconv.Itoa(bits))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rec := mmdbtype.Map{"country": mmdbtype.Map{"iso_code": mmdbtype.String(country)}}
-		if err := tree.Insert(ipnet, rec); err != nil {
-			t.Fatalf("insert %s: %v", ip, err)
-		}
+		nets = append(nets, testmmdb.Network{CIDR: ip, Country: country})
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+	testmmdb.Write(t, path, testmmdb.Options{}, nets)
 }
 
 func freePort(t *testing.T) int {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,11 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/maxmind/mmdbwriter"
-	"github.com/maxmind/mmdbwriter/mmdbtype"
 	"modernc.org/sqlite"
 
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/testmmdb"
 )
 
 // autoClock is a test clock that moves only when the code under test waits:
@@ -125,64 +123,20 @@ type mmdbNet struct {
 	registered string // registered_country.iso_code only (official)
 }
 
-// writeMMDB writes a MaxMind-format database with mmdbwriter. schema is
-// "official" (GeoLite2-Country layout) or "flat" (country_code only).
+// writeMMDB writes a MaxMind-format database (put in place by rename).
+// schema is "official" (GeoLite2-Country layout) or "flat" (country_code
+// only).
 func writeMMDB(t testing.TB, path, schema string, nets []mmdbNet, buildEpoch int64) {
 	t.Helper()
-	dbType := "GeoLite2-Country"
+	opts := testmmdb.Options{Layout: testmmdb.Official, BuildEpoch: buildEpoch}
 	if schema == "flat" {
-		dbType = "ip-location-db-country"
+		opts.Layout = testmmdb.Flat
 	}
-	tree, err := mmdbwriter.New(mmdbwriter.Options{
-		DatabaseType:            dbType,
-		BuildEpoch:              buildEpoch,
-		IncludeReservedNetworks: true,
-		RecordSize:              28,
-	})
-	if err != nil {
-		t.Fatal(err)
+	networks := make([]testmmdb.Network, len(nets))
+	for i, n := range nets {
+		networks[i] = testmmdb.Network{CIDR: n.cidr, Country: n.country, Name: n.name, Registered: n.registered}
 	}
-	for _, n := range nets {
-		_, ipnet, err := net.ParseCIDR(n.cidr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var rec mmdbtype.Map
-		switch schema {
-		case "flat":
-			rec = mmdbtype.Map{"country_code": mmdbtype.String(n.country)}
-		default:
-			rec = mmdbtype.Map{"continent": mmdbtype.Map{"code": mmdbtype.String("EU")}}
-			if n.country != "" {
-				rec["country"] = mmdbtype.Map{
-					"iso_code": mmdbtype.String(n.country),
-					"names":    mmdbtype.Map{"en": mmdbtype.String(n.name), "de": mmdbtype.String("x")},
-				}
-			}
-			if n.registered != "" {
-				rec["registered_country"] = mmdbtype.Map{"iso_code": mmdbtype.String(n.registered)}
-			}
-		}
-		if err := tree.Insert(ipnet, rec); err != nil {
-			t.Fatalf("insert %s: %v", n.cidr, err)
-		}
-	}
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := tree.WriteTo(f); err != nil {
-		closeQuietly(f)
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Put in place by rename, as geoipupdate does.
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	testmmdb.Write(t, path, opts, networks)
 }
 
 // testNets is a small world used by most tests.
@@ -235,22 +189,8 @@ func newTestMMDB(t testing.TB, schema string, nets []mmdbNet) (*MMDB, string) {
 // writeMMDBv4 writes an IPv4-only database.
 func writeMMDBv4(t testing.TB, path string) {
 	t.Helper()
-	tree, err := mmdbwriter.New(mmdbwriter.Options{DatabaseType: "test-v4", IPVersion: 4, RecordSize: 24})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, ipnet, _ := net.ParseCIDR("8.8.8.0/24")
-	if err := tree.Insert(ipnet, mmdbtype.Map{"country_code": mmdbtype.String("US")}); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeQuietly(f)
-	if _, err := tree.WriteTo(f); err != nil {
-		t.Fatal(err)
-	}
+	testmmdb.Write(t, path, testmmdb.Options{Layout: testmmdb.Flat, IPv4Only: true},
+		[]testmmdb.Network{{CIDR: "8.8.8.0/24", Country: "US"}})
 }
 
 func getenv(name string) string { return os.Getenv(name) }

@@ -177,8 +177,8 @@ func TestCoreBinary(t *testing.T) {
 			}
 			defer func() { _ = resp.Body.Close() }()
 			b, err := io.ReadAll(resp.Body)
-			if err != nil || resp.StatusCode != 200 || !strings.Contains(string(b), "fail2ban_up") {
-				errs <- fmt.Errorf("in-flight scrape: status %d, err %v", resp.StatusCode, err)
+			if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "fail2ban_up") {
+				errs <- fmt.Errorf("in-flight scrape: status %d, err %w", resp.StatusCode, err)
 			}
 		})
 	}

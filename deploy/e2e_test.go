@@ -435,7 +435,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	waitFor(t, "Prometheus to be ready", 60*time.Second, func() error {
 		code, body, err := httpGet(ctx, promURL+"/-/ready")
 		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("%d %v %s", code, err, body)
+			return fmt.Errorf("%d %v %s", code, err, body) //nolint:errorlint // err may be nil
 		}
 		return nil
 	})
@@ -520,7 +520,7 @@ func waitForExposition(t *testing.T, ctx context.Context, exporterURL string, by
 	waitFor(t, "the exporter to expose the bans", 60*time.Second, func() error {
 		code, _, err := httpGet(ctx, exporterURL+"/-/ready")
 		if err != nil || code != http.StatusOK {
-			return fmt.Errorf("ready: %d %v", code, err)
+			return fmt.Errorf("ready: %d %v", code, err) //nolint:errorlint // err may be nil
 		}
 		fams := exposition(t, exporterURL)
 		if got := sumBy(fams, "fail2ban_banned_ips", "jail", nil); !maps.Equal(got, byJail) {

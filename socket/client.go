@@ -235,7 +235,7 @@ func (c *Client) roundTripLocked(ctx context.Context, request []byte) (reply []b
 
 func (c *Client) ioError(ctx context.Context, op string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
-		return fmt.Errorf("fail2ban socket %s: %s: %w (%v)", c.path, op, ctxErr, err)
+		return fmt.Errorf("fail2ban socket %s: %s: %w (%w)", c.path, op, ctxErr, err)
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
@@ -313,7 +313,7 @@ func DecodeReply(command []string, raw []byte) (any, error) {
 		if rc, ok := peekRC(raw); ok && rc != 0 {
 			return nil, &ServerError{Command: command, Type: "exception", Message: fmt.Sprintf("rc %d; details not decodable: %v", rc, err)}
 		}
-		return nil, fmt.Errorf("%w: decode reply to %q: %v", ErrProtocol, strings.Join(command, " "), err)
+		return nil, fmt.Errorf("%w: decode reply to %q: %w", ErrProtocol, strings.Join(command, " "), err)
 	}
 	switch v := v.(type) {
 	case ogorek.Tuple:

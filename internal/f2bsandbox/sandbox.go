@@ -372,11 +372,11 @@ func (s *Sandbox) waitReady(ctx context.Context, exited <-chan struct{}) error {
 		case <-exited:
 			return fmt.Errorf("f2bsandbox: fail2ban-server exited during start: %s; see %s", s.serverOutput(), s.ServerLog())
 		case <-ctx.Done():
-			return fmt.Errorf("f2bsandbox: waiting for fail2ban-server to answer ping: %w (last: %v %s)", ctx.Err(), err, strings.TrimSpace(out))
+			return fmt.Errorf("f2bsandbox: waiting for fail2ban-server to answer ping: %w (last: %v %s)", ctx.Err(), err, strings.TrimSpace(out)) //nolint:errorlint // err may be nil: a diagnostic, not a cause
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("f2bsandbox: fail2ban-server did not answer ping within 30s (last: %v %s)", err, strings.TrimSpace(out))
+			return fmt.Errorf("f2bsandbox: fail2ban-server did not answer ping within 30s (last: %v %s)", err, strings.TrimSpace(out)) //nolint:errorlint // err may be nil: a diagnostic, not a cause
 		}
 	}
 }
@@ -488,7 +488,7 @@ func (s *Sandbox) Fail(ctx context.Context, jail string, ips ...string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("f2bsandbox: waiting for %d of %d IPs to be banned in %s: %w (last error: %v)", len(want), len(ips), jail, ctx.Err(), err)
+			return fmt.Errorf("f2bsandbox: waiting for %d of %d IPs to be banned in %s: %w (last error: %v)", len(want), len(ips), jail, ctx.Err(), err) //nolint:errorlint // err may be nil: a diagnostic, not a cause
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -600,7 +600,7 @@ func (s *Sandbox) waitJails(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("f2bsandbox: waiting for jails %v: %w (last: %v %s)", s.Jails(), ctx.Err(), err, strings.TrimSpace(out))
+			return fmt.Errorf("f2bsandbox: waiting for jails %v: %w (last: %v %s)", s.Jails(), ctx.Err(), err, strings.TrimSpace(out)) //nolint:errorlint // err may be nil: a diagnostic, not a cause
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -746,11 +746,11 @@ func (s *Sandbox) Stop(ctx context.Context) error {
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	if wait(5 * time.Second) {
-		return fmt.Errorf("f2bsandbox: fail2ban-server needed SIGTERM to stop (stop command: %v)", stopErr)
+		return fmt.Errorf("f2bsandbox: fail2ban-server needed SIGTERM to stop (stop command: %v)", stopErr) //nolint:errorlint // err may be nil: a diagnostic, not a cause
 	}
 	_ = cmd.Process.Kill()
 	<-exited
-	return fmt.Errorf("f2bsandbox: fail2ban-server had to be killed (stop command: %v)", stopErr)
+	return fmt.Errorf("f2bsandbox: fail2ban-server had to be killed (stop command: %v)", stopErr) //nolint:errorlint // err may be nil: a diagnostic, not a cause
 }
 
 // Restart stops the server and starts it again with the same configuration

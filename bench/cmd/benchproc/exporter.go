@@ -87,7 +87,7 @@ func (p *exporterProc) waitReady(ctx context.Context, timeout time.Duration) (ti
 		select {
 		case err := <-p.exited:
 			p.exited <- err
-			return 0, fmt.Errorf("exporter exited before it was ready (%v); log:\n%s", err, p.logTail())
+			return 0, fmt.Errorf("exporter exited before it was ready (%w); log:\n%s", err, p.logTail())
 		default:
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.baseURL+"/-/ready", nil)
@@ -100,7 +100,7 @@ func (p *exporterProc) waitReady(ctx context.Context, timeout time.Duration) (ti
 			}
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("exporter not ready after %s (last: %v); log:\n%s", timeout, err, p.logTail())
+			return 0, fmt.Errorf("exporter not ready after %s (last: %w); log:\n%s", timeout, err, p.logTail())
 		}
 		select {
 		case <-ctx.Done():
@@ -159,7 +159,7 @@ func (p *exporterProc) stop() (time.Duration, error) {
 			return time.Since(start), fmt.Errorf("stop exporter: %w", err)
 		}
 		if err != nil {
-			return time.Since(start), fmt.Errorf("exporter exited with %v; log:\n%s", err, p.logTail())
+			return time.Since(start), fmt.Errorf("exporter exited with %w; log:\n%s", err, p.logTail())
 		}
 		return time.Since(start), nil
 	case <-time.After(30 * time.Second):

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -36,7 +35,7 @@ func TestHarnessAgainstRealExporter(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	rep, err := benchmark(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)), cfg)
+	rep, err := benchmark(ctx, slog.New(slog.DiscardHandler), cfg)
 	if err != nil {
 		t.Fatalf("harness: %v", err)
 	}

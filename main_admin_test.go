@@ -80,10 +80,21 @@ type exporterProcess struct {
 
 var listenRE = regexp.MustCompile(`msg="Listening on" address=(\S+)`)
 
+// withoutHostSocket adds an empty --fail2ban.socket unless args set one,
+// so a fail2ban running on the test host never leaks into a test.
+func withoutHostSocket(args []string) []string {
+	for _, a := range args {
+		if a == "--fail2ban.socket" || strings.HasPrefix(a, "--fail2ban.socket=") {
+			return args
+		}
+	}
+	return append([]string{"--fail2ban.socket="}, args...)
+}
+
 func startExporter(t *testing.T, bin string, args ...string) *exporterProcess {
 	t.Helper()
 	p := &exporterProcess{t: t, logs: &lockedBuffer{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, append([]string{"--web.listen-address=127.0.0.1:0"}, args...)...)
+	p.cmd = exec.Command(bin, append([]string{"--web.listen-address=127.0.0.1:0"}, withoutHostSocket(args)...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

@@ -390,6 +390,8 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	}
 	if flags["fail2ban.socket"] {
 		args = append(args, "--fail2ban.socket="+sb.Socket())
+	} else {
+		args = append(args, "--fail2ban.socket=") // never the host's own fail2ban
 	}
 	geo := flags["geo.mmdb"]
 	if geo {

@@ -171,7 +171,9 @@ func startExporterBinary(t *testing.T, bin string, args ...string) *exporterProc
 	}
 	addr := ln.Addr().String()
 	closeQuietly(ln)
-	cmd := exec.Command(bin, append([]string{"--web.listen-address=" + addr}, args...)...)
+	// An empty --fail2ban.socket: a fail2ban running on the test host never
+	// leaks into the test.
+	cmd := exec.Command(bin, append([]string{"--web.listen-address=" + addr, "--fail2ban.socket="}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

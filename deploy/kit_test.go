@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -362,6 +363,7 @@ func TestDockerfile(t *testing.T) {
 	if u := instruction(ins, "USER"); !slices.Equal(u, []string{"nobody"}) {
 		t.Errorf("USER %v, want nobody (non-root by default)", u)
 	}
+	checkDataDirWritable(t, instruction(ins, "RUN"))
 	hc := instruction(ins, "HEALTHCHECK")
 	if len(hc) != 1 || !strings.Contains(hc[0], "http://127.0.0.1:9635/-/healthy") {
 		t.Errorf("HEALTHCHECK %v: want a check of /-/healthy on 9635", hc)
@@ -662,5 +664,61 @@ func TestComposeFail2banConfig(t *testing.T) {
 	}
 	if out, err := exec_(t, client, "-c", dir, "-t"); err == nil {
 		t.Fatalf("fail2ban-client -t accepted a jail with a missing filter:\n%s", out)
+	}
+}
+
+// checkDataDirWritable replays the Dockerfile's chown/chmod of the app
+// database directory and checks, with the kernel's permission rules, that
+// both ways the docs run the image can create the database there: as
+// nobody (the image's USER) and as root with every capability dropped
+// (docker-compose.yml, docs/deploy.md). Root without CAP_DAC_OVERRIDE is
+// judged like any other user: owner, then group, then other bits.
+func checkDataDirWritable(t *testing.T, runs []string) {
+	t.Helper()
+	const dir = "/var/lib/bangui_exporter"
+	owner, group, mode := "root", "root", os.FileMode(0o755) // mkdir as root, umask 022
+	seen := false
+	for _, run := range runs {
+		for _, step := range strings.Split(run, "&&") {
+			f := strings.Fields(step)
+			if len(f) < 2 || f[len(f)-1] != dir {
+				continue
+			}
+			switch f[0] {
+			case "mkdir":
+				seen = true
+			case "chown":
+				o, g, _ := strings.Cut(f[1], ":")
+				owner, group = o, g
+			case "chmod":
+				m, err := strconv.ParseUint(f[1], 8, 32)
+				if err != nil {
+					t.Fatalf("chmod %s: want an octal mode", f[1])
+				}
+				mode = os.FileMode(m)
+			}
+		}
+	}
+	if !seen {
+		t.Fatalf("the Dockerfile does not create %s", dir)
+	}
+	// uid/gid names in the Prometheus busybox image.
+	users := []struct{ name, user, group string }{
+		{"USER nobody", "nobody", "nobody"},
+		{"--user root --cap-drop ALL", "root", "root"},
+	}
+	for _, u := range users {
+		var bits os.FileMode
+		switch {
+		case u.user == owner:
+			bits = mode >> 6
+		case u.group == group:
+			bits = mode >> 3
+		default:
+			bits = mode
+		}
+		if bits&0o3 != 0o3 { // write and search
+			t.Errorf("%s (owner %s:%s, mode %#o): %s cannot create its database there", dir, owner, group, mode, u.name)
+		}
 	}
 }

@@ -243,6 +243,8 @@ func hint(err error) string {
 		return "the exporter's user may not open the socket (root-only 0700 directory by default): run as root or grant access"
 	case errors.Is(err, ErrProtocol):
 		return "the socket path does not lead to fail2ban"
+	case errors.Is(err, fs.ErrNotExist):
+		return "no socket at this path: fail2ban is stopped (it removes its socket) or --fail2ban.socket is not its path; set --fail2ban.socket='' to read only the database"
 	default:
 		return "is fail2ban running, and is --fail2ban.socket its socket?"
 	}

@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bangui/bangui_exporter/collector/archive"
 )
 
 const (
@@ -26,11 +29,11 @@ var (
 	bannedDesc = prometheus.NewDesc(namespace+"_banned_ips",
 		"IPs banned right now by fail2ban's rule on bips: bantime <= -1 OR timeofban + bantime > now.", []string{"jail", "country"}, nil)
 	recentDesc = prometheus.NewDesc(namespace+"_recent_bans",
-		"Ban events (distinct rows of bans) whose timeofban lies in the trailing window.", []string{"jail", "country", "window"}, nil)
+		"Ban events (distinct rows of bans, united with the exporter's ban archive when it is on) whose timeofban lies in the trailing window.", []string{"jail", "country", "window"}, nil)
 	bansTotalDesc = prometheus.NewDesc(namespace+"_bans_total",
 		"Ban events that appeared in fail2ban's database since the exporter started.", []string{"jail", "country"}, nil)
 	oldestDesc = prometheus.NewDesc(namespace+"_oldest_ban_timestamp_seconds",
-		"timeofban of the oldest ban event in fail2ban's bans table: the history horizon of the windows.", nil, nil)
+		"timeofban of the oldest ban event in fail2ban's bans table or, when it is on, the exporter's ban archive: the history horizon of the windows.", nil, nil)
 
 	readDurationDesc = prometheus.NewDesc(selfNS+"_fail2ban_read_duration_seconds",
 		"Duration of the last read of fail2ban's database (incremental refresh).", nil, nil)
@@ -80,6 +83,19 @@ type Exporter struct {
 	lastSuccess time.Time
 	carry       *engineCarry
 	snap        *snapshot
+	// historyLoaded is true once an engine loaded the archive's events:
+	// later engines (after a reload) take them from carry instead.
+	historyLoaded bool
+
+	// archPending holds events the archive's full queue did not take, to
+	// offer again first at the next refresh (guarded by archMu).
+	archMu      sync.Mutex
+	archPending []archive.Event
+	// offerWG tracks the background offering of a startup read's events;
+	// offerCtx ends it when Close cannot wait any longer.
+	offerWG     sync.WaitGroup
+	offerCtx    context.Context
+	offerCancel context.CancelFunc
 
 	// testHookBeforeSettle, when set, runs before settle's read
 	// transaction (tests interleave fail2ban's writes there).
@@ -109,15 +125,32 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 	if now == nil {
 		now = time.Now
 	}
+	offerCtx, offerCancel := context.WithCancel(context.Background())
 	return &Exporter{
-		opts:       opts,
-		countries:  countries,
-		logger:     opts.Logger,
-		now:        now,
-		readErrors: map[errorKind]float64{},
-		reconciles: map[string]float64{},
+		opts:        opts,
+		countries:   countries,
+		logger:      opts.Logger,
+		now:         now,
+		readErrors:  map[errorKind]float64{},
+		reconciles:  map[string]float64{},
+		offerCtx:    offerCtx,
+		offerCancel: offerCancel,
 	}
 }
+
+// Bounds of offering events to the archive.
+const (
+	// offerChunk is how many events of a startup read one AddWait takes.
+	offerChunk = 10_000
+	// maxArchPending bounds the events kept for the next refresh when the
+	// archive's queue is full; events beyond it are still in fail2ban's
+	// database (and are offered again at the next start) or lost from the
+	// archive (bangui_exporter_archive_dropped_events_total counts them).
+	maxArchPending = 100_000
+	// closeOfferWait bounds how long Close waits for a startup read's
+	// events to enter the archive's queue.
+	closeOfferWait = 20 * time.Second
+)
 
 // Ready reports whether fail2ban's database was read successfully once.
 // It never waits for a refresh in progress.
@@ -143,14 +176,27 @@ func (x *Exporter) Warm(ctx context.Context) {
 }
 
 // Close closes fail2ban's database. Collect keeps answering with fail2ban_up 0.
+// With the archive on, it first waits (bounded) until the events of a
+// startup read are in the archive's queue: the archive's Run must still run,
+// and its final flush, after Close, writes them.
 func (x *Exporter) Close() error {
 	x.mu.Lock()
-	defer x.mu.Unlock()
 	x.closed = true
 	if x.src != nil {
 		x.src.close()
 		x.src = nil
 	}
+	x.mu.Unlock()
+	done := make(chan struct{})
+	go func() { x.offerWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(closeOfferWait):
+		x.logger.Warn("ban archive: stopped offering the startup read's events; those still in fail2ban's database are offered again at the next start")
+		x.offerCancel()
+		<-done
+	}
+	x.offerCancel()
 	return nil
 }
 
@@ -182,8 +228,63 @@ func (x *Exporter) Refresh(ctx context.Context) error {
 		close(c.done)
 	}()
 
+	offers, err := x.refreshAndTake(ctx)
+	x.offerArchive(offers)
+	return err
+}
+
+// refreshAndTake refreshes under the lock and returns the ban events read
+// for the archive; those of a startup read are handed to a background
+// AddWait here, under the lock, so Close can wait for them.
+func (x *Exporter) refreshAndTake(ctx context.Context) (offers []archive.Event, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	startup := !x.loaded
+	err = x.refreshOnce(ctx)
+	if x.opts.Archive == nil || x.eng == nil {
+		return nil, err
+	}
+	offers = x.eng.takeOffer()
+	if startup && len(offers) > 0 && !x.closed {
+		store, logger, octx, batch := x.opts.Archive, x.logger, x.offerCtx, offers
+		x.offerWG.Go(func() {
+			for len(batch) > 0 {
+				n := min(len(batch), offerChunk)
+				if err := store.AddWait(octx, batch[:n]...); err != nil {
+					logger.Warn("ban archive: not all events of the startup read were offered", "left", len(batch), "err", err)
+					return
+				}
+				batch = batch[n:]
+			}
+		})
+		return nil, err
+	}
+	return offers, err
+}
+
+// offerArchive hands the ban events of a refresh to the archive's queue,
+// after those a full queue did not take last time. Add never touches
+// SQLite: this is cheap on a scrape.
+func (x *Exporter) offerArchive(events []archive.Event) {
+	if x.opts.Archive == nil {
+		return
+	}
+	x.archMu.Lock()
+	defer x.archMu.Unlock()
+	if len(events) == 0 && len(x.archPending) == 0 {
+		return
+	}
+	all := append(x.archPending, events...)
+	n := x.opts.Archive.Add(all...)
+	rest := all[n:]
+	if len(rest) > maxArchPending {
+		rest = rest[len(rest)-maxArchPending:]
+	}
+	x.archPending = slices.Clone(rest)
+}
+
+// refreshOnce is one refresh; x.mu is held.
+func (x *Exporter) refreshOnce(ctx context.Context) error {
 	if x.closed {
 		x.up = false
 		return errors.New("exporter closed")
@@ -251,8 +352,14 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		x.src = src
-		x.eng = newEngine(x.countries, x.opts.Windows, src.schema, x.opts.DefaultBantime, x.carry)
+		eng := newEngine(x.countries, x.opts.Windows, src.schema, x.opts.DefaultBantime, x.carry)
+		if x.opts.Archive != nil {
+			if err := x.loadHistory(ctx, eng, now); err != nil {
+				src.close()
+				return err
+			}
+		}
+		x.src, x.eng = src, eng
 		x.carry = nil
 		x.loaded = false
 	}
@@ -294,6 +401,42 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 		x.logger.Info("read fail2ban's database", "path", x.opts.DBPath, "schema", src.schema,
 			"bans_rows", len(eng.events), "bips_rows", eng.liveRecs, "ips", len(eng.ipIndex))
 	}
+	return nil
+}
+
+// loadHistory puts the archived ban events of the longest window into a new
+// engine, before its first read of fail2ban's database: from the archive for
+// the first engine, from the previous engine's carry after a reload (which
+// also holds events not yet written to the archive).
+func (x *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) error {
+	eng.keep = true
+	if x.historyLoaded {
+		if x.carry != nil {
+			for i := range x.carry.kept {
+				eng.addArchived(&x.carry.kept[i], now)
+			}
+		}
+		eng.mergeTob(now)
+		return nil
+	}
+	start := time.Now()
+	since := time.Unix(now, 0).Add(-Longest(x.opts.Windows))
+	n := 0
+	err := x.opts.Archive.Load(ctx, since, func(ev archive.Event) error {
+		eng.addArchived(&ev, now)
+		if n++; n%archive.DefaultLoadChunk == 0 {
+			eng.mergeTob(now)
+		}
+		return nil
+	})
+	if err != nil {
+		// The app database is local: a failed read is rare, and counting
+		// without the history would show truncated windows as complete.
+		return fmt.Errorf("load the ban archive: %w", err)
+	}
+	eng.mergeTob(now)
+	x.historyLoaded = true
+	x.logger.Info("loaded the ban archive's events of the longest window", "events", n, "since", since.UTC().Format(time.RFC3339), "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -587,8 +730,16 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(recentDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country], label)
 		}
 	}
-	if snap.haveOldest {
-		ch <- gauge(oldestDesc, float64(snap.oldest))
+	oldest, haveOldest := snap.oldest, snap.haveOldest
+	if x.opts.Archive != nil {
+		// The archive may reach further back than the longest window the
+		// engine holds.
+		if o := x.opts.Archive.Oldest(); !o.IsZero() && (!haveOldest || o.Unix() < oldest) {
+			oldest, haveOldest = o.Unix(), true
+		}
+	}
+	if haveOldest {
+		ch <- gauge(oldestDesc, float64(oldest))
 	}
 	for k, v := range snap.skipped {
 		ch <- prometheus.MustNewConstMetric(skippedDesc, prometheus.GaugeValue, float64(v), k[0], k[1])

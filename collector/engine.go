@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/bangui/bangui_exporter/collector/archive"
 )
 
 // The engine holds fail2ban's bans in memory and keeps the aggregates the
@@ -40,7 +42,8 @@ type row struct {
 	BanValid   bool // typeof(bantime) is integer or real (always true for schema 2)
 	IPLen      int64
 	JailLen    int64
-	HasBantime bool // false for schema 2 bans rows
+	HasBantime bool  // false for schema 2 bans rows
+	Bancount   int64 // 0 where the schema has none (schema 2)
 }
 
 // fingerprint sums what identifies the rows of one rowid bucket. SQLite
@@ -88,14 +91,21 @@ type event struct {
 
 // tobEntry is one distinct ban event (jail, ip, timeofban) in time order,
 // for the trailing windows. Exact duplicate rows (fail2ban issue 1844) share
-// one entry: count is the number of rows; an entry with count 0 is dead and
+// one entry: count is the number of rows. With the archive on, kept entries
+// are archived history: they stay counted after their rows left bans (purge,
+// unbanip) until they leave the longest window, and hold a reference of
+// their own on their IP. An entry neither counted nor kept is dead and
 // dropped at the next compaction.
 type tobEntry struct {
 	tob   uint32
 	ip    uint32
 	count uint32
 	jail  uint16
+	kept  bool
 }
+
+// alive reports whether t counts in the windows.
+func (t *tobEntry) alive() bool { return t.count > 0 || t.kept }
 
 func compareTob(a, b *tobEntry) int {
 	if c := cmp.Compare(a.tob, b.tob); c != 0 {
@@ -173,8 +183,16 @@ func skipIndex(reason string) uint8 {
 type engine struct {
 	countries     CountryLookup
 	windows       []Window
+	longest       int // index of the longest window
 	schema        int
 	defaultBanSec int64
+	// keep is true with the archive on: ban events stay in the windows
+	// after their rows leave fail2ban's bans, until they leave the longest
+	// window (tobEntry.kept).
+	keep bool
+	// offer collects, with keep, the ban events of the rows counted since
+	// the last takeOffer, for the archive.
+	offer []archive.Event
 
 	jailNames []string
 	jailIndex map[string]uint16
@@ -237,11 +255,16 @@ type pendingBan struct {
 }
 
 // engineCarry is what survives a reload of the whole database, so that
-// bans_total never goes down.
+// bans_total never goes down and, with the archive on, the archived history
+// stays in the windows.
 type engineCarry struct {
 	jailNames    []string
 	countryNames []string
 	bansTotal    map[jcKey]uint64
+	// kept are the events counted in the longest window (archive on).
+	kept []archive.Event
+	// offer are events not yet handed to the archive.
+	offer []archive.Event
 }
 
 func newEngine(countries CountryLookup, windows []Window, schema int, defaultBantime time.Duration, carry *engineCarry) *engine {
@@ -268,6 +291,9 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 	}
 	for i := range e.windowCount {
 		e.windowCount[i] = map[jcKey]int{}
+		if windows[i].Length > windows[e.longest].Length {
+			e.longest = i
+		}
 	}
 	if carry != nil {
 		e.jailNames = carry.jailNames
@@ -279,13 +305,44 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 			e.countryIndex[n] = uint16(i)
 		}
 		e.bansTotal = carry.bansTotal
+		e.offer = carry.offer
 	}
 	return e
 }
 
 func (e *engine) carry() *engineCarry {
 	e.settlePending(e.lastNow, true)
-	return &engineCarry{jailNames: e.jailNames, countryNames: e.countryNames, bansTotal: e.bansTotal}
+	c := &engineCarry{jailNames: e.jailNames, countryNames: e.countryNames, bansTotal: e.bansTotal, offer: e.offer}
+	if e.keep {
+		e.mergeTob(e.lastNow)
+		for i := e.cursors[e.longest]; i < len(e.byTob); i++ {
+			if t := &e.byTob[i]; t.alive() {
+				c.kept = append(c.kept, archive.Event{Jail: e.jailNames[t.jail], IP: e.ips[t.ip].addr, TimeOfBan: int64(t.tob)})
+			}
+		}
+	}
+	return c
+}
+
+// addArchived counts an archived ban event (loaded from the archive at
+// start, or carried over a reload) that belongs to no row of bans: a kept
+// entry. A row of bans with the same (jail, ip, timeofban) read later is
+// the same event and counts once. Events older than the longest window are
+// left out: no window counts them. The caller calls mergeTob after the batch.
+func (e *engine) addArchived(ev *archive.Event, now int64) {
+	addr := ev.IP.Unmap().WithZone("")
+	if ev.Jail == "" || !addr.IsValid() || ev.TimeOfBan > math.MaxUint32 || !e.inWindow(e.longest, ev.TimeOfBan, now) {
+		return
+	}
+	e.newTob = append(e.newTob, tobEntry{tob: uint32(ev.TimeOfBan), ip: e.internIP(addr), jail: e.jail(ev.Jail), kept: true})
+}
+
+// takeOffer returns the events collected for the archive and starts a new
+// collection.
+func (e *engine) takeOffer() []archive.Event {
+	out := e.offer
+	e.offer = nil
+	return out
 }
 
 func (e *engine) jail(name string) uint16 {
@@ -426,6 +483,13 @@ func (e *engine) addEvent(r *row, now int64) event {
 	ev.ip = e.internIP(addr)
 	ev.tob = uint32(r.TimeOfBan)
 	e.newTob = append(e.newTob, tobEntry{tob: ev.tob, ip: ev.ip, jail: ev.jail, count: 1})
+	if e.keep {
+		bantime := r.Bantime
+		if !r.HasBantime || !r.BanValid {
+			bantime = -2 // unknown, fail2ban's own convention for schema-2 rows
+		}
+		e.offer = append(e.offer, archive.Event{Jail: e.jailNames[ev.jail], IP: addr, TimeOfBan: r.TimeOfBan, Bantime: bantime, Bancount: r.Bancount})
+	}
 	if e.schema == 2 {
 		e.v2Latest(pairKey{ip: ev.ip, jail: ev.jail}, ev.tob, now)
 	}
@@ -433,7 +497,8 @@ func (e *engine) addEvent(r *row, now int64) event {
 }
 
 // removeEvent takes a stored event out of every aggregate. byTob must be
-// merged (newTob empty).
+// merged (newTob empty). With the archive on, the event's entry is kept: it
+// stays in the windows until it leaves the longest one.
 func (e *engine) removeEvent(ev *event, now int64) {
 	if ev.skip != 0 {
 		e.addSkip("bans", ev.skip, -1)
@@ -444,7 +509,11 @@ func (e *engine) removeEvent(ev *event, now int64) {
 	if found && e.byTob[i].count > 0 {
 		t := &e.byTob[i]
 		t.count--
-		if t.count == 0 {
+		if t.count == 0 && t.kept {
+			if !e.inWindow(e.longest, int64(t.tob), now) {
+				e.dropKept(t)
+			}
+		} else if t.count == 0 {
 			jc := jcKey{jail: t.jail, country: e.ips[t.ip].country}
 			for w := range e.windows {
 				if e.inWindow(w, int64(t.tob), now) {
@@ -455,6 +524,13 @@ func (e *engine) removeEvent(ev *event, now int64) {
 		}
 	}
 	e.releaseIP(ev.ip)
+}
+
+// dropKept ends a kept entry without rows that left the longest window.
+func (e *engine) dropKept(t *tobEntry) {
+	t.kept = false
+	e.deadTob++
+	e.releaseIP(t.ip)
 }
 
 func (e *engine) inWindow(w int, tob, now int64) bool {
@@ -486,12 +562,25 @@ func (e *engine) mergeTob(now int64) {
 	for _, t := range added[1:] {
 		if last := &folded[len(folded)-1]; compareTob(last, &t) == 0 {
 			last.count += t.count
+			if t.kept {
+				e.foldKept(last)
+			}
 		} else {
 			folded = append(folded, t)
 		}
 	}
 	added = folded
-	born := e.born[:0] // entries going from 0 to > 0 rows
+	if e.keep {
+		// With the archive on every counted event is archived history:
+		// its entry is kept and holds its own reference on the IP.
+		for k := range added {
+			if t := &added[k]; !t.kept {
+				t.kept = true
+				e.ips[t.ip].refs++
+			}
+		}
+	}
+	born := e.born[:0] // entries that start counting
 	n := len(e.byTob)
 	p := sort.Search(n, func(i int) bool { return compareTob(&e.byTob[i], &added[0]) >= 0 })
 	if p == n {
@@ -521,11 +610,14 @@ func (e *engine) mergeTob(now int64) {
 				j++
 			default:
 				t := tail[i]
-				if t.count == 0 {
+				if !t.alive() {
 					born = append(born, added[j])
 					e.deadTob--
 				}
 				t.count += added[j].count
+				if added[j].kept {
+					e.foldKept(&t)
+				}
 				out = append(out, t)
 				i++
 				j++
@@ -551,6 +643,17 @@ func (e *engine) mergeTob(now int64) {
 	}
 	e.born = keepBuffer(born)
 	e.resetCursors(now)
+}
+
+// foldKept makes t kept when a kept entry of the same event folds into it:
+// the folded entry's reference on the IP moves to t, or is released when t
+// holds one already.
+func (e *engine) foldKept(t *tobEntry) {
+	if t.kept {
+		e.releaseIP(t.ip)
+		return
+	}
+	t.kept = true
 }
 
 // keepBuffer empties a scratch buffer for reuse, unless it grew large (an
@@ -753,16 +856,26 @@ func (e *engine) advance(now int64) {
 		}
 		e.setBanned(rec, false)
 	}
+	from := e.cursors[e.longest]
 	for w := range e.windows {
 		limit := now - int64(e.windows[w].Length/time.Second)
 		c := e.cursors[w]
 		for c < len(e.byTob) && int64(e.byTob[c].tob) < limit {
-			if t := &e.byTob[c]; t.count > 0 {
+			if t := &e.byTob[c]; t.alive() {
 				e.decWindow(w, jcKey{jail: t.jail, country: e.ips[t.ip].country})
 			}
 			c++
 		}
 		e.cursors[w] = c
+	}
+	if e.keep {
+		// Kept entries without rows that left the longest window are
+		// history no window counts any more.
+		for c := from; c < e.cursors[e.longest]; c++ {
+			if t := &e.byTob[c]; t.kept && t.count == 0 {
+				e.dropKept(t)
+			}
+		}
 	}
 	e.lastNow = now
 	e.settlePending(now, false)
@@ -774,7 +887,7 @@ func (e *engine) compact() {
 	if e.deadTob > 1024 && e.deadTob > len(e.byTob)/4 {
 		out := e.byTob[:0]
 		for _, t := range e.byTob {
-			if t.count > 0 {
+			if t.alive() {
 				out = append(out, t)
 			}
 		}
@@ -827,7 +940,7 @@ func (e *engine) recountWindows(now int64) {
 	for w := range e.windows {
 		clear(e.windowCount[w])
 		for i := e.cursors[w]; i < len(e.byTob); i++ {
-			if t := &e.byTob[i]; t.count > 0 {
+			if t := &e.byTob[i]; t.alive() {
 				e.windowCount[w][jcKey{jail: t.jail, country: e.ips[t.ip].country}]++
 			}
 		}
@@ -893,7 +1006,7 @@ func (e *engine) refreshCountries() {
 		for j := e.cursors[w]; j < len(e.byTob); j++ {
 			t := &e.byTob[j]
 			old, ok := changed[t.ip]
-			if !ok || t.count == 0 {
+			if !ok || !t.alive() {
 				continue
 			}
 			e.decWindow(w, jcKey{jail: t.jail, country: old})
@@ -1006,7 +1119,7 @@ func (e *engine) bipsHigh() int64 {
 // oldestBan is the timeofban of the oldest counted ban event.
 func (e *engine) oldestBan() (int64, bool) {
 	for i := range e.byTob {
-		if e.byTob[i].count > 0 {
+		if e.byTob[i].alive() {
 			return int64(e.byTob[i].tob), true
 		}
 	}

@@ -20,6 +20,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/bangui/bangui_exporter/collector/archive"
+	"github.com/bangui/bangui_exporter/internal/appdb"
 )
 
 // fail2ban 1.0.2's schema version 4, as fail2ban/server/database.py creates it.
@@ -272,41 +275,7 @@ func naive(t testing.TB, d *f2bDB, now int64, windows []Window, countryOf func(n
 		}
 		return UnknownCountry
 	}
-	parse := func(ip sql.NullString) (netip.Addr, bool) {
-		if !ip.Valid {
-			return netip.Addr{}, false
-		}
-		a, err := netip.ParseAddr(strings.TrimSpace(ip.String))
-		if err != nil {
-			return netip.Addr{}, false
-		}
-		return a.Unmap(), true
-	}
-	type ev struct {
-		jail string
-		ip   netip.Addr
-		tob  int64
-	}
-	events := map[ev]bool{}
-	rows, err := d.db.Query("SELECT jail, CAST(ip AS TEXT), CAST(timeofban AS INTEGER), typeof(timeofban) FROM bans")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var jail sql.NullString
-		var ip sql.NullString
-		var tob sql.NullInt64
-		var typ string
-		if err := rows.Scan(&jail, &ip, &tob, &typ); err != nil {
-			t.Fatal(err)
-		}
-		a, ok := parse(ip)
-		if !ok || !jail.Valid || (typ != "integer" && typ != "real") || tob.Int64 < 0 {
-			continue
-		}
-		events[ev{jail.String, a, tob.Int64}] = true
-	}
-	rows.Close()
+	events := bansEvents(t, d)
 	var oldest int64 = -1
 	latest := map[[2]any]int64{}
 	for e := range events {
@@ -345,7 +314,7 @@ func naive(t testing.TB, d *f2bDB, now int64, windows []Window, countryOf func(n
 			if err := rows.Scan(&jail, &ip, &tob, &bantime, &tt, &bt); err != nil {
 				t.Fatal(err)
 			}
-			a, ok := parse(ip)
+			a, ok := parseNaiveIP(ip)
 			if !ok || !jail.Valid || (tt != "integer" && tt != "real") || tob.Int64 < 0 || (bt != "integer" && bt != "real") {
 				continue
 			}
@@ -359,6 +328,139 @@ func naive(t testing.TB, d *f2bDB, now int64, windows []Window, countryOf func(n
 		out[fmt.Sprintf("fail2ban_banned_ips{country=%s,jail=%s}", country(k[1].(netip.Addr)), k[0])]++
 	}
 	return out
+}
+
+// banEvent is one distinct ban event as the naive recomputation sees it.
+type banEvent struct {
+	jail string
+	ip   netip.Addr
+	tob  int64
+}
+
+func parseNaiveIP(ip sql.NullString) (netip.Addr, bool) {
+	if !ip.Valid {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(strings.TrimSpace(ip.String))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+// bansEvents reads the distinct countable ban events of d's bans table with
+// plain SQL.
+func bansEvents(t testing.TB, d *f2bDB) map[banEvent]bool {
+	t.Helper()
+	events := map[banEvent]bool{}
+	rows, err := d.db.Query("SELECT jail, CAST(ip AS TEXT), CAST(timeofban AS INTEGER), typeof(timeofban) FROM bans")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var jail sql.NullString
+		var ip sql.NullString
+		var tob sql.NullInt64
+		var typ string
+		if err := rows.Scan(&jail, &ip, &tob, &typ); err != nil {
+			t.Fatal(err)
+		}
+		a, ok := parseNaiveIP(ip)
+		if !ok || !jail.Valid || (typ != "integer" && typ != "real") || tob.Int64 < 0 {
+			continue
+		}
+		events[banEvent{jail.String, a, tob.Int64}] = true
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return events
+}
+
+// heldIPs are the distinct IPs of d's countable bans and bips rows.
+func heldIPs(t testing.TB, d *f2bDB) map[netip.Addr]bool {
+	t.Helper()
+	out := map[netip.Addr]bool{}
+	for ev := range bansEvents(t, d) {
+		out[ev.ip] = true
+	}
+	if d.schema == 2 {
+		return out
+	}
+	rows, err := d.db.Query("SELECT jail, CAST(ip AS TEXT), typeof(timeofban), CAST(timeofban AS INTEGER), typeof(bantime) FROM bips")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var jail, ip sql.NullString
+		var tt, bt string
+		var tob int64
+		if err := rows.Scan(&jail, &ip, &tt, &tob, &bt); err != nil {
+			t.Fatal(err)
+		}
+		a, ok := parseNaiveIP(ip)
+		if ok && jail.Valid && (tt == "integer" || tt == "real") && tob >= 0 && (bt == "integer" || bt == "real") {
+			out[a] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// withHistory replaces the windows and the horizon of a naive recomputation
+// with those of history, the full history of ban events.
+func withHistory(naive map[string]float64, history map[banEvent]bool, now int64, windows []Window, countryOf func(netip.Addr) string) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range naive {
+		if !strings.HasPrefix(k, "fail2ban_recent_bans{") && !strings.HasPrefix(k, "fail2ban_oldest_ban_timestamp_seconds{") {
+			out[k] = v
+		}
+	}
+	var oldest int64 = -1
+	for e := range history {
+		c := normalizeCountry(countryOf(e.ip))
+		if c == "" {
+			c = UnknownCountry
+		}
+		for _, w := range windows {
+			if e.tob >= now-int64(w.Length/time.Second) {
+				out[fmt.Sprintf("fail2ban_recent_bans{country=%s,jail=%s,window=%s}", c, e.jail, w.Label)]++
+			}
+		}
+		if oldest < 0 || e.tob < oldest {
+			oldest = e.tob
+		}
+	}
+	if oldest >= 0 {
+		out["fail2ban_oldest_ban_timestamp_seconds{}"] = float64(oldest)
+	}
+	return out
+}
+
+// openAppDB opens a fresh app database, closed when the test ends.
+func openAppDB(t testing.TB) *appdb.DB {
+	t.Helper()
+	db, err := appdb.Open(context.Background(), filepath.Join(t.TempDir(), "bangui.sqlite3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// openArchive opens the ban archive on db with the test's clock. Tests call
+// Flush where the exporter's Run would write.
+func openArchive(t testing.TB, db *appdb.DB, clk *clock) *archive.Store {
+	t.Helper()
+	s, err := archive.Open(context.Background(), db, archive.Options{Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func windowsOf(t testing.TB, labels ...string) []Window {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/bangui/bangui_exporter/collector/archive"
 )
 
 // DefaultDBPath is where Debian's fail2ban keeps its database.
@@ -49,6 +51,19 @@ func ParseWindows(values []string) ([]Window, error) {
 		return nil, fmt.Errorf("at least one window is required")
 	}
 	return windows, nil
+}
+
+// ParseDuration parses a duration as --bans.window does: Go durations plus
+// the units d (24h), w (7d) and y (365d), alone or combined ("1d12h").
+func ParseDuration(s string) (time.Duration, error) { return parseDuration(strings.TrimSpace(s)) }
+
+// Longest is the length of the longest of windows (0 when none).
+func Longest(windows []Window) time.Duration {
+	var l time.Duration
+	for _, w := range windows {
+		l = max(l, w.Length)
+	}
+	return l
 }
 
 // parseDuration accepts Go durations plus the units d (24h), w (7d) and y
@@ -116,4 +131,12 @@ type Options struct {
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. Tests inject a clock.
 	Now func() time.Time
+	// Archive is the ban archive (nil: off). With it, the windows count the
+	// archived events united with fail2ban's bans: events stay counted
+	// after fail2ban deleted their rows (purge, unbanip) until they leave
+	// the longest window. The Exporter offers every ban event it reads to
+	// the archive (Add on a refresh, AddWait in the background for the
+	// startup read) and never writes or prunes it; the caller runs
+	// Archive.Run from before the first Refresh until after Close.
+	Archive *archive.Store
 }

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/bangui/bangui_exporter/collector/archive"
+	"github.com/bangui/bangui_exporter/internal/appdb"
 )
 
 // TestEngineEqualsNaiveRecomputation drives a real fail2ban-schema database
@@ -22,13 +25,31 @@ func TestEngineEqualsNaiveRecomputation(t *testing.T) {
 		for seed := uint64(1); seed <= 6; seed++ {
 			t.Run(fmt.Sprintf("schema%d/seed%d", schema, seed), func(t *testing.T) {
 				t.Parallel()
-				runRandomHistory(t, schema, seed, 250)
+				runRandomHistory(t, schema, seed, 250, false)
 			})
 		}
 	}
 }
 
-func runRandomHistory(t *testing.T, schema int, seed uint64, steps int) {
+// TestArchiveEqualsNaiveRecomputation is the same random history with the
+// ban archive on: after every step the windows and the horizon must equal a
+// naive recomputation over the full history — every ban event that was in
+// fail2ban's bans at some scrape, whether fail2ban purged or unbanned it
+// since — while fail2ban_banned_ips still follows bips. Restarts close the
+// exporter, let the archive write what is queued (as main's shutdown does)
+// and reopen the archive on the same app database.
+func TestArchiveEqualsNaiveRecomputation(t *testing.T) {
+	for _, schema := range []int{4, 2} {
+		for seed := uint64(1); seed <= 6; seed++ {
+			t.Run(fmt.Sprintf("schema%d/seed%d", schema, seed), func(t *testing.T) {
+				t.Parallel()
+				runRandomHistory(t, schema, seed, 250, true)
+			})
+		}
+	}
+}
+
+func runRandomHistory(t *testing.T, schema int, seed uint64, steps int, withArchive bool) {
 	rng := rand.New(rand.NewPCG(seed, seed*7919))
 	d := newF2BDB(t, schema)
 	jails := []string{"sshd", "nginx", "postfix"}
@@ -40,14 +61,24 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int) {
 	countries := newTableCountries()
 	windows := windowsOf(t, "1h", "1d", "7d")
 	const defaultBantime = 600
+	ctx := context.Background()
+	var (
+		appDB   *appdb.DB
+		store   *archive.Store
+		history = map[banEvent]bool{} // every event seen in bans at a scrape
+	)
+	if withArchive {
+		appDB = openAppDB(t)
+		store = openArchive(t, appDB, clk)
+	}
 	newExporter := func() *Exporter {
 		return NewExporter(Options{
 			DBPath: d.path, Windows: windows, ChunkSize: 1 + rng.IntN(50),
-			DefaultBantime: defaultBantime * time.Second, Now: clk.Now,
+			DefaultBantime: defaultBantime * time.Second, Now: clk.Now, Archive: store,
 		}, countries)
 	}
 	x := newExporter()
-	defer x.Close()
+	defer func() { x.Close() }()
 	ips := make([]string, 60)
 	for i := range ips {
 		if i%10 == 9 {
@@ -56,7 +87,6 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int) {
 			ips[i] = fmt.Sprintf("198.51.%d.%d", i/7, i)
 		}
 	}
-	ctx := context.Background()
 	for step := 0; step < steps; step++ {
 		now := clk.Now().Unix()
 		var op string
@@ -127,6 +157,14 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int) {
 		case r < 83:
 			op = "restart"
 			x.Close()
+			if withArchive {
+				// main's order: the engine stops, then the archive's
+				// final flush, then a new process opens both again.
+				if err := store.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				store = openArchive(t, appDB, clk)
+			}
 			x = newExporter()
 		case r < 85:
 			op = "jail-toggle"
@@ -142,10 +180,36 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int) {
 		if err := x.Refresh(ctx); err != nil {
 			t.Fatalf("step %d (%s): refresh: %v", step, op, err)
 		}
+		countryOf := func(a netip.Addr) string { return countries.Country(a) }
+		want := naive(t, d, clk.Now().Unix(), windows, countryOf, defaultBantime)
+		if withArchive {
+			// What the exporter's Run does every cycle.
+			x.offerWG.Wait()
+			if err := store.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for ev := range bansEvents(t, d) {
+				history[ev] = true
+			}
+			want = withHistory(want, history, clk.Now().Unix(), windows, countryOf)
+		}
 		got := only(scrape(t, x), "fail2ban_banned_ips", "fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
-		want := naive(t, d, clk.Now().Unix(), windows, func(a netip.Addr) string { return countries.Country(a) }, defaultBantime)
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Fatalf("step %d (%s): engine differs from naive recomputation (-naive +engine):\n%s", step, op, diff)
+		}
+		if withArchive {
+			// Archived events hold their IP only while a window counts
+			// them: the engine holds the IPs of bans and bips rows and of
+			// the history inside the longest window, no more.
+			ips := heldIPs(t, d)
+			for ev := range history {
+				if ev.tob >= clk.Now().Unix()-int64(Longest(windows)/time.Second) {
+					ips[ev.ip] = true
+				}
+			}
+			if held := scrape(t, x)["bangui_exporter_fail2ban_ips{}"]; held != float64(len(ips)) {
+				t.Fatalf("step %d (%s): the engine holds %v IPs, want %d", step, op, held, len(ips))
+			}
 		}
 	}
 }

@@ -220,9 +220,14 @@ func (s *source) rowColumns(table string) string {
 	if table == "bans" && s.schema == 2 {
 		bantime = "1, 0"
 	}
+	// bancount (schema 4) goes to the archive with the event.
+	bancount := "coalesce(CAST(bancount AS INTEGER), 0)"
+	if s.schema == 2 {
+		bancount = "0"
+	}
 	return "rowid, jail IS NULL, coalesce(CAST(jail AS TEXT), ''), ip IS NULL, coalesce(CAST(ip AS TEXT), ''), " +
 		"typeof(timeofban) IN ('integer','real'), coalesce(CAST(timeofban AS INTEGER), 0), " + bantime + ", " +
-		"coalesce(length(ip), 0), coalesce(length(jail), 0)"
+		"coalesce(length(ip), 0), coalesce(length(jail), 0), " + bancount
 }
 
 func (s *source) scanRows(ctx context.Context, table, query string, args ...any) ([]row, error) {
@@ -235,7 +240,7 @@ func (s *source) scanRows(ctx context.Context, table, query string, args ...any)
 	hasBantime := table != "bans" || s.schema != 2
 	for rs.Next() {
 		var r row
-		if err := rs.Scan(&r.Rowid, &r.JailNull, &r.Jail, &r.IPNull, &r.IP, &r.TimeValid, &r.TimeOfBan, &r.BanValid, &r.Bantime, &r.IPLen, &r.JailLen); err != nil {
+		if err := rs.Scan(&r.Rowid, &r.JailNull, &r.Jail, &r.IPNull, &r.IP, &r.TimeValid, &r.TimeOfBan, &r.BanValid, &r.Bantime, &r.IPLen, &r.JailLen, &r.Bancount); err != nil {
 			return nil, fmt.Errorf("read %s: %w", table, err)
 		}
 		r.HasBantime = hasBantime

@@ -1,0 +1,196 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangui/bangui_exporter/collector/archive"
+	"github.com/bangui/bangui_exporter/internal/appdb"
+)
+
+// archiveRun is an Exporter with the ban archive on, driven by a test: sync
+// does what the exporter's Run does every cycle (write the queue), restart
+// what a restart of the process does (the engine stops, the archive writes
+// what is queued, a new process opens the same app database).
+type archiveRun struct {
+	t       *testing.T
+	opts    Options
+	appDB   *appdb.DB
+	clk     *clock
+	store   *archive.Store
+	x       *Exporter
+	country CountryLookup
+}
+
+func newArchiveRun(t *testing.T, opts Options, clk *clock, countries CountryLookup) *archiveRun {
+	t.Helper()
+	r := &archiveRun{t: t, opts: opts, appDB: openAppDB(t), clk: clk, country: countries}
+	r.start()
+	t.Cleanup(func() { _ = r.x.Close() })
+	return r
+}
+
+func (r *archiveRun) start() {
+	r.store = openArchive(r.t, r.appDB, r.clk)
+	opts := r.opts
+	opts.Archive, opts.Now = r.store, r.clk.Now
+	r.x = NewExporter(opts, r.country)
+}
+
+// refresh is a scrape's refresh followed by the archive's ingest cycle.
+func (r *archiveRun) refresh() {
+	r.t.Helper()
+	if err := r.x.Refresh(context.Background()); err != nil {
+		r.t.Fatal(err)
+	}
+	r.sync()
+}
+
+func (r *archiveRun) sync() {
+	r.t.Helper()
+	r.x.offerWG.Wait()
+	if err := r.store.Flush(context.Background()); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *archiveRun) restart() {
+	r.t.Helper()
+	if err := r.x.Close(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.sync()
+	r.start()
+}
+
+// historySamples renders fail2ban_recent_bans and the horizon of history as
+// exposition sample lines.
+func historySamples(history map[banEvent]bool, now int64, windows []Window, countryOf func(netip.Addr) string) string {
+	want := withHistory(nil, history, now, windows, countryOf)
+	lines := make([]string, 0, len(want))
+	for k, v := range want {
+		name, labels, _ := strings.Cut(k, "{")
+		labels = strings.TrimSuffix(labels, "}")
+		var quoted []string
+		if labels != "" {
+			for _, l := range strings.Split(labels, ",") {
+				n, val, _ := strings.Cut(l, "=")
+				quoted = append(quoted, fmt.Sprintf("%s=%q", n, val))
+			}
+		}
+		sel := ""
+		if len(quoted) > 0 {
+			sel = "{" + strings.Join(quoted, ",") + "}"
+		}
+		lines = append(lines, fmt.Sprintf("%s%s %v", name, sel, v))
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
+}
+
+// TestArchiveKeepsWindowsThroughPurge simulates 30 days of a busy server:
+// bans every hour (some as fail2ban's duplicate rows, some unbanned again),
+// and fail2ban's hourly purge of every row older than one day (dbpurgeage's
+// default), with an exporter restart on day 20. The 24h, 7d and 30d windows
+// per jail and country and the horizon must equal the full history
+// (exposition compared with testutil), while an exporter without the archive
+// on the same database only sees the last day.
+func TestArchiveKeepsWindowsThroughPurge(t *testing.T) {
+	d := newF2BDB(t, 4)
+	jails := []string{"sshd", "nginx", "postfix"}
+	for _, j := range jails {
+		d.addJail(j, true)
+	}
+	clk := newClock(1_790_000_000)
+	countries := newTableCountries()
+	ips := make([]string, 150)
+	for i := range ips {
+		if i%10 == 9 {
+			ips[i] = fmt.Sprintf("2001:db8::%x", i+1)
+		} else {
+			ips[i] = fmt.Sprintf("203.0.%d.%d", i/50, i%50+1)
+		}
+		if i%5 != 4 { // a fifth stays without a country (ZZ)
+			countries.set(ips[i], []string{"DE", "US", "CN", "BR"}[i%4])
+		}
+	}
+	windows := windowsOf(t, "24h", "7d", "30d")
+	opts := Options{DBPath: d.path, Windows: windows, ChunkSize: 64}
+	run := newArchiveRun(t, opts, clk, countries)
+	off := NewExporter(Options{DBPath: d.path, Windows: windows, ChunkSize: 64, Now: clk.Now}, countries)
+	t.Cleanup(func() { _ = off.Close() })
+
+	rng := rand.New(rand.NewPCG(6, 30))
+	history := map[banEvent]bool{}
+	const days = 30
+	for hour := 0; hour < days*24; hour++ {
+		now := clk.Now().Unix()
+		var unbans [][2]string
+		for range rng.IntN(5) {
+			jail, ip := jails[rng.IntN(len(jails))], ips[rng.IntN(len(ips))]
+			tob := now - rng.Int64N(3600)
+			d.ban(jail, ip, tob, 600)
+			history[banEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
+			switch rng.IntN(20) {
+			case 0: // fail2ban issue 1844: the same event twice
+				d.exec("INSERT INTO bans SELECT * FROM bans WHERE rowid = (SELECT max(rowid) FROM bans)")
+			case 1:
+				unbans = append(unbans, [2]string{jail, ip})
+			}
+		}
+		if err := off.Refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		run.refresh()
+		for _, u := range unbans { // an admin's unbanip deletes the IP's rows: the bans happened
+			d.unban(u[0], u[1])
+		}
+		if hour == 20*24 {
+			run.restart()
+		}
+		clk.Add(time.Hour)
+		d.purge(clk.Now().Unix(), 86400) // fail2ban's hourly purge, dbpurgeage 1d
+	}
+	run.refresh()
+	if err := off.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	now := clk.Now().Unix()
+	countryOf := func(a netip.Addr) string { return countries.Country(a) }
+
+	// The premise: fail2ban's database alone holds about one day.
+	var inDB, offMonth float64
+	for range bansEvents(t, d) {
+		inDB++
+	}
+	for k, v := range scrape(t, off) {
+		if strings.HasPrefix(k, "fail2ban_recent_bans{") && strings.Contains(k, "window=30d") {
+			offMonth += v
+		}
+	}
+	if inDB == 0 || offMonth != inDB || offMonth*10 > float64(len(history)) {
+		t.Fatalf("premise: %v events in bans, %v in the 30d window without the archive, %d in the history", inDB, offMonth, len(history))
+	}
+
+	expectExposition(t, run.x, historySamples(history, now, windows, countryOf),
+		"fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
+	if got := run.store.Count(); got != int64(len(history)) {
+		t.Errorf("the archive holds %d events, the history %d", got, len(history))
+	}
+	t.Logf("%d ban events over %d days; fail2ban's bans holds %v; windows complete through the purge and a restart", len(history), days, inDB)
+
+	// Another restart, a week later: the 30d window still complete, the
+	// events that left it no longer counted, nothing counted twice.
+	run.restart()
+	clk.Add(7 * 24 * time.Hour)
+	d.purge(clk.Now().Unix(), 86400)
+	run.refresh()
+	expectExposition(t, run.x, historySamples(history, clk.Now().Unix(), windows, countryOf),
+		"fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
+}

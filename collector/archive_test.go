@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"log/slog"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"testing"
@@ -194,3 +196,95 @@ func TestArchiveKeepsWindowsThroughPurge(t *testing.T) {
 	expectExposition(t, run.x, historySamples(history, clk.Now().Unix(), windows, countryOf),
 		"fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
 }
+
+// TestArchiveQueueFullOffersAgain: when the archive's queue is full, a
+// refresh keeps what Add did not take and offers it again first at the next
+// refresh, even one that reads nothing new; nothing is lost or duplicated.
+func TestArchiveQueueFullOffersAgain(t *testing.T) {
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	clk := newClock(1_790_000_000)
+	appDB := openAppDB(t)
+	store, err := archive.Open(context.Background(), appDB, archive.Options{Now: clk.Now, MaxQueue: 4, FlushAt: 4, Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := NewExporter(Options{DBPath: d.path, Windows: windowsOf(t, "1d"), Now: clk.Now, Archive: store}, nil)
+	t.Cleanup(func() { _ = x.Close() })
+	ctx := context.Background()
+	if err := x.Refresh(ctx); err != nil { // the startup read: nothing yet
+		t.Fatal(err)
+	}
+	now := clk.Now().Unix()
+	for i := range 10 {
+		d.ban("sshd", fmt.Sprintf("192.0.2.%d", i+1), now-int64(i), 600)
+	}
+	if err := x.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	x.archMu.Lock()
+	pending := len(x.archPending)
+	x.archMu.Unlock()
+	if store.Queued() != 4 || pending != 6 {
+		t.Fatalf("queue %d, pending %d: want 4 queued and 6 kept for the next refresh", store.Queued(), pending)
+	}
+	for range 2 {
+		if err := store.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := x.Refresh(ctx); err != nil { // the database did not change
+			t.Fatal(err)
+		}
+	}
+	if err := store.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := store.Count(); got != 10 {
+		t.Fatalf("archived %d events, want 10", got)
+	}
+}
+
+// TestArchiveSurvivesReplacedFile: when fail2ban's database file is
+// replaced (fail2ban reinstalled), the exporter reads the new file from
+// scratch; with the archive on the windows keep the history, including
+// events the archive has not written yet.
+func TestArchiveSurvivesReplacedFile(t *testing.T) {
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	clk := newClock(1_790_000_000)
+	run := newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "7d")}, clk, nil)
+	now := clk.Now().Unix()
+	history := map[banEvent]bool{}
+	for i := range 6 {
+		ip := fmt.Sprintf("192.0.2.%d", i+1)
+		d.ban("sshd", ip, now-int64(i)*86400, 600)
+		history[banEvent{jail: "sshd", ip: netip.MustParseAddr(ip), tob: now - int64(i)*86400}] = true
+	}
+	if err := run.x.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	run.x.offerWG.Wait() // queued, not written
+	if run.store.Count() != 0 {
+		t.Fatal("the archive wrote without a cycle")
+	}
+	// A new, empty database in place of the old one.
+	fresh := newF2BDB(t, 4)
+	fresh.addJail("sshd", true)
+	fresh.ban("sshd", "198.51.100.7", now, 600)
+	history[banEvent{jail: "sshd", ip: netip.MustParseAddr("198.51.100.7"), tob: now}] = true
+	if err := fresh.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(fresh.path, d.path); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute)
+	run.refresh()
+	expectExposition(t, run.x, historySamples(history, clk.Now().Unix(), run.opts.Windows, func(netip.Addr) string { return "" }),
+		"fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
+	if got := run.store.Count(); got != int64(len(history)) {
+		t.Fatalf("archived %d events, want %d", got, len(history))
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

@@ -51,7 +51,7 @@ func addCoreFlags(app *kingpin.Application) *coreFlags {
 		toolkit:     kingpinflag.AddFlags(app, ":9635"),
 		metricsPath: app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").String(),
 		maxRequests: app.Flag("web.max-requests", "Maximum number of parallel scrape requests. Use 0 to disable.").Default("40").Int(),
-		storagePath: app.Flag("storage.path", "Path of the exporter's own SQLite database (geo cache, admin sessions); created with its directory when missing.").
+		storagePath: app.Flag("storage.path", "Path of the exporter's own SQLite database (ban archive, geo cache, admin sessions); created with its directory when missing.").
 			Default("/var/lib/bangui_exporter/bangui.sqlite3").String(),
 		fail2banDB: app.Flag("fail2ban.db", "Path of fail2ban's SQLite database, opened read-only. When not given and fail2ban's socket answers, the path fail2ban reports (get dbfile).").
 			Default(collector.DefaultDBPath).String(),
@@ -102,6 +102,7 @@ func run(args []string) int {
 	geoFlags := addGeoFlags(app)
 	adminFlags := addAdminFlags(app)
 	socketFlags := addSocketFlags(app)
+	archiveFlags := addArchiveFlags(app)
 
 	cmd, err := app.Parse(args)
 	if err != nil {
@@ -122,14 +123,14 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, logger, flags, geoFlags, adminFlags, socketFlags); err != nil {
+	if err := serve(ctx, logger, flags, geoFlags, adminFlags, socketFlags, archiveFlags); err != nil {
 		logger.Error("exporter stopped with an error", "err", err)
 		return 1
 	}
 	return 0
 }
 
-func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags *geoFlags, adminFlags *adminFlags, socketFlags *socketFlags) error {
+func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags *geoFlags, adminFlags *adminFlags, socketFlags *socketFlags, archiveFlags *archiveFlags) error {
 	logger.Info("starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
 
 	windows, err := collector.ParseWindows(*flags.windows)
@@ -152,6 +153,12 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	}
 	e.appDB = db
 	e.onShutdown = append(e.onShutdown, func(context.Context) error { return db.Close() })
+	// The archive's Run starts here, before the engine's startup read; its
+	// stop is queued before the engine's Close, so it runs after it.
+	store, err := e.setupArchive(ctx, archiveFlags, windows)
+	if err != nil {
+		return err
+	}
 
 	dbPath := *flags.fail2banDB
 	// Optional parts wire themselves in; the socket may supply the DB path.
@@ -168,6 +175,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		Windows:        windows,
 		ChunkSize:      *flags.chunkSize,
 		Logger:         logger,
+		Archive:        store,
 	}, e.countries)
 	e.onShutdown = append(e.onShutdown, func(context.Context) error { return f2b.Close() })
 	e.registry.MustRegister(f2b)

@@ -3,8 +3,8 @@ package collector
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"sort"

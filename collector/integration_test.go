@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/bangui/bangui_exporter/collector/archive"
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
 )
 
@@ -246,4 +248,141 @@ func bipsRow(t *testing.T, path, jail, ip string) (count, bantime int64) {
 		t.Fatal(fmt.Errorf("read bips: %w", err))
 	}
 	return count, bantime
+}
+
+// TestArchiveWithRealFail2banPurge runs a real fail2ban-server whose own
+// purge deletes bans rows older than 6 s, every 0.5 s (f2bsandbox's
+// PurgeInterval), with the exporter's archive on and its Run ingesting in
+// the background. Bans through log lines and banip, an unbanip, the purge
+// of everything, and an exporter restart: the 24h window per jail keeps
+// every ban event the exporter saw, once.
+func TestArchiveWithRealFail2banPurge(t *testing.T) {
+	s := f2bsandbox.StartT(t, f2bsandbox.Options{DBPurgeAge: "6", PurgeInterval: 500 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	appDB := openAppDB(t)
+	windows := windowsOf(t, "24h", "7d")
+	type proc struct {
+		x     *Exporter
+		store *archive.Store
+		stop  func()
+	}
+	start := func() *proc {
+		store, err := archive.Open(ctx, appDB, archive.Options{Interval: 200 * time.Millisecond, Logger: discardLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runCtx, stopRun := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = store.Run(runCtx) }()
+		x := NewExporter(Options{DBPath: s.DBPath(), Windows: windows, Archive: store}, nil)
+		// main's order: the engine, then the archive's final flush.
+		return &proc{x: x, store: store, stop: func() { _ = x.Close(); stopRun(); <-done }}
+	}
+	p := start()
+	defer func() { p.stop() }()
+
+	db := openReadOnly(t, s.DBPath())
+	history := map[banEvent]bool{}
+	// seen polls until history (every event seen in fail2ban's bans at a
+	// poll) holds n events and the exporter's 24h window all of them.
+	seen := func(what string, n int) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			maps.Copy(history, readBansEvents(t, db))
+			got := recentByJail(scrape(t, p.x), "24h")
+			want := map[string]int{}
+			for ev := range history {
+				want[ev.jail]++
+			}
+			if len(history) == n && maps.Equal(got, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the exporter's 24h window says %v, the %d events seen in bans %v", what, got, len(history), want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	ips := f2bsandbox.SampleIPs(30)
+	if err := s.Fail(ctx, "sshd", ips[:6]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BanIP(ctx, "perm", ips[6:10]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BanIP(ctx, "sshd", ips[10:20]...); err != nil {
+		t.Fatal(err)
+	}
+	seen("after bans", 20)
+	if err := s.UnbanIP(ctx, "sshd", ips[0], ips[10]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "fail2ban's purge of every bans row", func() bool { return len(readBansEvents(t, db)) == 0 })
+	want := map[string]int{"sshd": 16, "perm": 4}
+	for _, w := range []string{"24h", "7d"} {
+		if got := recentByJail(scrape(t, p.x), w); !maps.Equal(got, want) {
+			t.Fatalf("after fail2ban's purge: %s window %v, want %v", w, got, want)
+		}
+	}
+
+	// New bans after the purge, then an exporter restart.
+	if err := s.BanIP(ctx, "sshd", ips[20:25]...); err != nil {
+		t.Fatal(err)
+	}
+	seen("after new bans", 25)
+	p.stop()
+	p = start()
+	if got := p.store.Count(); got != 25 {
+		t.Fatalf("the archive holds %d events after the restart, want 25", got)
+	}
+	want = map[string]int{"sshd": 21, "perm": 4}
+	if err := p.x.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	samples := scrape(t, p.x)
+	if got := recentByJail(samples, "24h"); !maps.Equal(got, want) {
+		t.Fatalf("after the restart: 24h window %v, want %v", got, want)
+	}
+	oldest := int64(math.MaxInt64)
+	for ev := range history {
+		oldest = min(oldest, ev.tob)
+	}
+	if got := samples["fail2ban_oldest_ban_timestamp_seconds{}"]; got != float64(oldest) {
+		t.Fatalf("fail2ban_oldest_ban_timestamp_seconds = %v, want %d (the oldest event, purged from bans)", got, oldest)
+	}
+}
+
+// recentByJail sums fail2ban_recent_bans of one window per jail.
+func recentByJail(samples map[string]float64, window string) map[string]int {
+	out := map[string]int{}
+	for k, v := range only(samples, "fail2ban_recent_bans") {
+		if !containsLabel(k, "window", window) {
+			continue
+		}
+		_, rest, _ := strings.Cut(k, "jail=")
+		jail, _, _ := strings.Cut(rest, ",")
+		jail = strings.TrimSuffix(jail, "}")
+		out[jail] += int(v)
+	}
+	return out
+}
+
+// openReadOnly opens fail2ban's database read-only for a test's checks.
+func openReadOnly(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	u := url.URL{Scheme: "file", Path: path, OmitHost: true, RawQuery: "mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)"}
+	db, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// readBansEvents is bansEvents on a read-only connection.
+func readBansEvents(t *testing.T, db *sql.DB) map[banEvent]bool {
+	t.Helper()
+	return bansEvents(t, &f2bDB{t: t, db: db, schema: 4})
 }

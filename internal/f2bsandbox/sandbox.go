@@ -79,6 +79,13 @@ type Options struct {
 	Socket string
 	// DBPurgeAge is fail2ban's dbpurgeage ("1d" when empty).
 	DBPurgeAge string
+	// PurgeInterval, when positive, replaces fail2ban's hard-coded hourly
+	// purge interval (ObserverThread's db purge timer, first run one
+	// interval after start): the server then runs through the same Python
+	// interpreter with only that attribute patched, so a test sees
+	// fail2ban's own purge (Fail2BanDb.purge with DBPurgeAge) within
+	// seconds. fail2ban has no setting or command for it.
+	PurgeInterval time.Duration
 	// DBFile overrides fail2ban's dbfile: "None" (no database) or
 	// ":memory:"; empty means the sandbox's DBPath.
 	DBFile string
@@ -88,10 +95,11 @@ type Options struct {
 
 // Sandbox is a running (or stopped) sandboxed fail2ban-server.
 type Sandbox struct {
-	dir        string
-	socket     string
-	dbPurgeAge string
-	dbFile     string
+	dir           string
+	socket        string
+	dbPurgeAge    string
+	dbFile        string
+	purgeInterval time.Duration
 
 	mu      sync.Mutex
 	jails   []Jail
@@ -139,7 +147,7 @@ func Start(ctx context.Context, opts Options) (*Sandbox, error) {
 	if opts.DBFile != "" && opts.DBFile != "None" && opts.DBFile != ":memory:" {
 		return nil, fmt.Errorf("f2bsandbox: DBFile %q: only \"None\" and \":memory:\" may override the sandbox's database", opts.DBFile)
 	}
-	s := &Sandbox{dir: dir, socket: socket, dbPurgeAge: purge, dbFile: opts.DBFile, jails: jails}
+	s := &Sandbox{dir: dir, socket: socket, dbPurgeAge: purge, dbFile: opts.DBFile, jails: jails, purgeInterval: opts.PurgeInterval}
 	for _, d := range []string{s.dir, s.ConfigDir(), s.logDir(), filepath.Join(s.ConfigDir(), "filter.d"), filepath.Join(s.ConfigDir(), "action.d"), filepath.Dir(socket)} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("f2bsandbox: create %s: %w", d, err)
@@ -321,11 +329,22 @@ func (s *Sandbox) startServer(ctx context.Context) error {
 		return fmt.Errorf("f2bsandbox: remove stale socket: %w", err)
 	}
 	// Not CommandContext: the server outlives the start context.
-	cmd := exec.Command(ServerBinary, "-f", "-x", "-c", s.ConfigDir(), "-s", s.socket, "-p", s.PIDFile())
+	args := []string{"-f", "-x", "-c", s.ConfigDir(), "-s", s.socket, "-p", s.PIDFile()}
+	cmd := exec.Command(ServerBinary, args...)
+	env := append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	if s.purgeInterval > 0 {
+		python, err := serverInterpreter()
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		cmd = exec.Command(python, append([]string{"-c", purgeIntervalWrapper}, args...)...)
+		env = append(env, fmt.Sprintf("%s=%g", purgeIntervalEnv, s.purgeInterval.Seconds()))
+	}
 	stderr := &bytes.Buffer{}
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	cmd.Env = env
 	// The server dies with us if we die without stopping it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -357,6 +376,45 @@ func (s *Sandbox) startServer(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// purgeIntervalEnv carries Options.PurgeInterval (seconds) to the wrapper.
+const purgeIntervalEnv = "BANGUI_F2BSANDBOX_PURGE_INTERVAL"
+
+// purgeIntervalWrapper runs fail2ban-server's own entry point with the
+// observer's purge interval (a private attribute set in its __init__) taken
+// from purgeIntervalEnv. Everything else is fail2ban's unchanged code.
+const purgeIntervalWrapper = `import os, sys
+from fail2ban.server import observer
+_init = observer.ObserverThread.__init__
+def _init_short_purge(self, *args, **kwargs):
+	_init(self, *args, **kwargs)
+	self._ObserverThread__db_purge_interval = float(os.environ["` + purgeIntervalEnv + `"])
+observer.ObserverThread.__init__ = _init_short_purge
+from fail2ban.client.fail2banserver import exec_command_line
+sys.argv[0] = "fail2ban-server"
+exec_command_line(sys.argv)
+`
+
+// serverInterpreter is the Python interpreter of fail2ban-server's shebang.
+func serverInterpreter() (string, error) {
+	path, err := exec.LookPath(ServerBinary)
+	if err != nil {
+		return "", fmt.Errorf("f2bsandbox: %s not found: %w", ServerBinary, err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("f2bsandbox: read %s: %w", path, err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	fields := strings.Fields(strings.TrimPrefix(line, "#!"))
+	if !strings.HasPrefix(line, "#!") || len(fields) == 0 || !strings.Contains(fields[len(fields)-1], "python") {
+		return "", fmt.Errorf("f2bsandbox: %s does not start with a python shebang: %q", path, line)
+	}
+	if len(fields) == 2 && filepath.Base(fields[0]) == "env" {
+		return exec.LookPath(fields[1])
+	}
+	return fields[0], nil
 }
 
 func (s *Sandbox) waitReady(ctx context.Context, exited <-chan struct{}) error {

@@ -385,3 +385,43 @@ func TestSampleIPs(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxPurge: with PurgeInterval, fail2ban's own purge runs every
+// interval and deletes the bans rows older than DBPurgeAge, permanent ones
+// included, while bips keeps the bans that are still current.
+func TestSandboxPurge(t *testing.T) {
+	s := StartT(t, Options{DBPurgeAge: "3", PurgeInterval: 500 * time.Millisecond})
+	ctx := testCtx(t)
+	db := openDB(t, s.DBPath())
+	ips := SampleIPs(5)
+	if err := s.BanIP(ctx, "sshd", ips[:3]...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BanIP(ctx, "perm", ips[3:]...); err != nil {
+		t.Fatal(err)
+	}
+	waitBips(t, db, "sshd", 3)
+	waitBips(t, db, "perm", 2)
+	bans := func() int {
+		var n int
+		if err := db.QueryRow("SELECT count(*) FROM bans").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := bans(); n != 5 {
+		t.Fatalf("%d bans rows before the purge, want 5", n)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for bans() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("fail2ban did not purge: %d bans rows left after 20 s (dbpurgeage 3 s, purge every 0.5 s)\n%s", bans(), s.serverOutput())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// bips rows of bans still running stay (timeofban + 3*bantime is in
+	// the future; permanent rows are never purged).
+	waitBips(t, db, "sshd", 3)
+	waitBips(t, db, "perm", 2)
+	mustBanned(t, ctx, s, "sshd", 3)
+}

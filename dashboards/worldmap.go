@@ -84,13 +84,13 @@ func WorldMap() (Dashboard, error) {
 			byCountry("", `country="`+unknownCountry+`"`), units.Short).
 			Decimals(0).NoValue("0").Thresholds(thresholdAt("green", 1, "orange")).Height(5).Span(6)).
 		WithPanel(statPanel(ids, "History horizon",
-			"How far back the exporter can count ban events: the age of the oldest ban it knows (fail2ban_oldest_ban_timestamp_seconds), beside fail2ban's dbpurgeage (fail2ban_db_purge_age_seconds, read through fail2ban's socket; absent when the socket part is off). fail2ban deletes ban history older than its dbpurgeage (1 day by default).",
+			"How far back the exporter can count ban events: the age of the oldest ban it knows (fail2ban_oldest_ban_timestamp_seconds), beside fail2ban's dbpurgeage (fail2ban_db_purge_age_seconds, read through fail2ban's socket; absent when the socket part is off). fail2ban deletes ban history older than its dbpurgeage (1 day by default); the exporter's ban archive (on by default) keeps it, from the exporter's first run on.",
 			"time() - min("+selector("fail2ban_oldest_ban_timestamp_seconds")+")", units.Seconds).
 			WithTarget(instantValue(1, "min("+selector("fail2ban_db_purge_age_seconds")+")", "fail2ban dbpurgeage")).
 			TextMode(common.BigValueTextModeValueAndName).
 			Decimals(1).Thresholds(thresholds("blue")).Height(5).Span(6)).
 		WithPanel(statPanel(ids, "History missing from window $window",
-			"Warning for \"Ban events in window\": how much of the chosen window lies before the history horizon, where no ban events can be counted (0 = the window is complete). If this is not 0, the map shows fewer events than really happened in the window: raise fail2ban's dbpurgeage (fail2ban.local, [DEFAULT] dbpurgeage = 30d). The window start is computed to within 10 minutes.",
+			"Warning for \"Ban events in window\": how much of the chosen window lies before the history horizon, where no ban events can be counted (0 = the window is complete). If this is not 0, the map shows fewer events than really happened in the window: with the exporter's ban archive (on by default) this shrinks to 0 as the archive's history grows past the window; without it (--no-storage.archive), raise fail2ban's dbpurgeage (fail2ban.local, [DEFAULT] dbpurgeage = 30d). The window start is computed to within 10 minutes.",
 			WindowTruncationQuery(), units.Seconds).
 			ColorMode(common.BigValueColorModeBackground).
 			Decimals(1).Thresholds(thresholdAt("green", 900, "red")).Height(5).Span(6))

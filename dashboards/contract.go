@@ -30,6 +30,9 @@ const (
 	OwnerCore   Owner = "core (issue 2, collector/)"
 	OwnerGeo    Owner = "geo (issue 3, geo/)"
 	OwnerSocket Owner = "socket (issue 7, socket/)"
+	// OwnerArchive is the ban archive (on by default; off with
+	// --no-storage.archive).
+	OwnerArchive Owner = "archive (issue 6, collector/archive/)"
 )
 
 // Metric is one metric family of the contract: its name, type, the labels
@@ -105,6 +108,24 @@ var contract = []Metric{
 		Help: "Build time of the loaded MaxMind-format database."},
 	{Name: "bangui_exporter_geo_queue_full_total", Type: Counter, Owner: OwnerGeo,
 		Help: "IPs that did not fit in a full resolver queue (they wait in the backlog)."},
+
+	// Issue 6 §2: the ban archive.
+	{Name: "bangui_exporter_archive_events", Type: Gauge, Owner: OwnerArchive,
+		Help: "Ban events in the archive."},
+	{Name: "bangui_exporter_archive_oldest_event_timestamp_seconds", Type: Gauge, Owner: OwnerArchive,
+		Help: "timeofban of the oldest archived event: the archive's horizon (0 while empty)."},
+	{Name: "bangui_exporter_archive_queue_events", Type: Gauge, Owner: OwnerArchive,
+		Help: "Ban events waiting for the next ingest cycle."},
+	{Name: "bangui_exporter_archive_ingested_events_total", Type: Counter, Owner: OwnerArchive,
+		Help: "Ban events newly written to the archive."},
+	{Name: "bangui_exporter_archive_ingest_cycles_total", Type: Counter, Owner: OwnerArchive,
+		Help: "Ingest cycles committed (one transaction each)."},
+	{Name: "bangui_exporter_archive_ingest_errors_total", Type: Counter, Owner: OwnerArchive,
+		Help: "Ingest cycles that failed; their events stay queued."},
+	{Name: "bangui_exporter_archive_pruned_events_total", Type: Counter, Owner: OwnerArchive,
+		Help: "Ban events deleted for being older than the retention."},
+	{Name: "bangui_exporter_archive_dropped_events_total", Type: Counter, Labels: []string{"reason"}, Owner: OwnerArchive,
+		Help: "Ban events offered and not written, by reason: queue_full, invalid, expired."},
 
 	// Issue 7 §2: fail2ban's socket.
 	{Name: "fail2ban_server_up", Type: Gauge, Owner: OwnerSocket,

@@ -14,8 +14,9 @@ import (
 )
 
 // TestArchiveBinary runs the built exporter with the default flags (archive
-// on): it archives every ban event of fail2ban's database into the app
-// database, flushes on SIGTERM, and after fail2ban purged everything a
+// on): after a kill -9 before its first ingest cycle, the next start
+// archives every ban event of fail2ban's database into the app database, once;
+// it flushes on SIGTERM, and after fail2ban purged everything a
 // restarted exporter still counts the whole history in its windows.
 // --no-storage.archive turns it off; a retention shorter than the longest
 // window is refused.
@@ -43,7 +44,17 @@ func TestArchiveBinary(t *testing.T) {
 	}
 	args := []string{"--fail2ban.db", f2bDB, "--fail2ban.socket=", "--storage.path", appDB, "--geo.providers=none"}
 
+	// kill -9 right after the startup read, before the first ingest cycle
+	// (10 s): nothing was archived, and the next start offers every event
+	// still in fail2ban's database again.
 	p := startExporter(t, bin, args...)
+	p.waitLog("the startup read", func(logs string) bool { return strings.Contains(logs, "read fail2ban's database") })
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-p.exited
+
+	p = startExporter(t, bin, args...)
 	// The startup read's events are written within an ingest cycle (10 s).
 	deadline := time.Now().Add(30 * time.Second)
 	for {

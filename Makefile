@@ -28,6 +28,7 @@ test:
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 test-short:
+	./scripts/fetch-geoip.sh >/dev/null
 	$(GO) test -race -short ./...
 
 demo:

@@ -68,10 +68,13 @@ type Exporter struct {
 
 	ready atomic.Bool
 
-	mu          sync.Mutex // guards everything below
-	src         *source
-	eng         *engine
-	loaded      bool // eng holds a complete read of src
+	mu     sync.Mutex // guards everything below
+	src    *source
+	eng    *engine
+	loaded bool // eng holds a complete read of src
+	// loadedNow describes the complete read the current refresh made (log
+	// attributes), nil when it made none.
+	loadedNow   []any
 	closed      bool
 	up          bool
 	jails       map[string]bool
@@ -312,10 +315,16 @@ func (x *Exporter) refreshOnce(ctx context.Context) error {
 		}
 		return err
 	}
-	if x.lastErrKind != "" {
-		x.logger.Info("fail2ban's database is readable again", "path", x.opts.DBPath)
+	// One line per state change: the first complete read, or the recovery
+	// (with what a complete reread found, when there was one).
+	switch loaded := x.loadedNow; {
+	case x.lastErrKind != "":
+		x.logger.Info("fail2ban's database is readable again", append([]any{"path", x.opts.DBPath}, loaded...)...)
 		x.lastErrKind = ""
+	case loaded != nil:
+		x.logger.Info("read fail2ban's database", append([]any{"path", x.opts.DBPath}, loaded...)...)
 	}
+	x.loadedNow = nil
 	x.up = true
 	x.ready.Store(true)
 	x.lastSuccess = x.now()
@@ -398,8 +407,7 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 	if !x.loaded {
 		x.loaded = true
 		eng.live = true
-		x.logger.Info("read fail2ban's database", "path", x.opts.DBPath, "schema", src.schema,
-			"bans_rows", len(eng.events), "bips_rows", eng.liveRecs, "ips", len(eng.ipIndex))
+		x.loadedNow = []any{"schema", src.schema, "bans_rows", len(eng.events), "bips_rows", eng.liveRecs, "ips", len(eng.ipIndex)}
 	}
 	return nil
 }

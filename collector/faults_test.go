@@ -283,8 +283,8 @@ func TestFaults(t *testing.T) {
 					recovered++
 				}
 			}
-			if recovered != 1 {
-				t.Fatalf("repair logged %d recovery lines, want 1:\n%s", recovered, strings.Join(lines, "\n"))
+			if recovered != 1 || len(lines) != 1 {
+				t.Fatalf("repair logged %d lines (%d recovery lines), want exactly one recovery line:\n%s", len(lines), recovered, strings.Join(lines, "\n"))
 			}
 			// Good from now on: no more lines.
 			for i := 0; i < 3; i++ {

@@ -625,7 +625,7 @@ func TestComposeFail2banConfig(t *testing.T) {
 	client := requireTool(t, "fail2ban-client")
 	const debianConfig = "/etc/fail2ban"
 	if _, err := os.Stat(filepath.Join(debianConfig, "jail.conf")); err != nil {
-		if os.Getenv("BANGUI_CI") != "" {
+		if os.Getenv("BANGUI_CI") == "1" {
 			t.Fatalf("Debian's fail2ban configuration is missing: %v", err)
 		}
 		t.Skipf("Debian's fail2ban configuration is missing: %v", err)

@@ -376,16 +376,17 @@ func (r *Resolver) entryLocked(k key, rec record) Entry {
 }
 
 // ReResolve clears the negative tier (failures and final answers without a
-// country from providers) and queues every known IP without a country. It
-// returns how many IPs were queued; IPs already queued are not counted, and
-// tracked IPs that do not fit in the queue wait in the backlog. Addresses
-// classified locally (private, reserved) are not queued: their answer cannot
+// country from providers) and schedules every known IP without a country
+// for resolution. It returns how many IPs it scheduled: queued now, or
+// waiting in the backlog when the first queue is full (they are queued as
+// it drains). IPs already queued are not counted. Addresses classified
+// locally (private, reserved) are not scheduled: their answer cannot
 // change.
 func (r *Resolver) ReResolve() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	local := r.strs.lookup(providerLocal)
-	queued := 0
+	scheduled := 0
 	for k, rec := range r.entries.all() {
 		if rec.country != ([2]byte{}) || rec.has(flagPending) {
 			continue
@@ -400,11 +401,13 @@ func (r *Resolver) ReResolve() int {
 			rec.at = 0
 		}
 		r.entries.set(k, rec)
-		if r.enqueueLocked(0, k) {
-			queued++
+		if len(r.stages) == 0 {
+			continue
 		}
+		r.enqueueLocked(0, k) // queued, or waiting in the backlog
+		scheduled++
 	}
-	return queued
+	return scheduled
 }
 
 // enqueueLocked queues k for stage i (marking it pending) and reports

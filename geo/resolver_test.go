@@ -330,6 +330,51 @@ func TestResolverQueueBoundAndBacklog(t *testing.T) {
 	}
 }
 
+// TestResolverReResolveCountsTheBacklog: ReResolve reports every IP it
+// schedules, also those that wait for room in a full queue, and all of
+// them get resolved.
+func TestResolverReResolveCountsTheBacklog(t *testing.T) {
+	env := newResolverEnv(t, []string{"ipapi"}, Options{QueueSize: 10})
+	r := env.r
+	reserved := func(items []map[string]any) []map[string]any {
+		for _, it := range items {
+			it["status"], it["message"] = "fail", "reserved range"
+			delete(it, "countryCode")
+		}
+		return items
+	}
+	for range 3 { // 25 IPs through a queue of 10: three requests
+		env.api.transformNext(reserved)
+	}
+	var ips []netip.Addr
+	for i := range 25 {
+		ip := netip.AddrFrom4([4]byte{8, 8, 8, byte(i)})
+		ips = append(ips, ip)
+		r.Track(ip)
+	}
+	r.drain(context.Background())
+	for _, ip := range ips {
+		if e, _ := r.Lookup(ip); !e.Final || e.CountryCode != "" {
+			t.Fatalf("before ReResolve %v: %+v", ip, e)
+		}
+	}
+	if n := r.ReResolve(); n != 25 {
+		t.Fatalf("ReResolve scheduled %d, want 25 (10 queued, 15 in the backlog)", n)
+	}
+	if s := r.Status(); s.Pending != 10 {
+		t.Fatalf("status %+v, want 10 pending in the queue", s)
+	}
+	if n := r.ReResolve(); n != 15 {
+		t.Fatalf("second ReResolve scheduled %d, want the 15 still waiting (queued ones are not counted)", n)
+	}
+	r.drain(context.Background())
+	for _, ip := range ips {
+		if e, _ := r.Lookup(ip); len(e.CountryCode) != 2 || e.Provider != "ipapi" {
+			t.Fatalf("%v not resolved after ReResolve: %+v", ip, e)
+		}
+	}
+}
+
 func TestResolverLookupQueuesUnknown(t *testing.T) {
 	env := newResolverEnv(t, []string{"mmdb"}, Options{})
 	r := env.r

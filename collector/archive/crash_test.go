@@ -78,7 +78,17 @@ func TestCrashMidIngest(t *testing.T) {
 	}
 	path := filepath.Join(t.TempDir(), "app.sqlite3")
 	base := time.Now().Add(-24 * time.Hour).Unix()
-	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	// A new seed each run explores more kill points; it is logged so a
+	// failure can be replayed with BANGUI_CRASH_SEED.
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("BANGUI_CRASH_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("BANGUI_CRASH_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (replay: BANGUI_CRASH_SEED=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(1, seed))
 	committed := 0
 	for round := range 4 {
 		start := max(0, committed-3*crashChunk) // overlap: rereads across restarts

@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -172,7 +173,7 @@ func benchmark(ctx context.Context, logger *slog.Logger, cfg config) (*report, e
 	if cfg.label != "" {
 		rep.ExporterBuild = cfg.label
 	}
-	cfg.exporterArgs = append(cfg.exporterArgs, localGeoArgs(ctx, binary, cfg.exporterArgs)...)
+	cfg.exporterArgs = append(cfg.exporterArgs, isolationArgs(ctx, binary, cfg.exporterArgs)...)
 	rep.Config.ExporterArgs = cfg.exporterArgs
 	for _, rows := range cfg.sizes {
 		res, err := benchSize(ctx, logger, cfg, binary, sqlite3, rows)
@@ -184,21 +185,34 @@ func benchmark(ctx context.Context, logger *slog.Logger, cfg config) (*report, e
 	return rep, nil
 }
 
-// localGeoArgs keeps the exporter's geo part off the network unless the
-// caller configured geo: a benchmark never asks ip-api.com. Countries are
-// then all "ZZ", which costs the scrape path the same.
-func localGeoArgs(ctx context.Context, binary string, given []string) []string {
-	for _, a := range given {
-		if strings.HasPrefix(a, "--geo.") {
-			return nil
+// isolationArgs keeps the exporter to the benchmark's database unless the
+// caller configured otherwise: its geo part off the network (a benchmark
+// never asks ip-api.com; countries are then all "ZZ", which costs the scrape
+// path the same), and its socket part off, so a fail2ban running on the
+// host never enters the measurement. Flags are only passed when the binary
+// has them (baselines may be older builds).
+func isolationArgs(ctx context.Context, binary string, given []string) []string {
+	givenPrefix := func(prefix string) bool {
+		for _, a := range given {
+			if strings.HasPrefix(a, prefix) {
+				return true
+			}
 		}
+		return false
 	}
 	help, _ := exec.CommandContext(ctx, binary, "--help").CombinedOutput()
-	switch {
-	case strings.Contains(string(help), "--geo.providers"):
-		return []string{"--geo.providers=none"}
-	case strings.Contains(string(help), "--geo.ipapi.url"):
-		return []string{"--geo.ipapi.url="}
+	var args []string
+	if !givenPrefix("--geo.") {
+		switch {
+		case strings.Contains(string(help), "--geo.providers"):
+			args = append(args, "--geo.providers=none")
+		case strings.Contains(string(help), "--geo.ipapi.url"):
+			args = append(args, "--geo.ipapi.url=")
+		}
 	}
-	return nil
+	if !givenPrefix("--fail2ban.socket=") && !slices.Contains(given, "--fail2ban.socket") &&
+		strings.Contains(string(help), "--fail2ban.socket") {
+		args = append(args, "--fail2ban.socket=")
+	}
+	return args
 }

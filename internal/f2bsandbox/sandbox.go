@@ -364,7 +364,7 @@ func (s *Sandbox) startServer(ctx context.Context) error {
 
 	err := s.waitReady(ctx, exited)
 	if err == nil {
-		err = s.waitJails(ctx)
+		err = s.waitJails(ctx, exited)
 	}
 	if err == nil {
 		err = s.waitRestored(ctx)
@@ -646,17 +646,25 @@ func (s *Sandbox) SetExtraJails(ctx context.Context, extra ...Jail) error {
 		return err
 	}
 	// reload answers before every jail runs again; wait for the new set.
-	return s.waitJails(ctx)
+	s.mu.Lock()
+	exited := s.exited
+	s.mu.Unlock()
+	return s.waitJails(ctx, exited)
 }
 
 // waitJails waits until the server runs exactly the configured jails.
-func (s *Sandbox) waitJails(ctx context.Context) error {
+// waitJails waits until the server runs exactly the sandbox's jails. A
+// server that answers ping and then dies while reading its configuration (a
+// bad setting) is reported as such, however slow the machine.
+func (s *Sandbox) waitJails(ctx context.Context, exited <-chan struct{}) error {
 	for {
 		out, err := s.Client(ctx, "status")
 		if err == nil && sameJails(parseJailList(out), s.Jails()) {
 			return nil
 		}
 		select {
+		case <-exited:
+			return fmt.Errorf("f2bsandbox: fail2ban-server exited during start: %s; see %s", s.serverOutput(), s.ServerLog())
 		case <-ctx.Done():
 			return fmt.Errorf("f2bsandbox: waiting for jails %v: %w (last: %v %s)", s.Jails(), ctx.Err(), err, strings.TrimSpace(out)) //nolint:errorlint // err may be nil: a diagnostic, not a cause
 		case <-time.After(50 * time.Millisecond):

@@ -30,20 +30,22 @@ const (
 // row is one row of fail2ban's bans or bips table as the source read it.
 // Numbers are SQLite's CAST(x AS INTEGER) of the column, so the engine's
 // fingerprints equal those SQLite computes.
+// The flags come last so the struct has no padding between fields (88
+// bytes rather than 120): the source holds a chunk of them at a time.
 type row struct {
 	Rowid      int64
-	Jail       string
-	JailNull   bool
-	IP         string
-	IPNull     bool
 	TimeOfBan  int64
-	TimeValid  bool // typeof(timeofban) is integer or real
 	Bantime    int64
-	BanValid   bool // typeof(bantime) is integer or real (always true for schema 2)
 	IPLen      int64
 	JailLen    int64
-	HasBantime bool  // false for schema 2 bans rows
 	Bancount   int64 // 0 where the schema has none (schema 2)
+	Jail       string
+	IP         string
+	JailNull   bool
+	IPNull     bool
+	TimeValid  bool // typeof(timeofban) is integer or real
+	BanValid   bool // typeof(bantime) is integer or real (always true for schema 2)
+	HasBantime bool // false for schema 2 bans rows
 }
 
 // fingerprint sums what identifies the rows of one rowid bucket. SQLite
@@ -127,9 +129,16 @@ type record struct {
 	mix     int32
 	jail    uint16
 	skip    uint8
-	banned  bool // counted in banned right now
-	dead    bool // removed; kept until compaction
+	state   uint8 // recBanned, recDead: one byte keeps a record at 32 bytes
 }
+
+const (
+	recBanned uint8 = 1 << iota // counted in banned right now
+	recDead                     // removed; kept until compaction
+)
+
+func (r *record) banned() bool { return r.state&recBanned != 0 }
+func (r *record) dead() bool   { return r.state&recDead != 0 }
 
 type pairKey struct {
 	ip   uint32
@@ -155,9 +164,20 @@ func (h *expiryHeap) Pop() any {
 	return x
 }
 
+// ipKey is an IP as its 16-byte form. parseIP unmaps IPv4-mapped IPv6
+// addresses and drops zones, so the 16 bytes name one address exactly; and
+// unlike netip.Addr the key holds no pointer, so neither the IP table nor
+// its index costs the garbage collector a scan.
+type ipKey [16]byte
+
+func keyOf(a netip.Addr) ipKey { return a.As16() }
+
+// addr is the address of k (IPv4 for the IPv4-mapped range).
+func (k ipKey) addr() netip.Addr { return netip.AddrFrom16(k).Unmap() }
+
 // ipInfo is what the engine knows of one interned IP.
 type ipInfo struct {
-	addr    netip.Addr
+	key     ipKey
 	country uint16 // index into engine.countries; 0 is UnknownCountry
 	refs    uint32 // events and records referencing this IP
 }
@@ -202,7 +222,7 @@ type engine struct {
 	countryGen   uint64
 
 	ips     []ipInfo
-	ipIndex map[netip.Addr]uint32
+	ipIndex map[ipKey]uint32
 	ipFree  []uint32
 
 	// bans
@@ -276,7 +296,7 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 		jailIndex:     map[string]uint16{},
 		countryIndex:  map[string]uint16{UnknownCountry: 0},
 		countryNames:  []string{UnknownCountry},
-		ipIndex:       map[netip.Addr]uint32{},
+		ipIndex:       map[ipKey]uint32{},
 		cursors:       make([]int, len(windows)),
 		windowCount:   make([]map[jcKey]int, len(windows)),
 		bansFP:        map[int64]fingerprint{},
@@ -310,6 +330,32 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 	return e
 }
 
+// reserve sizes the engine's tables before the initial load of a database
+// with bans and bips rows (bips is 0 for schema 2), so the load neither
+// copies its largest slices while they double nor leaves them with up to
+// twice the room they need. A few percent of headroom takes in new bans for
+// a while before the first growth.
+func (e *engine) reserve(bans, bips int64) {
+	room := func(n int64) int {
+		if n <= 0 {
+			return 0
+		}
+		return int(n + n/16 + 1024)
+	}
+	if len(e.events) == 0 && bans > 0 {
+		e.events = make([]event, 0, room(bans))
+		// byTob may already hold the archive's events (loadHistory),
+		// most of them the same events as the rows: room for the larger
+		// of the two.
+		e.byTob = slices.Grow(e.byTob, room(max(int64(len(e.byTob)), bans))-len(e.byTob))
+	}
+	if len(e.records) == 0 && bips > 0 {
+		e.records = make([]record, 0, room(bips))
+		// One entry per (ip, jail) pair: bips has one row per pair.
+		e.recByPair = make(map[pairKey]int64, bips)
+	}
+}
+
 func (e *engine) carry() *engineCarry {
 	e.settlePending(e.lastNow, true)
 	c := &engineCarry{jailNames: e.jailNames, countryNames: e.countryNames, bansTotal: e.bansTotal, offer: e.offer}
@@ -317,7 +363,7 @@ func (e *engine) carry() *engineCarry {
 		e.mergeTob(e.lastNow)
 		for i := e.cursors[e.longest]; i < len(e.byTob); i++ {
 			if t := &e.byTob[i]; t.alive() {
-				c.kept = append(c.kept, archive.Event{Jail: e.jailNames[t.jail], IP: e.ips[t.ip].addr, TimeOfBan: int64(t.tob)})
+				c.kept = append(c.kept, archive.Event{Jail: e.jailNames[t.jail], IP: e.ips[t.ip].key.addr(), TimeOfBan: int64(t.tob)})
 			}
 		}
 	}
@@ -375,11 +421,12 @@ func (e *engine) country(code string) uint16 {
 
 // internIP returns the index of addr, adding a reference.
 func (e *engine) internIP(addr netip.Addr) uint32 {
-	if i, ok := e.ipIndex[addr]; ok {
+	key := keyOf(addr)
+	if i, ok := e.ipIndex[key]; ok {
 		e.ips[i].refs++
 		return i
 	}
-	info := ipInfo{addr: addr, refs: 1, country: e.country(normalizeCountry(e.countries.Country(addr)))}
+	info := ipInfo{key: key, refs: 1, country: e.country(normalizeCountry(e.countries.Country(addr)))}
 	var i uint32
 	if n := len(e.ipFree); n > 0 {
 		i = e.ipFree[n-1]
@@ -389,7 +436,7 @@ func (e *engine) internIP(addr netip.Addr) uint32 {
 		i = uint32(len(e.ips))
 		e.ips = append(e.ips, info)
 	}
-	e.ipIndex[addr] = i
+	e.ipIndex[key] = i
 	e.countries.Track(addr)
 	return i
 }
@@ -399,11 +446,11 @@ func (e *engine) releaseIP(i uint32) {
 	if e.ips[i].refs > 0 {
 		return
 	}
-	addr := e.ips[i].addr
-	delete(e.ipIndex, addr)
+	key := e.ips[i].key
+	delete(e.ipIndex, key)
 	e.ips[i] = ipInfo{}
 	e.ipFree = append(e.ipFree, i)
-	e.countries.Untrack(addr)
+	e.countries.Untrack(key.addr())
 }
 
 // normalizeCountry accepts only two ASCII letters, upper-cased.
@@ -635,7 +682,7 @@ func (e *engine) mergeTob(now int64) {
 			}
 		}
 		if e.live {
-			addr := e.ips[t.ip].addr
+			addr := e.ips[t.ip].key.addr()
 			if _, ok := e.reread[eventKey{addr: addr, tob: t.tob, jail: t.jail}]; !ok {
 				e.pending = append(e.pending, pendingBan{addr: addr, jail: t.jail, since: now})
 			}
@@ -681,10 +728,10 @@ func isBanned(rec *record, now int64) bool {
 }
 
 func (e *engine) setBanned(rec *record, banned bool) {
-	if rec.banned == banned {
+	if rec.banned() == banned {
 		return
 	}
-	rec.banned = banned
+	rec.state ^= recBanned
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
 	jc := jcKey{jail: rec.jail, country: e.ips[rec.ip].country}
 	if banned {
@@ -706,7 +753,7 @@ func (e *engine) setBanned(rec *record, banned bool) {
 // findRecord returns the index of the live record with rowid, or -1.
 func (e *engine) findRecord(rowid int64) int {
 	i, found := slices.BinarySearchFunc(e.records, rowid, func(r record, id int64) int { return cmp.Compare(r.rowid, id) })
-	if !found || e.records[i].dead {
+	if !found || e.records[i].dead() {
 		return -1
 	}
 	return i
@@ -759,7 +806,7 @@ func (e *engine) activateRecord(idx int, now int64) {
 		e.recByPair[pk] = rec.rowid
 	}
 	e.setBanned(rec, isBanned(rec, now))
-	if rec.banned && rec.bantime > -1 {
+	if rec.banned() && rec.bantime > -1 {
 		heap.Push(&e.expiries, expiry{at: int64(rec.tob) + rec.bantime, rowid: rec.rowid})
 	}
 }
@@ -768,11 +815,11 @@ func (e *engine) activateRecord(idx int, now int64) {
 // dead; compact drops it later.
 func (e *engine) removeRecordAt(idx int, _ int64) {
 	rec := &e.records[idx]
-	if rec.dead {
+	if rec.dead() {
 		return
 	}
 	addFP(e.bipsFP, rec.rowid, rec.mix, -1)
-	rec.dead = true
+	rec.state |= recDead
 	e.deadRecs++
 	e.liveRecs--
 	if rec.skip != 0 {
@@ -814,7 +861,7 @@ func (e *engine) v2Latest(pk pairKey, tob uint32, now int64) {
 // deletions.
 func (e *engine) rebuildV2(now int64) {
 	for i := range e.records {
-		if !e.records[i].dead {
+		if !e.records[i].dead() {
 			e.setBanned(&e.records[i], false)
 			e.releaseIP(e.records[i].ip)
 		}
@@ -898,7 +945,7 @@ func (e *engine) compact() {
 	if e.deadRecs > 1024 && e.deadRecs > len(e.records)/4 {
 		out := e.records[:0]
 		for _, r := range e.records {
-			if !r.dead {
+			if !r.dead() {
 				out = append(out, r)
 			}
 		}
@@ -952,11 +999,11 @@ func (e *engine) recountBanned(now int64) {
 	e.expiries = e.expiries[:0]
 	for i := range e.records {
 		rec := &e.records[i]
-		if rec.dead || rec.skip != 0 {
+		if rec.dead() || rec.skip != 0 {
 			continue
 		}
 		e.setBanned(rec, isBanned(rec, now))
-		if rec.banned && rec.bantime > -1 {
+		if rec.banned() && rec.bantime > -1 {
 			e.expiries = append(e.expiries, expiry{at: int64(rec.tob) + rec.bantime, rowid: rec.rowid})
 		}
 	}
@@ -979,7 +1026,7 @@ func (e *engine) refreshCountries() {
 		if info.refs == 0 {
 			continue
 		}
-		if c := e.country(normalizeCountry(e.countries.Country(info.addr))); c != info.country {
+		if c := e.country(normalizeCountry(e.countries.Country(info.key.addr()))); c != info.country {
 			changed[uint32(i)] = info.country
 		}
 	}
@@ -995,7 +1042,7 @@ func (e *engine) refreshCountries() {
 		}
 	}
 	for ip := range changed {
-		e.ips[ip].country = e.country(normalizeCountry(e.countries.Country(e.ips[ip].addr)))
+		e.ips[ip].country = e.country(normalizeCountry(e.countries.Country(e.ips[ip].key.addr())))
 	}
 	for pk := range e.bannedRefs {
 		if _, ok := changed[pk.ip]; ok {
@@ -1047,7 +1094,7 @@ func (e *engine) replaceBansRange(lo, hi int64, rows []row, now int64) {
 		e.reread = make(map[eventKey]struct{}, j-i)
 		for k := i; k < j; k++ {
 			if ev := &e.events[k]; ev.skip == 0 {
-				e.reread[eventKey{addr: e.ips[ev.ip].addr, tob: ev.tob, jail: ev.jail}] = struct{}{}
+				e.reread[eventKey{addr: e.ips[ev.ip].key.addr(), tob: ev.tob, jail: ev.jail}] = struct{}{}
 			}
 		}
 	}
@@ -1109,7 +1156,7 @@ func (e *engine) high(table string) int64 {
 // bipsHigh is the highest live bips rowid (0 when none).
 func (e *engine) bipsHigh() int64 {
 	for k := len(e.records) - 1; k >= 0; k-- {
-		if !e.records[k].dead {
+		if !e.records[k].dead() {
 			return e.records[k].rowid
 		}
 	}

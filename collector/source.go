@@ -230,13 +230,13 @@ func (s *source) rowColumns(table string) string {
 		"coalesce(length(ip), 0), coalesce(length(jail), 0), " + bancount
 }
 
-func (s *source) scanRows(ctx context.Context, table, query string, args ...any) ([]row, error) {
+// scanRows appends the rows of query to out (a buffer to reuse, may be nil).
+func (s *source) scanRows(ctx context.Context, out []row, table, query string, args ...any) ([]row, error) {
 	rs, err := s.conn.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", table, err)
 	}
 	defer rs.Close()
-	var out []row
 	hasBantime := table != "bans" || s.schema != 2
 	for rs.Next() {
 		var r row
@@ -252,16 +252,17 @@ func (s *source) scanRows(ctx context.Context, table, query string, args ...any)
 	return out, nil
 }
 
-// readAfter reads at most limit rows of table with rowid > after.
-func (s *source) readAfter(ctx context.Context, table string, after int64, limit int) ([]row, error) {
+// readAfter reads at most limit rows of table with rowid > after into buf
+// (reused from its start; nil allocates).
+func (s *source) readAfter(ctx context.Context, buf []row, table string, after int64, limit int) ([]row, error) {
 	q := "SELECT " + s.rowColumns(table) + " FROM " + table + " WHERE rowid > ? ORDER BY rowid LIMIT ?"
-	return s.scanRows(ctx, table, q, after, limit)
+	return s.scanRows(ctx, buf[:0], table, q, after, limit)
 }
 
 // readRange reads the rows of table with rowid in [lo, hi].
 func (s *source) readRange(ctx context.Context, table string, lo, hi int64) ([]row, error) {
 	q := "SELECT " + s.rowColumns(table) + " FROM " + table + " WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
-	return s.scanRows(ctx, table, q, lo, hi)
+	return s.scanRows(ctx, nil, table, q, lo, hi)
 }
 
 // tableShape is what tells cheaply whether a table still holds what the

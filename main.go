@@ -113,6 +113,7 @@ func run(args []string) int {
 
 	switch cmd {
 	case serveCmd.FullCommand():
+		applyGCDefault(os.Getenv)
 	default:
 		if code, handled := runAdminCommand(cmd, adminFlags, flags, logger); handled {
 			return code

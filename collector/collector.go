@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -413,6 +414,13 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 		x.loaded = true
 		eng.live = true
 		x.loadedNow = []any{"schema", src.schema, "bans_rows", len(eng.events), "bips_rows", eng.liveRecs, "ips", len(eng.ipIndex)}
+		if len(eng.events)+eng.liveRecs >= freeAfterLoadRows {
+			// A large load leaves several times the engine's size as
+			// garbage (rows, driver values): give those pages back to
+			// the OS at once rather than keep them resident until the
+			// scavenger gets to them.
+			debug.FreeOSMemory()
+		}
 	}
 	return nil
 }
@@ -452,6 +460,10 @@ func (x *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) erro
 	x.logger.Info("loaded the ban archive's events of the longest window", "events", n, "since", since.UTC().Format(time.RFC3339), "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }
+
+// freeAfterLoadRows is the size of a complete read from which the exporter
+// returns the read's garbage to the OS right away (below it, a few MB).
+const freeAfterLoadRows = 1 << 16
 
 // reserve sizes the engine for the initial load from the tables' row
 // counts (SQLite counts through the smallest index without reading rows).

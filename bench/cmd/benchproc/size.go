@@ -19,7 +19,9 @@ type sizeResult struct {
 	Rows        int
 	BipsRows    int
 	DistinctIPs int
-	DBBytes     int64
+	// DuplicateRows repeat another bans row's (jail, ip, timeofban).
+	DuplicateRows int
+	DBBytes       int64
 	// Generated is how long generating the database took (0 when cached).
 	Generated time.Duration
 
@@ -62,8 +64,9 @@ type sizeResult struct {
 	NaiveMin     time.Duration
 	NaiveRowsOut int
 
-	// Checks compare the exporter's sums with SQL counts on the unchanged
-	// database (same second, so window edges may differ by a few rows).
+	// Checks compare the exporter's sums with SQL counts and with the naive
+	// re-aggregation's output on the unchanged database, all taken at the
+	// same second.
 	Checks []check
 }
 
@@ -71,6 +74,14 @@ type check struct {
 	What     string
 	Exporter float64
 	SQL      int64
+	// Naive is the sum of the naive sqlite3 GROUP BY output.
+	Naive int64
+}
+
+// agree reports whether the exporter, the SQL count and the naive
+// re-aggregation give the same number.
+func (c check) agree() bool {
+	return c.Exporter == float64(c.SQL) && c.SQL == c.Naive
 }
 
 // prepareDB returns a fresh working copy of the cached database of rows.
@@ -126,7 +137,7 @@ func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sql
 		res.DBBytes = fi.Size()
 	}
 	if st, err := countDB(ctx, sqlite3, dbPath); err == nil {
-		res.BipsRows, res.DistinctIPs = st.bips, st.distinctIPs
+		res.BipsRows, res.DistinctIPs, res.DuplicateRows = st.bips, st.distinctIPs, st.duplicates
 	} else {
 		return res, err
 	}
@@ -168,9 +179,14 @@ func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sql
 	if err != nil {
 		return res, err
 	}
-	res.Checks = append(res.Checks, check{What: "fail2ban_banned_ips (sum)", Exporter: sums.BannedIPs, SQL: counts.banned})
+	naiveAt, err := runNaive(ctx, sqlite3, dbPath, checkAt, cfg.windows, 4)
+	if err != nil {
+		return res, err
+	}
+	res.Checks = append(res.Checks, check{What: "fail2ban_banned_ips (sum)", Exporter: sums.BannedIPs, SQL: counts.banned, Naive: naiveAt.banned})
 	for i, name := range cfg.windowNames {
-		res.Checks = append(res.Checks, check{What: fmt.Sprintf("fail2ban_recent_bans{window=%q} (sum)", name), Exporter: sums.RecentBans[name], SQL: counts.windows[i]})
+		res.Checks = append(res.Checks, check{What: fmt.Sprintf("fail2ban_recent_bans{window=%q} (sum)", name), Exporter: sums.RecentBans[name],
+			SQL: counts.windows[i], Naive: naiveAt.windows[i]})
 	}
 
 	logger.Info("scrapes, database unchanged", "rows", rows, "scrapes", cfg.scrapes)
@@ -223,12 +239,12 @@ func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sql
 	logger.Info("naive baseline", "rows", rows, "runs", cfg.naiveRuns)
 	naive := make([]time.Duration, 0, cfg.naiveRuns)
 	for range cfg.naiveRuns {
-		d, lines, err := runNaive(ctx, sqlite3, dbPath, cfg.windows, 4)
+		nr, err := runNaive(ctx, sqlite3, dbPath, time.Now(), cfg.windows, 4)
 		if err != nil {
 			return res, err
 		}
-		naive = append(naive, d)
-		res.NaiveRowsOut = lines
+		naive = append(naive, nr.elapsed)
+		res.NaiveRowsOut = nr.rows
 	}
 	res.NaiveP50, res.NaiveMin = percentile(naive, 50), slices.Min(naive)
 	return res, nil

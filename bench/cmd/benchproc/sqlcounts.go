@@ -11,6 +11,10 @@ import (
 
 type dbCounts struct {
 	bips, distinctIPs int
+	// duplicates are bans rows that repeat another row's (jail, ip,
+	// timeofban): fail2ban issue 1844. The exporter counts one ban event
+	// for all of them, so every SQL count here does too.
+	duplicates int
 }
 
 // sqliteQuery runs one statement through the sqlite3 CLI, read-only, and
@@ -24,12 +28,13 @@ func sqliteQuery(ctx context.Context, sqlite3, dbPath, query string) ([]string, 
 }
 
 func countDB(ctx context.Context, sqlite3, dbPath string) (dbCounts, error) {
-	lines, err := sqliteQuery(ctx, sqlite3, dbPath, "SELECT (SELECT count(*) FROM bips) || ' ' || (SELECT count(DISTINCT ip) FROM bans)")
+	lines, err := sqliteQuery(ctx, sqlite3, dbPath, "SELECT (SELECT count(*) FROM bips) || ' ' || (SELECT count(DISTINCT ip) FROM bans)"+
+		" || ' ' || ((SELECT count(*) FROM bans) - (SELECT count(*) FROM (SELECT DISTINCT jail, ip, timeofban FROM bans)))")
 	if err != nil {
 		return dbCounts{}, err
 	}
 	var c dbCounts
-	if _, err := fmt.Sscan(lines[0], &c.bips, &c.distinctIPs); err != nil {
+	if _, err := fmt.Sscan(lines[0], &c.bips, &c.distinctIPs, &c.duplicates); err != nil {
 		return c, fmt.Errorf("count database: %q: %w", lines[0], err)
 	}
 	return c, nil
@@ -41,12 +46,14 @@ type windowCounts struct {
 }
 
 // sqlCounts counts what the exporter should report at time at: fail2ban's
-// currently-banned rule on bips and bans rows per trailing window.
+// currently-banned rule on bips and, per trailing window, the ban events in
+// it: distinct (jail, ip, timeofban), as the exporter counts exact duplicate
+// rows once.
 func sqlCounts(ctx context.Context, sqlite3, dbPath string, at time.Time, windows []time.Duration) (windowCounts, error) {
 	n := at.Unix()
 	parts := []string{fmt.Sprintf("(SELECT count(*) FROM bips WHERE bantime <= -1 OR timeofban + bantime > %d)", n)}
 	for _, w := range windows {
-		parts = append(parts, fmt.Sprintf("(SELECT count(*) FROM bans WHERE timeofban >= %d)", n-int64(w/time.Second)))
+		parts = append(parts, fmt.Sprintf("(SELECT count(*) FROM (SELECT DISTINCT jail, ip, timeofban FROM bans WHERE timeofban >= %d))", n-int64(w/time.Second)))
 	}
 	lines, err := sqliteQuery(ctx, sqlite3, dbPath, "SELECT "+strings.Join(parts, " || ' ' || "))
 	if err != nil {

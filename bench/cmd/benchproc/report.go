@@ -161,6 +161,9 @@ func (r *report) markdown() string {
 				parts = append(parts, fmt.Sprintf("`%s` %.0f", n, v))
 			}
 		}
+		if len(parts) == 0 {
+			parts = []string{"none"}
+		}
 		p("\nExporter counters after all rounds, %s rows (non-zero, summed over labels): %s.\n", rowsLabel(s.Rows), strings.Join(parts, ", "))
 	}
 	p("\nCorrectness checks on the unchanged database, taken in the same second: the exporter's sums, SQL counts " +

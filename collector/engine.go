@@ -347,7 +347,11 @@ func (e *engine) reserve(bans, bips int64) {
 		// byTob may already hold the archive's events (loadHistory),
 		// most of them the same events as the rows: room for the larger
 		// of the two.
-		e.byTob = slices.Grow(e.byTob, room(max(int64(len(e.byTob)), bans))-len(e.byTob))
+		if need := room(max(int64(len(e.byTob)), bans)); cap(e.byTob) < need {
+			grown := make([]tobEntry, len(e.byTob), need)
+			copy(grown, e.byTob)
+			e.byTob = grown
+		}
 	}
 	if len(e.records) == 0 && bips > 0 {
 		e.records = make([]record, 0, room(bips))

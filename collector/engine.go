@@ -353,6 +353,12 @@ func (e *engine) reserve(bans, bips int64) {
 			e.byTob = grown
 		}
 	}
+	if e.keep && len(e.offer) == 0 && bans > 0 {
+		// With the archive on, the startup read offers one event per
+		// row (64 bytes each): one allocation rather than a doubling
+		// series whose copies coexist at the peak.
+		e.offer = make([]archive.Event, 0, room(bans))
+	}
 	if len(e.records) == 0 && bips > 0 {
 		e.records = make([]record, 0, room(bips))
 		// One entry per (ip, jail) pair: bips has one row per pair.

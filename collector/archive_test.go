@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -288,3 +289,110 @@ func TestArchiveSurvivesReplacedFile(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestArchiveRestartOffersOnlyNewEvents: after a restart the startup read
+// offers the archive only the rows whose events it does not hold yet (new
+// bans while the exporter was down), not every row of bans again: at a
+// million rows that would be 64 MB of events to write for nothing. Rows come
+// in rowid order, whose relation to timeofban differs per case.
+func TestArchiveRestartOffersOnlyNewEvents(t *testing.T) {
+	for _, order := range []string{"ascending", "descending", "shuffled"} {
+		t.Run(order, func(t *testing.T) {
+			d := newF2BDB(t, 4)
+			d.addJail("sshd", true)
+			d.addJail("nginx", true)
+			clk := newClock(1_790_000_000)
+			run := newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "7d")}, clk, nil)
+			now := clk.Now().Unix()
+			rng := rand.New(rand.NewPCG(7, uint64(len(order))))
+			tobs := make([]int64, 400)
+			for i := range tobs {
+				tobs[i] = now - int64(i)*1200 // 400 events over 5.5 days
+			}
+			switch order {
+			case "ascending":
+				slices.Reverse(tobs)
+			case "shuffled":
+				rng.Shuffle(len(tobs), func(i, j int) { tobs[i], tobs[j] = tobs[j], tobs[i] })
+			}
+			history := map[banEvent]bool{}
+			ban := func(jail, ip string, tob int64) {
+				d.ban(jail, ip, tob, 600)
+				history[banEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
+			}
+			for i, tob := range tobs {
+				jail := []string{"sshd", "nginx"}[i%2]
+				ip := fmt.Sprintf("198.51.100.%d", i%60+1)
+				ban(jail, ip, tob)
+				if i%25 == 0 {
+					ban(jail, ip, tob) // fail2ban's duplicate row
+				}
+			}
+			run.refresh()
+			if got := run.store.Count(); got != int64(len(history)) {
+				t.Fatalf("first start archived %d events, want %d", got, len(history))
+			}
+			if err := run.x.Close(); err != nil {
+				t.Fatal(err)
+			}
+			run.sync()
+			// Bans while the exporter is down: one new IP, one known IP at a
+			// new time, one in the past of the stored events.
+			clk.Add(time.Hour)
+			now = clk.Now().Unix()
+			ban("sshd", "203.0.113.9", now)
+			ban("nginx", "198.51.100.1", now-30)
+			ban("sshd", "198.51.100.2", tobs[len(tobs)/2]+1)
+			run.start()
+			if err := run.x.Refresh(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			run.x.offerWG.Wait()
+			if got := run.store.Queued(); got != 3 {
+				t.Errorf("the startup read after a restart offered %d events, want the 3 new ones", got)
+			}
+			run.sync()
+			if got := run.store.Count(); got != int64(len(history)) {
+				t.Errorf("archived %d events, want %d", got, len(history))
+			}
+			expectExposition(t, run.x, historySamples(history, now, run.opts.Windows, func(netip.Addr) string { return "" }),
+				"fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
+		})
+	}
+}
+
+// TestSearchTob compares searchTob from every kind of hint with a plain
+// binary search, for present and absent keys.
+func TestSearchTob(t *testing.T) {
+	e := &engine{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 500 {
+		e.byTob = append(e.byTob, tobEntry{tob: uint32(rng.IntN(300)), jail: uint16(rng.IntN(3)), ip: uint32(rng.IntN(20))})
+	}
+	slices.SortFunc(e.byTob, func(a, b tobEntry) int { return compareTob(&a, &b) })
+	e.byTob = slices.CompactFunc(e.byTob, func(a, b tobEntry) bool { return compareTob(&a, &b) == 0 })
+	cases := []struct {
+		name string
+		hint func() int
+	}{
+		{"start", func() int { return 0 }},
+		{"end", func() int { return len(e.byTob) }},
+		{"past the end", func() int { return len(e.byTob) + 10 }},
+		{"random", func() int { return rng.IntN(len(e.byTob)) }},
+		{"previous", func() int { return e.tobHint }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for range 2000 {
+				key := tobEntry{tob: uint32(rng.IntN(310)), jail: uint16(rng.IntN(3)), ip: uint32(rng.IntN(21))}
+				wantI, wantFound := slices.BinarySearchFunc(e.byTob, &key, func(a tobEntry, b *tobEntry) int { return compareTob(&a, b) })
+				hint := c.hint()
+				e.tobHint = hint
+				i, found := e.searchTob(&key)
+				if i != wantI || found != wantFound {
+					t.Fatalf("searchTob(%+v) from hint %d = %d, %v; want %d, %v", key, hint, i, found, wantI, wantFound)
+				}
+			}
+		})
+	}
+}

@@ -413,6 +413,7 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 	if !x.loaded {
 		x.loaded = true
 		eng.live = true
+		eng.stored = 0 // rows read from now on are new events
 		x.loadedNow = []any{"schema", src.schema, "bans_rows", len(eng.events), "bips_rows", eng.liveRecs, "ips", len(eng.ipIndex)}
 		if len(eng.events)+eng.liveRecs >= freeAfterLoadRows {
 			// A large load leaves several times the engine's size as
@@ -434,7 +435,7 @@ func (x *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) erro
 	if x.historyLoaded {
 		if x.carry != nil {
 			for i := range x.carry.kept {
-				eng.addArchived(&x.carry.kept[i], now)
+				eng.addArchived(&x.carry.kept[i], now, false)
 			}
 		}
 		eng.mergeTob(now)
@@ -444,7 +445,7 @@ func (x *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) erro
 	since := time.Unix(now, 0).Add(-Longest(x.opts.Windows))
 	n := 0
 	err := x.opts.Archive.Load(ctx, since, func(ev archive.Event) error {
-		eng.addArchived(&ev, now)
+		eng.addArchived(&ev, now, true)
 		if n++; n%archive.DefaultLoadChunk == 0 {
 			eng.mergeTob(now)
 		}

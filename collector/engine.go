@@ -97,13 +97,16 @@ type event struct {
 // are archived history: they stay counted after their rows left bans (purge,
 // unbanip) until they leave the longest window, and hold a reference of
 // their own on their IP. An entry neither counted nor kept is dead and
-// dropped at the next compaction.
+// dropped at the next compaction. stored marks an event loaded from the
+// archive at start: a row of bans with the same event is not offered to the
+// archive again.
 type tobEntry struct {
-	tob   uint32
-	ip    uint32
-	count uint32
-	jail  uint16
-	kept  bool
+	tob    uint32
+	ip     uint32
+	count  uint32
+	jail   uint16
+	kept   bool
+	stored bool
 }
 
 // alive reports whether t counts in the windows.
@@ -226,13 +229,18 @@ type engine struct {
 	ipFree  []uint32
 
 	// bans
-	events      []event    // sorted by rowid
-	byTob       []tobEntry // sorted by compareTob
-	deadTob     int        // entries of byTob with count 0
-	newTob      []tobEntry // added rows not yet merged into byTob
-	tobTail     []tobEntry // scratch of mergeTob
-	born        []tobEntry // scratch of mergeTob
-	cursors     []int      // per window: first index of byTob inside the window
+	events  []event    // sorted by rowid
+	byTob   []tobEntry // sorted by compareTob
+	deadTob int        // entries of byTob with count 0
+	newTob  []tobEntry // added rows not yet merged into byTob
+	tobTail []tobEntry // scratch of mergeTob
+	born    []tobEntry // scratch of mergeTob
+	cursors []int      // per window: first index of byTob inside the window
+	tobHint int        // where searchTob starts: the last position found
+	// stored counts the entries of byTob loaded from the archive (stored)
+	// until the initial load ends; 0 afterwards, when rows are
+	// new events and no longer looked up.
+	stored      int
 	lastNow     int64
 	windowCount []map[jcKey]int
 	bansFP      map[int64]fingerprint
@@ -353,11 +361,12 @@ func (e *engine) reserve(bans, bips int64) {
 			e.byTob = grown
 		}
 	}
-	if e.keep && len(e.offer) == 0 && bans > 0 {
+	if fresh := bans - int64(e.stored); e.keep && len(e.offer) == 0 && fresh > 0 {
 		// With the archive on, the startup read offers one event per
-		// row (64 bytes each): one allocation rather than a doubling
-		// series whose copies coexist at the peak.
-		e.offer = make([]archive.Event, 0, room(bans))
+		// row the archive does not hold yet (64 bytes each): one
+		// allocation rather than a doubling series whose copies coexist
+		// at the peak.
+		e.offer = make([]archive.Event, 0, room(fresh))
 	}
 	if len(e.records) == 0 && bips > 0 {
 		e.records = make([]record, 0, room(bips))
@@ -384,13 +393,61 @@ func (e *engine) carry() *engineCarry {
 // start, or carried over a reload) that belongs to no row of bans: a kept
 // entry. A row of bans with the same (jail, ip, timeofban) read later is
 // the same event and counts once. Events older than the longest window are
-// left out: no window counts them. The caller calls mergeTob after the batch.
-func (e *engine) addArchived(ev *archive.Event, now int64) {
+// left out: no window counts them. stored is true for events read from the
+// archive itself (not carried over a reload, where some may not be written
+// yet): rows of bans with the same event are then not offered again. The
+// caller calls mergeTob after the batch.
+func (e *engine) addArchived(ev *archive.Event, now int64, stored bool) {
 	addr := ev.IP.Unmap().WithZone("")
 	if ev.Jail == "" || !addr.IsValid() || ev.TimeOfBan > math.MaxUint32 || !e.inWindow(e.longest, ev.TimeOfBan, now) {
 		return
 	}
-	e.newTob = append(e.newTob, tobEntry{tob: uint32(ev.TimeOfBan), ip: e.internIP(addr), jail: e.jail(ev.Jail), kept: true})
+	e.newTob = append(e.newTob, tobEntry{tob: uint32(ev.TimeOfBan), ip: e.internIP(addr), jail: e.jail(ev.Jail), kept: true, stored: stored})
+}
+
+// archived reports whether the ban event (tob, jail, ip) was loaded from the
+// archive: it is stored there already. byTob holds the loaded events merged.
+func (e *engine) archived(tob uint32, jail uint16, ip uint32) bool {
+	if e.stored == 0 {
+		return false
+	}
+	i, found := e.searchTob(&tobEntry{tob: tob, jail: jail, ip: ip})
+	return found && e.byTob[i].stored
+}
+
+// searchTob finds key in byTob like a binary search, but gallops out from
+// the position of the previous search first: rows of bans come in rowid
+// order, which is nearly timeofban order, so consecutive searches land
+// close together and touch a few cache lines instead of twenty.
+func (e *engine) searchTob(key *tobEntry) (int, bool) {
+	n := len(e.byTob)
+	lo, hi := 0, n
+	if h := e.tobHint; h < n {
+		if compareTob(&e.byTob[h], key) <= 0 {
+			// byTob[lo] <= key; find hi with key < byTob[hi].
+			lo = h
+			for step := 1; lo+step < n; step *= 2 {
+				if compareTob(&e.byTob[lo+step], key) > 0 {
+					hi = lo + step
+					break
+				}
+				lo += step
+			}
+		} else {
+			// key < byTob[hi]; find lo with byTob[lo] <= key.
+			hi = h
+			for step := 1; hi-step >= 0; step *= 2 {
+				if compareTob(&e.byTob[hi-step], key) <= 0 {
+					lo = hi - step
+					break
+				}
+				hi -= step
+			}
+		}
+	}
+	i, found := slices.BinarySearchFunc(e.byTob[lo:hi], key, func(a tobEntry, b *tobEntry) int { return compareTob(&a, b) })
+	e.tobHint = lo + i
+	return lo + i, found
 }
 
 // takeOffer returns the events collected for the archive and starts a new
@@ -540,7 +597,7 @@ func (e *engine) addEvent(r *row, now int64) event {
 	ev.ip = e.internIP(addr)
 	ev.tob = uint32(r.TimeOfBan)
 	e.newTob = append(e.newTob, tobEntry{tob: ev.tob, ip: ev.ip, jail: ev.jail, count: 1})
-	if e.keep {
+	if e.keep && !e.archived(ev.tob, ev.jail, ev.ip) {
 		bantime := r.Bantime
 		if !r.HasBantime || !r.BanValid {
 			bantime = -2 // unknown, fail2ban's own convention for schema-2 rows
@@ -619,6 +676,7 @@ func (e *engine) mergeTob(now int64) {
 	for _, t := range added[1:] {
 		if last := &folded[len(folded)-1]; compareTob(last, &t) == 0 {
 			last.count += t.count
+			last.stored = last.stored || t.stored
 			if t.kept {
 				e.foldKept(last)
 			}
@@ -672,6 +730,10 @@ func (e *engine) mergeTob(now int64) {
 					e.deadTob--
 				}
 				t.count += added[j].count
+				if added[j].stored && !t.stored {
+					t.stored = true
+					e.stored++
+				}
 				if added[j].kept {
 					e.foldKept(&t)
 				}
@@ -685,6 +747,9 @@ func (e *engine) mergeTob(now int64) {
 	}
 	e.newTob = keepBuffer(e.newTob)
 	for _, t := range born {
+		if t.stored {
+			e.stored++
+		}
 		jc := jcKey{jail: t.jail, country: e.ips[t.ip].country}
 		for w := range e.windows {
 			if e.inWindow(w, int64(t.tob), now) {

@@ -12,7 +12,7 @@ import (
 // of it a handful of large pointer-free slices and maps (the engine's
 // events, time index, bips records and IP table). The collector marks a
 // pointer-free object without scanning it, so a collection costs about the
-// same at any heap size (a few milliseconds of CPU, see docs/bench-core.md),
+// same at any heap size (a few milliseconds of CPU, see BENCHMARKS.md),
 // while the headroom is paid in resident memory: with 100% the process
 // peaks near 2x the live heap. A percentage, unlike a memory limit, never
 // makes the collector run back to back when the data grows: the heap goal

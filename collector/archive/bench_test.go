@@ -13,7 +13,7 @@ import (
 	"github.com/bangui/bangui_exporter/internal/appdb"
 )
 
-// Benchmarks of the archive (docs/bench-archive.md). Run with
+// Benchmarks of the archive (BENCHMARKS.md, section Archive). Run with
 //
 //	go test -run '^$' -bench . -benchtime 1x ./collector/archive/
 //

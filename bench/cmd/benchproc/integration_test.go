@@ -55,7 +55,7 @@ func TestHarnessAgainstRealExporter(t *testing.T) {
 	if r.FirstMetrics < r.Ready || r.ScrapeP99 < r.ScrapeP50 {
 		t.Errorf("inconsistent timings: %+v", r)
 	}
-	if r.PeakRSSBytes < 1<<20 || r.BipsRows == 0 || r.DistinctIPs == 0 || r.NaiveRowsOut == 0 || r.Series == 0 {
+	if r.PeakRSSBytes < 1<<20 || r.RestartPeakRSSBytes < 1<<20 || r.BipsRows == 0 || r.DistinctIPs == 0 || r.NaiveRowsOut == 0 || r.Series == 0 {
 		t.Errorf("missing measurements: %+v", r)
 	}
 	if r.BansTotalAfterRoundsWant != 600 {

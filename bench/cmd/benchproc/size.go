@@ -55,7 +55,11 @@ type sizeResult struct {
 	BansTotalAfterRounds     float64
 	BansTotalAfterRoundsWant int
 
-	PeakRSSBytes int64
+	// PeakRSSBytes is VmHWM of the first start (empty storage: with the
+	// archive on it archives every row) after all rounds; RestartPeakRSSBytes
+	// that of the restart on the same storage, right after its first scrape.
+	PeakRSSBytes        int64
+	RestartPeakRSSBytes int64
 	// ExporterCounters are the exporter's own counters after all rounds.
 	ExporterCounters map[string]float64
 
@@ -229,8 +233,8 @@ func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sql
 		return res, err
 	}
 	res.RestartFirstMetrics = time.Since(p2.started)
-	if rss, err := p2.peakRSS(); err == nil {
-		res.PeakRSSBytes = max(res.PeakRSSBytes, rss)
+	if res.RestartPeakRSSBytes, err = p2.peakRSS(); err != nil {
+		return res, err
 	}
 	if _, err := p2.stop(); err != nil {
 		return res, err

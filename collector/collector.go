@@ -443,6 +443,9 @@ func (x *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) erro
 	}
 	start := time.Now()
 	since := time.Unix(now, 0).Add(-Longest(x.opts.Windows))
+	// The archive's count includes events older than the longest window
+	// (retention is longer): a little more room than the load needs.
+	eng.reserveTob(x.opts.Archive.Count())
 	n := 0
 	err := x.opts.Archive.Load(ctx, since, func(ev archive.Event) error {
 		eng.addArchived(&ev, now, true)

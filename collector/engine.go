@@ -344,22 +344,12 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 // twice the room they need. A few percent of headroom takes in new bans for
 // a while before the first growth.
 func (e *engine) reserve(bans, bips int64) {
-	room := func(n int64) int {
-		if n <= 0 {
-			return 0
-		}
-		return int(n + n/16 + 1024)
-	}
 	if len(e.events) == 0 && bans > 0 {
 		e.events = make([]event, 0, room(bans))
 		// byTob may already hold the archive's events (loadHistory),
 		// most of them the same events as the rows: room for the larger
 		// of the two.
-		if need := room(max(int64(len(e.byTob)), bans)); cap(e.byTob) < need {
-			grown := make([]tobEntry, len(e.byTob), need)
-			copy(grown, e.byTob)
-			e.byTob = grown
-		}
+		e.reserveTob(max(int64(len(e.byTob)), bans))
 	}
 	if fresh := bans - int64(e.stored); e.keep && len(e.offer) == 0 && fresh > 0 {
 		// With the archive on, the startup read offers one event per
@@ -373,6 +363,27 @@ func (e *engine) reserve(bans, bips int64) {
 		// One entry per (ip, jail) pair: bips has one row per pair.
 		e.recByPair = make(map[pairKey]int64, bips)
 	}
+}
+
+// reserveTob makes room in byTob for n entries in one allocation (with
+// headroom when it has to grow). Before the archive's events are loaded it is sized from the
+// archive's event count, so the load neither doubles byTob step by step nor
+// copies it again for the rows of bans, which are mostly the same events.
+func (e *engine) reserveTob(n int64) {
+	if int64(cap(e.byTob)) < n {
+		grown := make([]tobEntry, len(e.byTob), room(n))
+		copy(grown, e.byTob)
+		e.byTob = grown
+	}
+}
+
+// room is the capacity reserved for n rows: a few percent of headroom takes
+// in new bans for a while before the first growth.
+func room(n int64) int {
+	if n <= 0 {
+		return 0
+	}
+	return int(n + n/16 + 1024)
 }
 
 func (e *engine) carry() *engineCarry {

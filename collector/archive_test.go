@@ -396,3 +396,54 @@ func TestSearchTob(t *testing.T) {
 		})
 	}
 }
+
+// TestOfferBatch: the compact offers convert back to exactly the archive
+// events they were made from (IPv4, IPv6, IPv4-mapped input, unknown and
+// permanent bantime), across chunk boundaries, for the startup read's full
+// chunks and a live refresh's growing ones; a taken chunk is released.
+func TestOfferBatch(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		live bool
+		n    int
+	}{
+		{"startup, one chunk", false, 3},
+		{"startup, chunk boundary", false, 2*offerChunkLen + 1},
+		{"refresh, chunk boundary", true, offerChunkLen + 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &engine{live: tc.live, jailNames: []string{"sshd", "nginx-http-auth", "recidive"}}
+			var want []archive.Event
+			for i := range tc.n {
+				var addr netip.Addr
+				switch i % 3 {
+				case 0:
+					addr = netip.AddrFrom4([4]byte{203, 0, byte(i >> 8), byte(i)})
+				case 1:
+					addr = netip.MustParseAddr(fmt.Sprintf("2001:db8::%x", i))
+				default:
+					addr = netip.MustParseAddr(fmt.Sprintf("::ffff:198.51.%d.%d", byte(i>>8), byte(i))).Unmap()
+				}
+				ev := archive.Event{Jail: e.jailNames[i%3], IP: addr, TimeOfBan: 1_790_000_000 + int64(i), Bantime: []int64{600, -1, -2}[i%3], Bancount: int64(i % 7)}
+				want = append(want, ev)
+				e.addOffer(pendingOffer{ip: keyOf(addr), bantime: ev.Bantime, bancount: ev.Bancount, tob: uint32(ev.TimeOfBan), jail: uint16(i % 3)})
+			}
+			b := e.takeOffer()
+			if e.offer != nil {
+				t.Fatal("takeOffer left the offers in the engine")
+			}
+			if b.len() != tc.n || len(b.chunks) != (tc.n+offerChunkLen-1)/offerChunkLen {
+				t.Fatalf("%d offers in %d chunks, want %d", b.len(), len(b.chunks), tc.n)
+			}
+			got := b.all()
+			if !slices.Equal(got, want) {
+				t.Fatalf("converted offers differ from the events (first: %+v vs %+v)", got[0], want[0])
+			}
+			for i, c := range b.chunks {
+				if c != nil {
+					t.Fatalf("chunk %d not released after conversion", i)
+				}
+			}
+		})
+	}
+}

@@ -144,8 +144,6 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 
 // Bounds of offering events to the archive.
 const (
-	// offerChunk is how many events of a startup read one AddWait takes.
-	offerChunk = 10_000
 	// maxArchPending bounds the events kept for the next refresh when the
 	// archive's queue is full; events beyond it are still in fail2ban's
 	// database (and are offered again at the next start) or lost from the
@@ -233,35 +231,36 @@ func (x *Exporter) Refresh(ctx context.Context) error {
 	}()
 
 	offers, err := x.refreshAndTake(ctx)
-	x.offerArchive(offers)
+	x.offerArchive(offers.all())
 	return err
 }
 
 // refreshAndTake refreshes under the lock and returns the ban events read
 // for the archive; those of a startup read are handed to a background
 // AddWait here, under the lock, so Close can wait for them.
-func (x *Exporter) refreshAndTake(ctx context.Context) (offers []archive.Event, err error) {
+func (x *Exporter) refreshAndTake(ctx context.Context) (offers offerBatch, err error) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	startup := !x.loaded
 	err = x.refreshOnce(ctx)
 	if x.opts.Archive == nil || x.eng == nil {
-		return nil, err
+		return offerBatch{}, err
 	}
 	offers = x.eng.takeOffer()
-	if startup && len(offers) > 0 && !x.closed {
+	if startup && len(offers.chunks) > 0 && !x.closed {
 		store, logger, octx, batch := x.opts.Archive, x.logger, x.offerCtx, offers
 		x.offerWG.Go(func() {
-			for len(batch) > 0 {
-				n := min(len(batch), offerChunk)
-				if err := store.AddWait(octx, batch[:n]...); err != nil {
-					logger.Warn("ban archive: not all events of the startup read were offered", "left", len(batch), "err", err)
+			// Each chunk is released once queued: memory falls as
+			// the archive catches up.
+			for i := range batch.chunks {
+				events := batch.take(i)
+				if err := store.AddWait(octx, events...); err != nil {
+					logger.Warn("ban archive: not all events of the startup read were offered", "left_at_most", batch.len()+len(events), "err", err)
 					return
 				}
-				batch = batch[n:]
 			}
 		})
-		return nil, err
+		return offerBatch{}, err
 	}
 	return offers, err
 }

@@ -214,8 +214,8 @@ type engine struct {
 	// window (tobEntry.kept).
 	keep bool
 	// offer collects, with keep, the ban events of the rows counted since
-	// the last takeOffer, for the archive.
-	offer []archive.Event
+	// the last takeOffer, for the archive, in chunks of offerChunkLen.
+	offer [][]pendingOffer
 
 	jailNames []string
 	jailIndex map[string]uint16
@@ -291,8 +291,9 @@ type engineCarry struct {
 	bansTotal    map[jcKey]uint64
 	// kept are the events counted in the longest window (archive on).
 	kept []archive.Event
-	// offer are events not yet handed to the archive.
-	offer []archive.Event
+	// offer are events not yet handed to the archive (jail indices of
+	// jailNames, which the next engine keeps).
+	offer [][]pendingOffer
 }
 
 func newEngine(countries CountryLookup, windows []Window, schema int, defaultBantime time.Duration, carry *engineCarry) *engine {
@@ -350,13 +351,6 @@ func (e *engine) reserve(bans, bips int64) {
 		// most of them the same events as the rows: room for the larger
 		// of the two.
 		e.reserveTob(max(int64(len(e.byTob)), bans))
-	}
-	if fresh := bans - int64(e.stored); e.keep && len(e.offer) == 0 && fresh > 0 {
-		// With the archive on, the startup read offers one event per
-		// row the archive does not hold yet (64 bytes each): one
-		// allocation rather than a doubling series whose copies coexist
-		// at the peak.
-		e.offer = make([]archive.Event, 0, room(fresh))
 	}
 	if len(e.records) == 0 && bips > 0 {
 		e.records = make([]record, 0, room(bips))
@@ -461,12 +455,85 @@ func (e *engine) searchTob(key *tobEntry) (int, bool) {
 	return lo + i, found
 }
 
+// pendingOffer is a ban event waiting to be offered to the archive: 40
+// bytes and pointer-free, where an archive.Event is 64 with a string and a
+// netip.Addr the garbage collector scans. A startup read that archives a
+// million rows holds them all until the archive takes them.
+type pendingOffer struct {
+	ip       ipKey
+	bantime  int64
+	bancount int64
+	tob      uint32
+	jail     uint16
+}
+
+// offerChunkLen is the length of a chunk of offers. The offers of a read are
+// a list of chunks, never one growing slice: they accumulate without being
+// copied, and the startup read's are released chunk by chunk as the archive
+// takes them, so memory falls while the archive catches up.
+const offerChunkLen = 8192
+
+// addOffer collects one event for the archive.
+func (e *engine) addOffer(o pendingOffer) {
+	n := len(e.offer)
+	if n == 0 || len(e.offer[n-1]) == offerChunkLen {
+		var chunk []pendingOffer
+		if !e.live {
+			// The startup read: full chunks, allocated once.
+			chunk = make([]pendingOffer, 0, offerChunkLen)
+		}
+		e.offer = append(e.offer, chunk)
+		n++
+	}
+	e.offer[n-1] = append(e.offer[n-1], o)
+}
+
+// offerBatch is what takeOffer hands over: the collected events and the
+// jail names their indices refer to (a snapshot of jailNames, which only
+// ever grows by append, so it is safe to read without the engine's lock).
+type offerBatch struct {
+	chunks [][]pendingOffer
+	jails  []string
+}
+
+// len is the number of events in b.
+func (b *offerBatch) len() int {
+	n := 0
+	for _, c := range b.chunks {
+		n += len(c)
+	}
+	return n
+}
+
+// take converts chunk i into archive events and releases it.
+func (b *offerBatch) take(i int) []archive.Event {
+	out := make([]archive.Event, len(b.chunks[i]))
+	for k := range b.chunks[i] {
+		o := &b.chunks[i][k]
+		out[k] = archive.Event{Jail: b.jails[o.jail], IP: o.ip.addr(), TimeOfBan: int64(o.tob), Bantime: o.bantime, Bancount: o.bancount}
+	}
+	b.chunks[i] = nil
+	return out
+}
+
+// all converts every chunk into archive events.
+func (b *offerBatch) all() []archive.Event {
+	if len(b.chunks) == 1 {
+		return b.take(0)
+	}
+	out := make([]archive.Event, 0, b.len())
+	for i := range b.chunks {
+		out = append(out, b.take(i)...)
+	}
+	return out
+}
+
 // takeOffer returns the events collected for the archive and starts a new
 // collection.
-func (e *engine) takeOffer() []archive.Event {
-	out := e.offer
+func (e *engine) takeOffer() offerBatch {
+	b := offerBatch{chunks: e.offer, jails: e.jailNames}
 	e.offer = nil
-	return out
+	return b
 }
 
 func (e *engine) jail(name string) uint16 {
@@ -613,7 +680,7 @@ func (e *engine) addEvent(r *row, now int64) event {
 		if !r.HasBantime || !r.BanValid {
 			bantime = -2 // unknown, fail2ban's own convention for schema-2 rows
 		}
-		e.offer = append(e.offer, archive.Event{Jail: e.jailNames[ev.jail], IP: addr, TimeOfBan: r.TimeOfBan, Bantime: bantime, Bancount: r.Bancount})
+		e.addOffer(pendingOffer{ip: keyOf(addr), bantime: bantime, bancount: r.Bancount, tob: ev.tob, jail: ev.jail})
 	}
 	if e.schema == 2 {
 		e.v2Latest(pairKey{ip: ev.ip, jail: ev.jail}, ev.tob, now)

@@ -261,13 +261,14 @@ func valid(e *Event) bool { return e.Jail != "" && e.IP.IsValid() }
 // caller may offer events[n:] again later; events still in fail2ban's
 // database are offered again anyway when the engine rereads it at startup.
 func (s *Store) Add(events ...Event) int {
-	n, _ := s.add(events)
+	n, _ := s.add(events, true)
 	return n
 }
 
 // add queues as many of events as fit and returns how many it consumed and
-// a channel closed when the queue next shrinks.
-func (s *Store) add(events []Event) (int, <-chan struct{}) {
+// a channel closed when the queue next shrinks. countFull counts the events
+// that did not fit as dropped: false for AddWait, which queues them later.
+func (s *Store) add(events []Event, countFull bool) (int, <-chan struct{}) {
 	s.mu.Lock()
 	taken, invalid := 0, 0
 	for i := range events {
@@ -287,7 +288,7 @@ func (s *Store) add(events []Event) (int, <-chan struct{}) {
 	if invalid > 0 {
 		s.m.dropped.WithLabelValues(reasonInvalid).Add(float64(invalid))
 	}
-	if d := len(events) - taken; d > 0 {
+	if d := len(events) - taken; d > 0 && countFull {
 		s.m.dropped.WithLabelValues(reasonQueueFull).Add(float64(d))
 	}
 	if kick {
@@ -321,7 +322,7 @@ func (s *Store) AddWait(ctx context.Context, events ...Event) error {
 			}
 			continue
 		}
-		n, _ := s.add(events)
+		n, _ := s.add(events, false)
 		events = events[n:]
 	}
 	return nil

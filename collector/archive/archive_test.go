@@ -474,6 +474,11 @@ func TestQueueBound(t *testing.T) {
 	if rowCount(t, db) != 1000 {
 		t.Fatalf("%d rows after AddWait, want 1000", rowCount(t, db))
 	}
+	// AddWait queued the events that did not fit later: none was dropped
+	// (before, every partial take counted the rest as dropped).
+	if v := testutil.ToFloat64(s.m.dropped.WithLabelValues(reasonQueueFull)); v != 11 {
+		t.Fatalf("dropped{queue_full} = %v after AddWait, want still 11", v)
+	}
 	// AddWait without Run gives up with its context.
 	s.Add(genEvents(base, 2000, 2010)...)
 	wctx, wcancel = context.WithTimeout(context.Background(), 50*time.Millisecond)

@@ -9,12 +9,12 @@ import (
 
 // ExporterInternals shows how bangui_exporter itself is doing: reads of
 // fail2ban's database, the engine's memory, geo resolution and its cache
-// flushes and ip-api.com's rate limit.
+// flushes, ip-api.com's rate limit and the ban archive.
 func ExporterInternals() (Dashboard, error) {
 	ids := &panelIDs{}
 	perInstance := "{{instance}}"
 	b := newDashboard("bangui-exporter-internals", "fail2ban / Exporter internals",
-		"How bangui_exporter itself is doing: database reads, memory, geo resolution, cache flushes and ip-api.com rate limits.").
+		"How bangui_exporter itself is doing: database reads, memory, geo resolution, cache flushes, ip-api.com rate limits and the ban archive.").
 		Variables(commonVariables(false)).
 		WithRow(dashboard.NewRowBuilder("Reading fail2ban's database").Id(ids.id())).
 		WithPanel(timeseriesPanel(ids, "Read duration",
@@ -87,6 +87,26 @@ func ExporterInternals() (Dashboard, error) {
 			"Age of the loaded MaxMind-format database (from bangui_exporter_geo_mmdb_build_timestamp_seconds). Countries of IP ranges drift: update it at least monthly.",
 			units.Seconds,
 			rangeQuery(0, "time() - max by (instance) ("+selector("bangui_exporter_geo_mmdb_build_timestamp_seconds")+")", perInstance)).
+			Span(8)).
+		WithRow(dashboard.NewRowBuilder("Ban archive").Id(ids.id())).
+		WithPanel(timeseriesPanel(ids, "Archived events",
+			"Ban events kept in the exporter's archive (bangui_exporter_archive_events), which keeps fail2ban_recent_bans complete past fail2ban's dbpurgeage, and events waiting in its queue to be written (bangui_exporter_archive_queue_events; written every 10 s in one transaction). No value with --no-storage.archive.",
+			units.Short,
+			rangeQuery(0, "sum by (instance) ("+selector("bangui_exporter_archive_events")+")", "{{instance}} archived"),
+			rangeQuery(1, "sum by (instance) ("+selector("bangui_exporter_archive_queue_events")+")", "{{instance}} queued")).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Archive horizon",
+			"Age of the oldest archived ban event (from bangui_exporter_archive_oldest_event_timestamp_seconds): how far back the archive reaches. Windows of fail2ban_recent_bans up to this age are complete; it stops growing at --storage.retention (400d by default).",
+			units.Seconds,
+			rangeQuery(0, "time() - min by (instance) ("+selector("bangui_exporter_archive_oldest_event_timestamp_seconds")+" > 0)", perInstance)).
+			Span(8)).
+		WithPanel(timeseriesPanel(ids, "Archive ingest, pruning and drops",
+			"Events written to the archive, failed ingest cycles (the events stay queued and are retried), events pruned past --storage.retention, and events not archived by reason (queue_full: lost from the archive unless still in fail2ban's database at the next start; expired; invalid) per interval (bangui_exporter_archive_ingested_events_total, _ingest_errors_total, _pruned_events_total, _dropped_events_total).",
+			units.Short,
+			rangeQuery(0, "sum by (instance) (increase("+selector("bangui_exporter_archive_ingested_events_total")+"[$__rate_interval]))", "{{instance}} written"),
+			rangeQuery(1, "sum by (instance) (increase("+selector("bangui_exporter_archive_ingest_errors_total")+"[$__rate_interval]))", "{{instance}} failed cycles"),
+			rangeQuery(2, "sum by (instance) (increase("+selector("bangui_exporter_archive_pruned_events_total")+"[$__rate_interval]))", "{{instance}} pruned"),
+			rangeQuery(3, "sum by (instance, reason) (increase("+selector("bangui_exporter_archive_dropped_events_total")+"[$__rate_interval]))", "{{instance}} dropped {{reason}}")).
 			Span(8)).
 		WithRow(dashboard.NewRowBuilder("Build").Id(ids.id())).
 		WithPanel(statPanel(ids, "fail2ban DB schema",

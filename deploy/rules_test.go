@@ -181,15 +181,17 @@ func TestRulesFollowConventions(t *testing.T) {
 // the alert looks at — including those the unit tests expect to stay
 // silent.
 var overFiring = map[string]string{
-	"BanguiExporterDown":         `up{job="fail2ban"}`,
-	"Fail2banDatabaseUnreadable": `fail2ban_up`,
-	"Fail2banNoJailEnabled":      `fail2ban_up`,
-	"Fail2banBanSpike":           `instance_jail:fail2ban_bans:rate5m`,
-	"Fail2banCountryBanSpike":    `instance_country:fail2ban_bans:rate5m`,
-	"BanguiGeoBacklogGrowing":    `bangui_exporter_geo_pending_ips`,
-	"BanguiGeoFlushFailing":      `bangui_exporter_geo_flush_errors_total`,
-	"BanguiIpApiRateLimited":     `sum by (job, instance) (bangui_exporter_geo_ipapi_requests_total)`,
-	"Fail2banServerDown":         `fail2ban_server_up`,
+	"BanguiExporterDown":          `up{job="fail2ban"}`,
+	"Fail2banDatabaseUnreadable":  `fail2ban_up`,
+	"Fail2banNoJailEnabled":       `fail2ban_up`,
+	"Fail2banBanSpike":            `instance_jail:fail2ban_bans:rate5m`,
+	"Fail2banCountryBanSpike":     `instance_country:fail2ban_bans:rate5m`,
+	"BanguiGeoBacklogGrowing":     `bangui_exporter_geo_pending_ips`,
+	"BanguiGeoFlushFailing":       `bangui_exporter_geo_flush_errors_total`,
+	"BanguiIpApiRateLimited":      `sum by (job, instance) (bangui_exporter_geo_ipapi_requests_total)`,
+	"Fail2banServerDown":          `fail2ban_server_up`,
+	"BanguiArchiveIngestFailing":  `bangui_exporter_archive_ingest_errors_total`,
+	"BanguiArchiveDroppingEvents": `sum by (job, instance) (bangui_exporter_archive_dropped_events_total)`,
 }
 
 // TestAlertUnitTestsCanFail proves that the unit tests really show each

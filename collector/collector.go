@@ -101,6 +101,14 @@ type Exporter struct {
 	offerCtx    context.Context
 	offerCancel context.CancelFunc
 
+	// backfillAbove: a startup read with more rows for the archive than
+	// this backfills them (backfill.go); tests lower it.
+	backfillAbove int64
+	// backfillChunk is how many rows one backfill step reads.
+	backfillChunk int
+	// testHookBackfillStep, when set, runs before each backfill read.
+	testHookBackfillStep func()
+
 	// testHookBeforeSettle, when set, runs before settle's read
 	// transaction (tests interleave fail2ban's writes there).
 	testHookBeforeSettle func()
@@ -131,14 +139,16 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 	}
 	offerCtx, offerCancel := context.WithCancel(context.Background())
 	return &Exporter{
-		opts:        opts,
-		countries:   countries,
-		logger:      opts.Logger,
-		now:         now,
-		readErrors:  map[errorKind]float64{},
-		reconciles:  map[string]float64{},
-		offerCtx:    offerCtx,
-		offerCancel: offerCancel,
+		backfillAbove: backfillAbove,
+		backfillChunk: backfillChunk,
+		opts:          opts,
+		countries:     countries,
+		logger:        opts.Logger,
+		now:           now,
+		readErrors:    map[errorKind]float64{},
+		reconciles:    map[string]float64{},
+		offerCtx:      offerCtx,
+		offerCancel:   offerCancel,
 	}
 }
 
@@ -247,6 +257,11 @@ func (x *Exporter) refreshAndTake(ctx context.Context) (offers offerBatch, err e
 		return offerBatch{}, err
 	}
 	offers = x.eng.takeOffer()
+	if startup && x.loaded && x.eng.backfill != nil && !x.closed {
+		eng, octx := x.eng, x.offerCtx
+		eng.backfill.dev, eng.backfill.ino = x.src.dev, x.src.ino
+		x.offerWG.Go(func() { x.runBackfill(octx, eng) })
+	}
 	if startup && len(offers.chunks) > 0 && !x.closed {
 		store, logger, octx, batch := x.opts.Archive, x.logger, x.offerCtx, offers
 		x.offerWG.Go(func() {
@@ -413,6 +428,7 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 		x.loaded = true
 		eng.live = true
 		eng.stored = 0 // rows read from now on are new events
+		eng.endStartupRead()
 		x.loadedNow = []any{"schema", src.schema, "bans_rows", len(eng.events), "bips_rows", eng.liveRecs, "ips", len(eng.ipIndex)}
 		if len(eng.events)+eng.liveRecs >= freeAfterLoadRows {
 			// A large load leaves several times the engine's size as
@@ -482,6 +498,7 @@ func (x *Exporter) reserve(ctx context.Context) error {
 		}
 	}
 	x.eng.reserve(bans.count, bips.count)
+	x.eng.startBackfill(bans.count-int64(x.eng.stored), x.backfillAbove)
 	return nil
 }
 

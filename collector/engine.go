@@ -216,6 +216,10 @@ type engine struct {
 	// offer collects, with keep, the ban events of the rows counted since
 	// the last takeOffer, for the archive, in chunks of offerChunkLen.
 	offer [][]pendingOffer
+	// backfill is set when a startup read has more rows for the archive
+	// than backfillAbove: it offers none of them, and the Exporter reads
+	// them again for the archive in the background (see backfill.go).
+	backfill *backfillState
 
 	jailNames []string
 	jailIndex map[string]uint16
@@ -383,6 +387,12 @@ func room(n int64) int {
 func (e *engine) carry() *engineCarry {
 	e.settlePending(e.lastNow, true)
 	c := &engineCarry{jailNames: e.jailNames, countryNames: e.countryNames, bansTotal: e.bansTotal, offer: e.offer}
+	if e.backfill != nil {
+		// The next engine reads another file: what the backfill has not
+		// read yet is offered from the engine's own events.
+		c.offer = append(c.offer, e.backfill.abandon(e))
+		e.backfill = nil
+	}
 	if e.keep {
 		e.mergeTob(e.lastNow)
 		for i := e.cursors[e.longest]; i < len(e.byTob); i++ {
@@ -507,12 +517,19 @@ func (b *offerBatch) len() int {
 
 // take converts chunk i into archive events and releases it.
 func (b *offerBatch) take(i int) []archive.Event {
-	out := make([]archive.Event, len(b.chunks[i]))
-	for k := range b.chunks[i] {
-		o := &b.chunks[i][k]
-		out[k] = archive.Event{Jail: b.jails[o.jail], IP: o.ip.addr(), TimeOfBan: int64(o.tob), Bantime: o.bantime, Bancount: o.bancount}
-	}
+	out := convertOffers(b.chunks[i], b.jails)
 	b.chunks[i] = nil
+	return out
+}
+
+// convertOffers converts offers into archive events; jails names their
+// jail indices.
+func convertOffers(offers []pendingOffer, jails []string) []archive.Event {
+	out := make([]archive.Event, len(offers))
+	for k := range offers {
+		o := &offers[k]
+		out[k] = archive.Event{Jail: jails[o.jail], IP: o.ip.addr(), TimeOfBan: int64(o.tob), Bantime: o.bantime, Bancount: o.bancount}
+	}
 	return out
 }
 
@@ -675,12 +692,10 @@ func (e *engine) addEvent(r *row, now int64) event {
 	ev.ip = e.internIP(addr)
 	ev.tob = uint32(r.TimeOfBan)
 	e.newTob = append(e.newTob, tobEntry{tob: ev.tob, ip: ev.ip, jail: ev.jail, count: 1})
-	if e.keep && !e.archived(ev.tob, ev.jail, ev.ip) {
-		bantime := r.Bantime
-		if !r.HasBantime || !r.BanValid {
-			bantime = -2 // unknown, fail2ban's own convention for schema-2 rows
-		}
-		e.addOffer(pendingOffer{ip: keyOf(addr), bantime: bantime, bancount: r.Bancount, tob: ev.tob, jail: ev.jail})
+	// A startup read in backfill mode offers nothing (the backfill reads
+	// its rows again); rows read later are offered as always.
+	if e.keep && (e.backfill == nil || e.live) && !e.archived(ev.tob, ev.jail, ev.ip) {
+		e.addOffer(pendingOffer{ip: keyOf(addr), bantime: rowBantime(r), bancount: r.Bancount, tob: ev.tob, jail: ev.jail})
 	}
 	if e.schema == 2 {
 		e.v2Latest(pairKey{ip: ev.ip, jail: ev.jail}, ev.tob, now)
@@ -695,6 +710,9 @@ func (e *engine) removeEvent(ev *event, now int64) {
 	if ev.skip != 0 {
 		e.addSkip("bans", ev.skip, -1)
 		return
+	}
+	if e.backfill != nil {
+		e.backfill.removed(e, ev)
 	}
 	key := tobEntry{tob: ev.tob, ip: ev.ip, jail: ev.jail}
 	i, found := slices.BinarySearchFunc(e.byTob, &key, func(a tobEntry, b *tobEntry) int { return compareTob(&a, b) })

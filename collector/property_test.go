@@ -99,10 +99,15 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int, withArch
 		store = openArchive(t, appDB, clk)
 	}
 	newExporter := func() *Exporter {
-		return NewExporter(Options{
+		x := NewExporter(Options{
 			DBPath: d.path, Windows: windows, ChunkSize: 1 + rng.IntN(50),
 			DefaultBantime: defaultBantime * time.Second, Now: clk.Now, Archive: store,
 		}, countries)
+		if withArchive && rng.IntN(2) == 0 {
+			// Half the starts archive their startup read by backfill.
+			x.backfillAbove, x.backfillChunk = int64(rng.IntN(4)), 1+rng.IntN(16)
+		}
+		return x
 	}
 	x := newExporter()
 	defer func() { x.Close() }()

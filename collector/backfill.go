@@ -1,0 +1,308 @@
+package collector
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/bangui/bangui_exporter/collector/archive"
+)
+
+// The backfill: a startup read with many rows the archive does not hold yet
+// (a first start on a large fail2ban database) does not collect them for the
+// archive — a million rows would stay in memory until written. It offers
+// none, and once the exporter is ready a background goroutine reads those
+// rows again from fail2ban's database, chunk by chunk in rowid order, and
+// queues them with AddWait: memory stays at a chunk and the archive's queue.
+//
+// Nothing may be lost in between: a row fail2ban deletes (purge, unbanip)
+// before the backfill reads it is an event the engine counted. So the engine
+// records what leaves its range before the backfill got there (removed), and
+// each chunk is checked under the exporter's lock against the engine's own
+// events of the same rowids (step): an event the engine holds whose row is
+// gone or changed is archived from the engine's data, with bantime -2
+// (unknown) and bancount 0, the only fields the engine does not keep.
+
+// backfillAbove is the number of rows for the archive above which a startup
+// read backfills instead of collecting offers (≈ 2.6 MB of offers).
+const backfillAbove = 1 << 16
+
+// backfillChunk is how many rows one backfill step reads.
+const backfillChunk = offerChunkLen
+
+// backfillState is the engine's part of a backfill.
+type backfillState struct {
+	// cursor: rows with rowid <= cursor are done. to: the highest rowid to
+	// read (math.MaxInt64 until the startup read has ended).
+	cursor, to int64
+	// lost are events removed from the engine before the backfill read
+	// their rowids: deleted rows, or rows a reconciliation takes out and
+	// reads again (then the row is still there and wins).
+	lost []lostEvent
+	// dev and ino name the file the startup read read.
+	dev, ino uint64
+}
+
+// lostEvent is an event removed from the engine, with its rowid.
+type lostEvent struct {
+	rowid int64
+	offer pendingOffer
+}
+
+// engineOffer is the archive's view of an engine event when its row cannot
+// be read: bantime unknown, bancount 0.
+func (e *engine) engineOffer(ev *event) pendingOffer {
+	return pendingOffer{ip: e.ips[ev.ip].key, bantime: -2, tob: ev.tob, jail: ev.jail}
+}
+
+// removed records a counted event the engine drops before the backfill has
+// read its rowid. Called by removeEvent before the IP is released.
+func (b *backfillState) removed(e *engine, ev *event) {
+	if ev.rowid > b.cursor && ev.rowid <= b.to {
+		b.lost = append(b.lost, lostEvent{rowid: ev.rowid, offer: e.engineOffer(ev)})
+	}
+}
+
+// abandon ends a backfill that will not go on (the engine is replaced) and
+// returns the events it had not archived yet, from the engine's own data.
+func (b *backfillState) abandon(e *engine) []pendingOffer {
+	out := make([]pendingOffer, 0, len(b.lost))
+	for _, l := range b.lost {
+		out = append(out, l.offer)
+	}
+	for i := e.eventsAfter(b.cursor); i < len(e.events) && e.events[i].rowid <= b.to; i++ {
+		if ev := &e.events[i]; ev.skip == 0 {
+			out = append(out, e.engineOffer(ev))
+		}
+	}
+	return out
+}
+
+// eventsAfter is the index of the first stored event with rowid > rowid.
+func (e *engine) eventsAfter(rowid int64) int {
+	i, _ := slices.BinarySearchFunc(e.events, rowid+1, func(ev event, r int64) int { return cmp.Compare(ev.rowid, r) })
+	return i
+}
+
+// startBackfill puts a startup read into backfill mode when it has more
+// than backfillAbove rows the archive does not hold (fresh rows of bans).
+func (e *engine) startBackfill(fresh, above int64) {
+	if e.keep && e.backfill == nil && fresh > above {
+		e.backfill = &backfillState{to: math.MaxInt64}
+	}
+}
+
+// endStartupRead fixes the backfill's range at the end of the startup read:
+// every stored bans row so far.
+func (e *engine) endStartupRead() {
+	if e.backfill != nil {
+		e.backfill.to = e.bansHigh()
+		if e.backfill.to <= e.backfill.cursor && len(e.backfill.lost) == 0 {
+			e.backfill = nil
+		}
+	}
+}
+
+// backfillStep takes the rows fail2ban's database holds with rowids in
+// (cursor, hi] and returns the archive events of the step: the rows, plus
+// the engine's events of those rowids whose row is gone or changed, plus
+// those removed since the last step. It returns done when the range is
+// complete (the backfill is then over).
+func (e *engine) backfillStep(rows []row, hi int64) (events []archive.Event, done bool) {
+	b := e.backfill
+	hi = min(hi, b.to)
+	byRowid := make(map[int64]*row, len(rows))
+	for i := range rows {
+		r := &rows[i]
+		if r.Rowid <= b.cursor || r.Rowid > hi {
+			continue
+		}
+		addr, reason := classify(r, false)
+		if reason != "" {
+			continue
+		}
+		byRowid[r.Rowid] = r
+		events = append(events, archive.Event{Jail: r.Jail, IP: addr, TimeOfBan: r.TimeOfBan, Bantime: rowBantime(r), Bancount: r.Bancount})
+	}
+	var missing []pendingOffer
+	for i := e.eventsAfter(b.cursor); i < len(e.events) && e.events[i].rowid <= hi; i++ {
+		ev := &e.events[i]
+		if ev.skip != 0 {
+			continue
+		}
+		if r, ok := byRowid[ev.rowid]; ok && sameEvent(e, ev, r.Jail, r) {
+			continue
+		}
+		missing = append(missing, e.engineOffer(ev))
+	}
+	// Removed events of this step's rowids: archived from the engine
+	// unless their row is still there (a reconciliation reread it).
+	kept := b.lost[:0]
+	for _, l := range b.lost {
+		switch r, ok := byRowid[l.rowid]; {
+		case l.rowid > hi:
+			kept = append(kept, l)
+		case ok && samePending(&l.offer, e.jailNames, r):
+		default:
+			missing = append(missing, l.offer)
+		}
+	}
+	b.lost = kept
+	if len(missing) > 0 {
+		events = append(events, convertOffers(missing, e.jailNames)...)
+	}
+	b.cursor = hi
+	if hi >= b.to {
+		e.backfill = nil
+		return events, true
+	}
+	return events, false
+}
+
+// sameEvent reports whether row r is the engine's event ev (rowids can be
+// reused by fail2ban after a purge empties the table).
+func sameEvent(e *engine, ev *event, jail string, r *row) bool {
+	o := e.engineOffer(ev)
+	return samePending(&o, e.jailNames, r) && jail == r.Jail
+}
+
+// samePending reports whether row r is the event of offer o.
+func samePending(o *pendingOffer, jails []string, r *row) bool {
+	addr, reason := classify(r, false)
+	return reason == "" && uint32(r.TimeOfBan) == o.tob && r.Jail == jails[o.jail] && keyOf(addr) == o.ip
+}
+
+// rowBantime is the bantime of a bans row for the archive: -2 (unknown,
+// fail2ban's own convention) where the schema has none or it is invalid.
+func rowBantime(r *row) int64 {
+	if !r.HasBantime || !r.BanValid {
+		return -2
+	}
+	return r.Bantime
+}
+
+// backfillRetry is how long the backfill waits after a failed read.
+const backfillRetry = 5 * time.Second
+
+// runBackfill reads the rows of eng's backfill from fail2ban's database and
+// queues them for the archive, until done, eng is replaced (a reload: its
+// carry took over what was left) or ctx ends (Close: the rows stay in
+// fail2ban's database and are offered at the next start).
+func (x *Exporter) runBackfill(ctx context.Context, eng *engine) {
+	store := x.opts.Archive
+	start := time.Now()
+	var src *source
+	defer func() {
+		if src != nil {
+			src.close()
+		}
+	}()
+	var buf []row
+	written := 0
+	for {
+		if src == nil {
+			var err error
+			if src, err = openSource(ctx, x.opts.DBPath); err != nil {
+				if !x.backfillWait(ctx, err) {
+					return
+				}
+				continue
+			}
+		}
+		if x.testHookBackfillStep != nil {
+			x.testHookBackfillStep()
+		}
+		x.mu.Lock()
+		b := eng.backfill
+		// Not after Close (x.closed): Close waits for the backfill.
+		live := x.eng == eng && b != nil && b.dev == src.dev && b.ino == src.ino
+		var cursor int64
+		if live {
+			cursor = b.cursor
+		}
+		x.mu.Unlock()
+		if !live {
+			// Replaced (its carry holds what was left), or another file
+			// than the engine's: stop here.
+			return
+		}
+		rows, err := src.readAfter(ctx, buf, "bans", cursor, x.backfillChunk)
+		if err != nil {
+			src.close()
+			src = nil
+			if !x.backfillWait(ctx, err) {
+				return
+			}
+			continue
+		}
+		buf = rows
+		hi := int64(math.MaxInt64) // fewer rows than asked: the table ends here
+		if len(rows) == x.backfillChunk {
+			hi = rows[len(rows)-1].Rowid
+		}
+		x.mu.Lock()
+		if x.eng != eng || eng.backfill != b || b.cursor != cursor {
+			x.mu.Unlock()
+			return
+		}
+		events, done := eng.backfillStep(rows, hi)
+		x.mu.Unlock()
+		if err := store.AddWait(ctx, events...); err != nil {
+			x.logger.Warn("ban archive: backfill stopped; the rows it did not queue stay in fail2ban's database and are offered at the next start", "err", err)
+			x.backfillGiveUp(eng, b)
+			return
+		}
+		// Write the chunk now, in one transaction, rather than let a
+		// million events pile up in the archive's queue (200,000 events,
+		// 13 MB) between its cycles: the backfill's memory stays at one
+		// chunk. 1M rows are ~120 commits (benchmarked: as fast as
+		// cycles of 50,000). A failing write keeps the events queued for
+		// the archive's own cycles; the backfill slows down, and AddWait
+		// stops it once the queue is full.
+		if err := store.Flush(ctx); err != nil && !x.backfillWait(ctx, err) {
+			x.backfillGiveUp(eng, b)
+			return
+		}
+		written += len(events)
+		if done {
+			x.logger.Info("ban archive: backfill of the startup read done", "events", written, "duration", time.Since(start).Round(time.Millisecond))
+			return
+		}
+	}
+}
+
+// backfillGiveUp queues, when the backfill ends early (Close could not wait
+// any longer), the events removed from the engine before it read their rows:
+// they are no longer in fail2ban's database to be offered at the next start.
+func (x *Exporter) backfillGiveUp(eng *engine, b *backfillState) {
+	x.mu.Lock()
+	var events []archive.Event
+	if eng.backfill == b && len(b.lost) > 0 {
+		for _, l := range b.lost {
+			events = append(events, convertOffers([]pendingOffer{l.offer}, eng.jailNames)...)
+		}
+		b.lost = nil
+	}
+	x.mu.Unlock()
+	if len(events) > 0 {
+		x.opts.Archive.Add(events...)
+	}
+}
+
+// backfillWait logs a failed backfill read or write and waits before the
+// next try; false when ctx ended.
+func (x *Exporter) backfillWait(ctx context.Context, err error) bool {
+	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		return false
+	}
+	x.logger.Warn("ban archive: backfill failed; retrying", "err", err, "retry_in", backfillRetry)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(backfillRetry):
+		return true
+	}
+}

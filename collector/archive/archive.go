@@ -607,77 +607,122 @@ func (s *Store) Load(ctx context.Context, since time.Time, fn func(Event) error)
 	if err := s.loadJails(ctx); err != nil {
 		return err
 	}
-	type key struct {
-		tob, jail int64
-		ip        []byte
+	// A reader goroutine reads the next chunk while fn takes in the
+	// current one: at startup the engine's indexing and SQLite's reading
+	// overlap instead of taking turns.
+	type loaded struct {
+		chunk []Event
+		err   error
 	}
-	var (
-		last  *key
-		chunk = make([]Event, 0, s.opts.LoadChunk)
-		ids   = make([]int64, 0, s.opts.LoadChunk)
-	)
-	for {
-		chunk, ids = chunk[:0], ids[:0]
-		var (
-			rows *sql.Rows
-			err  error
-		)
-		if last == nil {
-			rows, err = s.db.Reader.QueryContext(ctx, `SELECT timeofban, jail, ip, bantime, bancount FROM archive_events
-				WHERE timeofban >= ? ORDER BY timeofban, jail, ip LIMIT ?`, since.Unix(), s.opts.LoadChunk)
-		} else {
-			rows, err = s.db.Reader.QueryContext(ctx, `SELECT timeofban, jail, ip, bantime, bancount FROM archive_events
-				WHERE (timeofban, jail, ip) > (?, ?, ?) ORDER BY timeofban, jail, ip LIMIT ?`,
-				last.tob, last.jail, last.ip, s.opts.LoadChunk)
-		}
-		if err != nil {
-			return fmt.Errorf("archive: load: %w", err)
-		}
-		var k key
-		for rows.Next() {
-			var e Event
-			var ip sql.RawBytes
-			if err := rows.Scan(&e.TimeOfBan, &k.jail, &ip, &e.Bantime, &e.Bancount); err != nil {
-				rows.Close() //nolint:errcheck,gosec // the scan error is the one to report
-				return fmt.Errorf("archive: load: %w", err)
+	ctx, cancel := context.WithCancel(ctx)
+	chunks := make(chan loaded, 1)
+	free := make(chan []Event, 2)
+	done := make(chan struct{})
+	defer func() { cancel(); <-done }()
+	go func() {
+		defer close(done)
+		defer close(chunks)
+		var last *loadKey
+		for {
+			var buf []Event
+			select {
+			case buf = <-free:
+			default:
+				buf = make([]Event, 0, s.opts.LoadChunk)
 			}
-			a, ok := netip.AddrFromSlice(ip)
-			if !ok {
-				rows.Close() //nolint:errcheck,gosec // the decode error is the one to report
-				return fmt.Errorf("archive: load: event at %d has an IP of %d bytes", e.TimeOfBan, len(ip))
+			chunk, next, err := s.loadChunk(ctx, since, last, buf[:0])
+			if err == nil && len(chunk) == 0 {
+				return
 			}
-			e.IP = a
-			k.tob = e.TimeOfBan
-			k.ip = append(k.ip[:0], ip...)
-			chunk = append(chunk, e)
-			ids = append(ids, k.jail)
+			select {
+			case chunks <- loaded{chunk: chunk, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(chunk) < s.opts.LoadChunk {
+				return
+			}
+			last = next
 		}
-		if err := rows.Err(); err != nil {
-			rows.Close() //nolint:errcheck,gosec // rows.Err is the one to report
-			return fmt.Errorf("archive: load: %w", err)
+	}()
+	for l := range chunks {
+		if l.err != nil {
+			return l.err
 		}
-		if err := rows.Close(); err != nil {
-			return fmt.Errorf("archive: load: %w", err)
-		}
-		if len(chunk) == 0 {
-			return nil
-		}
-		if err := s.nameJails(ctx, chunk, ids); err != nil {
-			return err
-		}
-		for i := range chunk {
-			if err := fn(chunk[i]); err != nil {
+		for i := range l.chunk {
+			if err := fn(l.chunk[i]); err != nil {
 				return err
 			}
 		}
-		if len(chunk) < s.opts.LoadChunk {
-			return nil
+		select {
+		case free <- l.chunk:
+		default:
 		}
-		last = &key{tob: k.tob, jail: k.jail, ip: append([]byte(nil), k.ip...)}
 	}
+	return ctx.Err()
 }
 
-// nameJails sets the jail names of chunk from their ids.
+// loadKey is the position of the last event of a loaded chunk.
+type loadKey struct {
+	tob, jail int64
+	ip        []byte
+}
+
+// loadChunk reads the events after last (from since when last is nil), at
+// most LoadChunk, into out, with their jail names; it returns the position
+// of the last one.
+func (s *Store) loadChunk(ctx context.Context, since time.Time, last *loadKey, out []Event) ([]Event, *loadKey, error) {
+	var (
+		rows *sql.Rows
+		err  error
+	)
+	if last == nil {
+		rows, err = s.db.Reader.QueryContext(ctx, `SELECT timeofban, jail, ip, bantime, bancount FROM archive_events
+			WHERE timeofban >= ? ORDER BY timeofban, jail, ip LIMIT ?`, since.Unix(), s.opts.LoadChunk)
+	} else {
+		rows, err = s.db.Reader.QueryContext(ctx, `SELECT timeofban, jail, ip, bantime, bancount FROM archive_events
+			WHERE (timeofban, jail, ip) > (?, ?, ?) ORDER BY timeofban, jail, ip LIMIT ?`,
+			last.tob, last.jail, last.ip, s.opts.LoadChunk)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("archive: load: %w", err)
+	}
+	ids := make([]int64, 0, s.opts.LoadChunk)
+	var k loadKey
+	for rows.Next() {
+		var e Event
+		var ip sql.RawBytes
+		if err := rows.Scan(&e.TimeOfBan, &k.jail, &ip, &e.Bantime, &e.Bancount); err != nil {
+			rows.Close() //nolint:errcheck,gosec // the scan error is the one to report
+			return nil, nil, fmt.Errorf("archive: load: %w", err)
+		}
+		a, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			rows.Close() //nolint:errcheck,gosec // the decode error is the one to report
+			return nil, nil, fmt.Errorf("archive: load: event at %d has an IP of %d bytes", e.TimeOfBan, len(ip))
+		}
+		e.IP = a
+		k.tob = e.TimeOfBan
+		k.ip = append(k.ip[:0], ip...)
+		out = append(out, e)
+		ids = append(ids, k.jail)
+	}
+	if err := rows.Err(); err != nil {
+		rows.Close() //nolint:errcheck,gosec // rows.Err is the one to report
+		return nil, nil, fmt.Errorf("archive: load: %w", err)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, nil, fmt.Errorf("archive: load: %w", err)
+	}
+	if len(out) == 0 {
+		return out, nil, nil
+	}
+	if err := s.nameJails(ctx, out, ids); err != nil {
+		return nil, nil, err
+	}
+	return out, &k, nil
+}
+
 func (s *Store) nameJails(ctx context.Context, chunk []Event, ids []int64) error {
 	for attempt := 0; ; attempt++ {
 		missing := false

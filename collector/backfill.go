@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -69,14 +70,21 @@ func (b *backfillState) removed(e *engine, ev *event) {
 // abandon ends a backfill that will not go on (the engine is replaced) and
 // returns the events it had not archived yet, from the engine's own data.
 func (b *backfillState) abandon(e *engine) []pendingOffer {
-	out := make([]pendingOffer, 0, len(b.lost))
-	for _, l := range b.lost {
-		out = append(out, l.offer)
-	}
+	out := b.lostOffers()
 	for i := e.eventsAfter(b.cursor); i < len(e.events) && e.events[i].rowid <= b.to; i++ {
 		if ev := &e.events[i]; ev.skip == 0 {
 			out = append(out, e.engineOffer(ev))
 		}
+	}
+	return out
+}
+
+// lostOffers are the offers of the events removed before the backfill read
+// their rows.
+func (b *backfillState) lostOffers() []pendingOffer {
+	out := make([]pendingOffer, len(b.lost))
+	for i, l := range b.lost {
+		out[i] = l.offer
 	}
 	return out
 }
@@ -125,6 +133,9 @@ func (e *engine) backfillStep(rows []row, hi int64) (events []archive.Event, don
 			continue
 		}
 		byRowid[r.Rowid] = r
+		if e.storedEvent(r.Jail, addr, r.TimeOfBan) {
+			continue // a restart's backfill: already archived
+		}
 		events = append(events, archive.Event{Jail: r.Jail, IP: addr, TimeOfBan: r.TimeOfBan, Bantime: rowBantime(r), Bancount: r.Bancount})
 	}
 	var missing []pendingOffer
@@ -133,10 +144,11 @@ func (e *engine) backfillStep(rows []row, hi int64) (events []archive.Event, don
 		if ev.skip != 0 {
 			continue
 		}
-		if r, ok := byRowid[ev.rowid]; ok && sameEvent(e, ev, r.Jail, r) {
+		o := e.engineOffer(ev)
+		if r, ok := byRowid[ev.rowid]; ok && samePending(&o, e.jailNames, r) {
 			continue
 		}
-		missing = append(missing, e.engineOffer(ev))
+		missing = append(missing, o)
 	}
 	// Removed events of this step's rowids: archived from the engine
 	// unless their row is still there (a reconciliation reread it).
@@ -162,14 +174,24 @@ func (e *engine) backfillStep(rows []row, hi int64) (events []archive.Event, don
 	return events, false
 }
 
-// sameEvent reports whether row r is the engine's event ev (rowids can be
-// reused by fail2ban after a purge empties the table).
-func sameEvent(e *engine, ev *event, jail string, r *row) bool {
-	o := e.engineOffer(ev)
-	return samePending(&o, e.jailNames, r) && jail == r.Jail
+// storedEvent reports whether the event (jail, addr, tob) was loaded from
+// the archive at start (its window-index entry is marked stored), without
+// interning anything.
+func (e *engine) storedEvent(jail string, addr netip.Addr, tob int64) bool {
+	j, ok := e.jailIndex[jail]
+	if !ok || tob < 0 || tob > math.MaxUint32 {
+		return false
+	}
+	ip, ok := e.ipIndex[keyOf(addr)]
+	if !ok {
+		return false
+	}
+	i, found := e.searchTob(&tobEntry{tob: uint32(tob), jail: j, ip: ip})
+	return found && e.byTob[i].stored
 }
 
-// samePending reports whether row r is the event of offer o.
+// samePending reports whether row r is the event of offer o (rowids can be
+// reused by fail2ban after a purge empties the table).
 func samePending(o *pendingOffer, jails []string, r *row) bool {
 	addr, reason := classify(r, false)
 	return reason == "" && uint32(r.TimeOfBan) == o.tob && r.Jail == jails[o.jail] && keyOf(addr) == o.ip
@@ -281,9 +303,7 @@ func (x *Exporter) backfillGiveUp(eng *engine, b *backfillState) {
 	x.mu.Lock()
 	var events []archive.Event
 	if eng.backfill == b && len(b.lost) > 0 {
-		for _, l := range b.lost {
-			events = append(events, convertOffers([]pendingOffer{l.offer}, eng.jailNames)...)
-		}
+		events = convertOffers(b.lostOffers(), eng.jailNames)
 		b.lost = nil
 	}
 	x.mu.Unlock()

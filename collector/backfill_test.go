@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,4 +176,48 @@ func (e *backfillEnv) rowsWhere(t *testing.T, keep func(banEvent) bool) map[banE
 		}
 	}
 	return out
+}
+
+// TestBackfillSkipsArchivedRows: a restart after a long downtime has many new
+// rows (a backfill) beside rows whose events the archive already holds; the
+// backfill queues only the new ones instead of writing every row again.
+func TestBackfillSkipsArchivedRows(t *testing.T) {
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	clk := newClock(1_790_000_000)
+	var logs logBuffer
+	run := newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "30d"), Logger: logs.logger()}, clk, nil)
+	now := clk.Now().Unix()
+	for i := range 200 {
+		d.ban("sshd", fmt.Sprintf("198.51.100.%d", i%50+1), now-int64(i)*600, 600)
+	}
+	run.refresh() // below the default threshold: offered, not backfilled
+	if got := run.store.Count(); got != 200 {
+		t.Fatalf("first start archived %d events, want 200", got)
+	}
+	if err := run.x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	run.sync()
+	clk.Add(time.Hour)
+	now = clk.Now().Unix()
+	for i := range 120 { // downtime: more new rows than the lowered threshold
+		d.ban("sshd", fmt.Sprintf("203.0.113.%d", i%60+1), now-int64(i)*20, 600)
+	}
+	run.start()
+	run.x.backfillAbove, run.x.backfillChunk = 100, 32
+	logs.take()
+	run.refresh()
+	if got := run.store.Count(); got != 320 {
+		t.Fatalf("archived %d events after the restart, want 320", got)
+	}
+	var done string
+	for _, l := range logs.take() {
+		if strings.Contains(l, "backfill of the startup read done") {
+			done = l
+		}
+	}
+	if !strings.Contains(done, "events=120 ") {
+		t.Fatalf("the restart's backfill queued %q, want exactly the 120 new events", done)
+	}
 }

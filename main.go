@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -276,8 +277,8 @@ func runAll(ctx context.Context, fns []func(context.Context)) {
 func (e *exporter) shutdown(logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for i := len(e.onShutdown) - 1; i >= 0; i-- {
-		if err := e.onShutdown[i](ctx); err != nil {
+	for _, v := range slices.Backward(e.onShutdown) {
+		if err := v(ctx); err != nil {
 			logger.Error("shutdown step failed", "err", err)
 		}
 	}

@@ -84,7 +84,7 @@ func parseGeoProviders(list string) ([]string, error) {
 		return nil, nil
 	}
 	var names []string
-	for _, n := range strings.Split(list, ",") {
+	for n := range strings.SplitSeq(list, ",") {
 		n = strings.TrimSpace(n)
 		switch n {
 		case "mmdb", "ipapi":

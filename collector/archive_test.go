@@ -82,7 +82,7 @@ func historySamples(history map[banEvent]bool, now int64, windows []Window, coun
 		labels = strings.TrimSuffix(labels, "}")
 		var quoted []string
 		if labels != "" {
-			for _, l := range strings.Split(labels, ",") {
+			for l := range strings.SplitSeq(labels, ",") {
 				n, val, _ := strings.Cut(l, "=")
 				quoted = append(quoted, fmt.Sprintf("%s=%q", n, val))
 			}
@@ -132,7 +132,7 @@ func TestArchiveKeepsWindowsThroughPurge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(6, 30))
 	history := map[banEvent]bool{}
 	const days = 30
-	for hour := 0; hour < days*24; hour++ {
+	for hour := range days * 24 {
 		now := clk.Now().Unix()
 		var unbans [][2]string
 		for range rng.IntN(5) {

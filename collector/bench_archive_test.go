@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -132,8 +133,8 @@ func openArchiveBench(b *testing.B, f2bPath, appPath string, on bool, clk *bench
 	ab.reg.MustRegister(ab.x)
 	closers = append(closers, func() { _ = ab.x.Close() })
 	ab.close = func() {
-		for i := len(closers) - 1; i >= 0; i-- {
-			closers[i]()
+		for _, closer := range slices.Backward(closers) {
+			closer()
 		}
 	}
 	return ab

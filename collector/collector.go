@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -709,9 +710,7 @@ func (x *Exporter) reconcile(ctx context.Context, table string, sh tableShape, n
 			if err != nil {
 				return err
 			}
-			for b, f := range fps {
-				theirs[b] = f
-			}
+			maps.Copy(theirs, fps)
 		}
 	}
 	var differ []int64

@@ -3,6 +3,7 @@ package collector
 import (
 	"cmp"
 	"container/heap"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -1382,8 +1383,6 @@ func (e *engine) snapshot() *snapshot {
 
 func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
+	maps.Copy(out, m)
 	return out
 }

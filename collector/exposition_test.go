@@ -46,7 +46,7 @@ var dataMetrics = []string{
 func exposition(t testing.TB, samples string) string {
 	t.Helper()
 	byName := map[string][]string{}
-	for _, line := range strings.Split(samples, "\n") {
+	for line := range strings.SplitSeq(samples, "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
@@ -255,7 +255,7 @@ fail2ban_recent_bans{jail="nginx",country="ZZ",window="1h"} 1
 // recentBeyond1h are v4Expected's recent_bans of the windows longer than 1h.
 var recentBeyond1h = func() string {
 	var b strings.Builder
-	for _, l := range strings.Split(v4Expected, "\n") {
+	for l := range strings.SplitSeq(v4Expected, "\n") {
 		if strings.HasPrefix(l, "fail2ban_recent_bans{") && !strings.Contains(l, `window="1h"`) {
 			b.WriteString(l + "\n")
 		}

@@ -39,7 +39,7 @@ func (fx *faultFixture) create(n int) {
 	tmp := filepath.Join(fx.dir, fmt.Sprintf("new-%d.sqlite3", time.Now().UnixNano()))
 	d := newF2BDBAt(fx.t, tmp, 4)
 	d.addJail("sshd", true)
-	for i := 0; i < n; i++ {
+	for i := range n {
 		d.ban("sshd", fmt.Sprintf("198.51.100.%d", i+1), t0-int64(i), 3600)
 	}
 	if err := d.db.Close(); err != nil {
@@ -287,7 +287,7 @@ func TestFaults(t *testing.T) {
 				t.Fatalf("repair logged %d lines (%d recovery lines), want exactly one recovery line:\n%s", len(lines), recovered, strings.Join(lines, "\n"))
 			}
 			// Good from now on: no more lines.
-			for i := 0; i < 3; i++ {
+			for range 3 {
 				if up, _, _ := fx.scrape(); up != 1 {
 					t.Fatal("down again after the repair")
 				}
@@ -318,7 +318,7 @@ func TestReplacedFile(t *testing.T) {
 	d := newF2BDBAt(t, tmp, 4)
 	d.addJail("sshd", false)
 	d.addJail("nginx", true)
-	for i := 0; i < 7; i++ {
+	for i := range 7 {
 		d.ban("nginx", fmt.Sprintf("192.0.2.%d", i+1), t0, 3600)
 	}
 	if err := os.Rename(tmp, fx.path); err != nil {
@@ -380,7 +380,7 @@ UPDATE fail2banDb SET version = 4;`)
 	d.schema = 4
 	clk.Add(time.Hour) // past the 10m default: only bips keeps it banned
 	var s map[string]float64
-	for i := 0; i < 2; i++ {
+	for range 2 {
 		s = scrape(t, x)
 		if s["bangui_exporter_fail2ban_schema_version{}"] == 4 {
 			break
@@ -450,10 +450,8 @@ func TestConcurrentScrapesWhileWriting(t *testing.T) {
 	stop := make(chan struct{})
 	errs := make(chan string, 16)
 	var wg sync.WaitGroup
-	for g := 0; g < 6; g++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range 6 {
+		wg.Go(func() {
 			for {
 				select {
 				case <-stop:
@@ -465,9 +463,9 @@ func TestConcurrentScrapesWhileWriting(t *testing.T) {
 					return
 				}
 			}
-		}()
+		})
 	}
-	for i := 0; i < bans; i++ {
+	for i := range bans {
 		fx.d.ban("sshd", fmt.Sprintf("192.0.%d.%d", i/200, i%200+1), t0, 3600)
 		if i%50 == 0 {
 			fx.d.unban("sshd", fmt.Sprintf("192.0.%d.%d", i/200, i%200+1))

@@ -155,13 +155,11 @@ func TestWithRealFail2ban(t *testing.T) {
 	writeErr := make(chan error, 1)
 	stop := make(chan struct{})
 	batches := [][]string{}
-	for i := 0; i < 8; i++ {
+	for range 8 {
 		batches = append(batches, take(30))
 	}
 	logIPs := take(16)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for i, b := range batches {
 			if err := s.BanIP(ctx, []string{"sshd", "perm", "incr"}[i%3], b...); err != nil {
 				writeErr <- err
@@ -181,7 +179,7 @@ func TestWithRealFail2ban(t *testing.T) {
 			}
 		}
 		close(stop)
-	}()
+	})
 	scrapes := 0
 	for running := true; running; {
 		select {

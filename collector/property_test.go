@@ -119,7 +119,7 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int, withArch
 			ips[i] = fmt.Sprintf("198.51.%d.%d", i/7, i)
 		}
 	}
-	for step := 0; step < steps; step++ {
+	for step := range steps {
 		now := clk.Now().Unix()
 		var op string
 		switch r := rng.IntN(100); {

@@ -79,10 +79,10 @@ func TestReadOnlyOverHours(t *testing.T) {
 	ctx := context.Background()
 	ip := func(i int) string { return fmt.Sprintf("198.51.%d.%d", i/250, i%250+1) }
 	n := 0
-	for step := 0; step < 36; step++ {
+	for step := range 36 {
 		now := clk.Now().Unix()
 		// fail2ban writes.
-		for k := 0; k < 5; k++ {
+		for k := range 5 {
 			d.ban([]string{"sshd", "nginx"}[k%2], ip(n), now-int64(k*30), []int64{600, 3600, -1}[n%3])
 			n++
 		}
@@ -94,7 +94,7 @@ func TestReadOnlyOverHours(t *testing.T) {
 		}
 		before := stateOf(t, d.path)
 		// Only the exporter acts.
-		for r := 0; r < 5; r++ {
+		for r := range 5 {
 			if err := x.Refresh(ctx); err != nil {
 				t.Fatalf("step %d: refresh: %v", step, err)
 			}
@@ -153,7 +153,7 @@ func TestReadOnlyNoWritePermission(t *testing.T) {
 	before := stateOf(t, path)
 	clk := newClock(t0)
 	x := newFixtureExporter(t, path, clk, NoCountries{}, Options{})
-	for i := 0; i < 10; i++ {
+	for i := range 10 {
 		got := only(scrape(t, x), "fail2ban_up", "fail2ban_banned_ips")
 		assertSamples(t, fmt.Sprintf("scrape %d", i), got, map[string]float64{
 			"fail2ban_up{}": 1,
@@ -194,7 +194,7 @@ func TestNeverCreatesMissingFile(t *testing.T) {
 				}
 			}
 			x := newFixtureExporter(t, path, newClock(t0), NoCountries{}, Options{})
-			for i := 0; i < 3; i++ {
+			for range 3 {
 				if err := x.Refresh(context.Background()); err == nil {
 					t.Fatal("refresh of a missing database succeeded")
 				}

@@ -130,9 +130,7 @@ func TestConcurrentWriterCausesNoReconciliation(t *testing.T) {
 			var wg sync.WaitGroup
 			var werr error
 			done := make(chan struct{})
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer close(done)
 				for i := range bans {
 					ip := fmt.Sprintf("203.0.%d.%d", i/200, i%200)
@@ -159,7 +157,7 @@ func TestConcurrentWriterCausesNoReconciliation(t *testing.T) {
 						return
 					}
 				}
-			}()
+			})
 			refreshes := 0
 		loop:
 			for {

@@ -56,8 +56,7 @@ func (e *readError) Error() string { return e.err.Error() }
 func (e *readError) Unwrap() error { return e.err }
 
 func classifyError(err error) errorKind {
-	var re *readError
-	if errors.As(err, &re) {
+	if re, ok := errors.AsType[*readError](err); ok {
 		return re.kind
 	}
 	switch {
@@ -66,8 +65,7 @@ func classifyError(err error) errorKind {
 	case errors.Is(err, fs.ErrPermission):
 		return kindPermission
 	}
-	var se *sqlite.Error
-	if errors.As(err, &se) {
+	if se, ok := errors.AsType[*sqlite.Error](err); ok {
 		switch se.Code() & 0xff {
 		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
 			return kindLocked

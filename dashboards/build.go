@@ -86,11 +86,9 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-func ptr[T any](v T) *T { return &v }
-
 // datasourceRef is the reference every panel and target carries.
 func datasourceRef() common.DataSourceRef {
-	return common.DataSourceRef{Type: ptr("prometheus"), Uid: ptr("${" + DatasourceVariable + "}")}
+	return common.DataSourceRef{Type: new("prometheus"), Uid: new("${" + DatasourceVariable + "}")}
 }
 
 // selector renders a PromQL series selector for metric limited to the
@@ -174,14 +172,14 @@ func thresholds(color string) *dashboard.ThresholdsConfigBuilder {
 // thresholdAt is base below value and above from value on.
 func thresholdAt(base string, value float64, above string) *dashboard.ThresholdsConfigBuilder {
 	return dashboard.NewThresholdsConfigBuilder().Mode(dashboard.ThresholdsModeAbsolute).
-		Steps([]dashboard.Threshold{{Color: base}, {Value: ptr(value), Color: above}})
+		Steps([]dashboard.Threshold{{Color: base}, {Value: new(value), Color: above}})
 }
 
 // valueText maps exact values to display texts and colors ("1" → "up").
 func valueText(pairs ...[3]string) []dashboard.ValueMapping {
 	options := make(map[string]dashboard.ValueMappingResult, len(pairs))
 	for i, p := range pairs {
-		options[p[0]] = dashboard.ValueMappingResult{Text: ptr(p[1]), Color: ptr(p[2]), Index: ptr(int32(i))}
+		options[p[0]] = dashboard.ValueMappingResult{Text: new(p[1]), Color: new(p[2]), Index: new(int32(i))}
 	}
 	return []dashboard.ValueMapping{{ValueMap: &dashboard.ValueMap{Type: dashboard.MappingTypeValueToText, Options: options}}}
 }
@@ -229,13 +227,13 @@ func labelVariable(name, label, description, query string) *dashboard.QueryVaria
 		Label(label).
 		Description(description).
 		Datasource(datasourceRef()).
-		Query(dashboard.StringOrMap{String: ptr(query)}).
+		Query(dashboard.StringOrMap{String: new(query)}).
 		Definition(query).
 		Multi(true).
 		IncludeAll(true).
 		AllValue(".+").
 		Current(dashboard.VariableOption{
-			Selected: ptr(true),
+			Selected: new(true),
 			Text:     dashboard.StringOrArrayOfString{ArrayOfString: []string{"All"}},
 			Value:    dashboard.StringOrArrayOfString{ArrayOfString: []string{"$__all"}},
 		}).
@@ -247,7 +245,7 @@ func labelVariable(name, label, description, query string) *dashboard.QueryVaria
 func builtInAnnotation() *dashboard.AnnotationQueryBuilder {
 	return dashboard.NewAnnotationQueryBuilder().
 		Name("Annotations & Alerts").
-		Datasource(common.DataSourceRef{Type: ptr("grafana"), Uid: ptr("-- Grafana --")}).
+		Datasource(common.DataSourceRef{Type: new("grafana"), Uid: new("-- Grafana --")}).
 		Enable(true).
 		Hide(true).
 		IconColor("rgba(0, 211, 255, 1)").

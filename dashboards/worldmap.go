@@ -48,21 +48,21 @@ func WorldMap() (Dashboard, error) {
 		dashboard.NewCustomVariableBuilder("view").
 			Label("Show").
 			Description("Banned now: IPs fail2ban bans at this moment (fail2ban_banned_ips). Ban events in window: every ban event of the chosen window (fail2ban_recent_bans).").
-			Values(dashboard.StringOrMap{String: ptr("Banned now : " + ViewBannedNow + ",Ban events in window : " + ViewRecentWindow)}).
+			Values(dashboard.StringOrMap{String: new("Banned now : " + ViewBannedNow + ",Ban events in window : " + ViewRecentWindow)}).
 			Current(dashboard.VariableOption{
-				Selected: ptr(true),
-				Text:     dashboard.StringOrArrayOfString{String: ptr("Banned now")},
-				Value:    dashboard.StringOrArrayOfString{String: ptr(ViewBannedNow)},
+				Selected: new(true),
+				Text:     dashboard.StringOrArrayOfString{String: new("Banned now")},
+				Value:    dashboard.StringOrArrayOfString{String: new(ViewBannedNow)},
 			}).
 			Options([]dashboard.VariableOption{
-				{Selected: ptr(true), Text: dashboard.StringOrArrayOfString{String: ptr("Banned now")}, Value: dashboard.StringOrArrayOfString{String: ptr(ViewBannedNow)}},
-				{Selected: ptr(false), Text: dashboard.StringOrArrayOfString{String: ptr("Ban events in window")}, Value: dashboard.StringOrArrayOfString{String: ptr(ViewRecentWindow)}},
+				{Selected: new(true), Text: dashboard.StringOrArrayOfString{String: new("Banned now")}, Value: dashboard.StringOrArrayOfString{String: new(ViewBannedNow)}},
+				{Selected: new(false), Text: dashboard.StringOrArrayOfString{String: new("Ban events in window")}, Value: dashboard.StringOrArrayOfString{String: new(ViewRecentWindow)}},
 			}),
 		dashboard.NewQueryVariableBuilder("window").
 			Label("Window").
 			Description("Trailing window of fail2ban_recent_bans (the exporter's --bans.window values). Used when Show is \"Ban events in window\".").
 			Datasource(datasourceRef()).
-			Query(dashboard.StringOrMap{String: ptr(`label_values(fail2ban_recent_bans{job=~"$job",instance=~"$instance"}, window)`)}).
+			Query(dashboard.StringOrMap{String: new(`label_values(fail2ban_recent_bans{job=~"$job",instance=~"$instance"}, window)`)}).
 			Definition(`label_values(fail2ban_recent_bans{job=~"$job",instance=~"$instance"}, window)`).
 			Multi(false).
 			IncludeAll(false).
@@ -187,7 +187,7 @@ func CountryNameMappings() []dashboard.ValueMapping {
 	sort.Strings(codes)
 	options := make(map[string]dashboard.ValueMappingResult, len(codes))
 	for i, code := range codes {
-		options[code] = dashboard.ValueMappingResult{Text: ptr(names[code] + " (" + code + ")"), Index: ptr(int32(i))}
+		options[code] = dashboard.ValueMappingResult{Text: new(names[code] + " (" + code + ")"), Index: new(int32(i))}
 	}
 	return []dashboard.ValueMapping{{ValueMap: &dashboard.ValueMap{Type: dashboard.MappingTypeValueToText, Options: options}}}
 }

@@ -326,7 +326,7 @@ func helpFlags(t *testing.T, bin string) map[string]bool {
 		}
 	}
 	flags := map[string]bool{}
-	for _, f := range strings.Fields(string(out)) {
+	for f := range strings.FieldsSeq(string(out)) {
 		if name, ok := strings.CutPrefix(f, "--"); ok {
 			name, _, _ = strings.Cut(name, "=")
 			flags[strings.TrimRight(name, ",")] = true
@@ -421,14 +421,14 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 
 	early := []map[string][]string{plan.jails}
 	all := []map[string][]string{plan.jails, plan.late}
-	waitForExposition(t, ctx, exporterURL, plan.expected(early, "jail", geo), plan.expected(early, "country", geo), nil)
+	waitForExposition(ctx, t, exporterURL, plan.expected(early, "jail", geo), plan.expected(early, "country", geo), nil)
 	// Bans while the exporter runs appear in fail2ban_bans_total too.
 	if err := sb.BanIP(ctx, "sshd", plan.late["sshd"]...); err != nil {
 		t.Fatal(err)
 	}
 	wantByJail := plan.expected(all, "jail", geo)
 	wantByCountry := plan.expected(all, "country", geo)
-	waitForExposition(t, ctx, exporterURL, wantByJail, wantByCountry, plan.expected([]map[string][]string{plan.late}, "country", geo))
+	waitForExposition(ctx, t, exporterURL, wantByJail, wantByCountry, plan.expected([]map[string][]string{plan.late}, "country", geo))
 	checkContract(t, exposition(t, exporterURL), flags["fail2ban.socket"])
 
 	// Prometheus with our scrape config (target rewritten, faster
@@ -467,7 +467,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	}
 	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry, newBans, flags["fail2ban.socket"])
 	checkRuleQueries(t, promURL)
-	checkFail2banAgrees(t, ctx, sb, promURL, instance)
+	checkFail2banAgrees(ctx, t, sb, promURL, instance)
 
 	// A healthy system raises no alert, not even a pending one.
 	if got := activeAlerts(t, promURL); len(got) != 0 {
@@ -524,7 +524,7 @@ func activeAlerts(t *testing.T, promURL string) []string {
 // waitForExposition waits until the exporter is ready and exposes the
 // wanted banned IPs per jail and country, and, when newBans is not nil,
 // that many new bans per country in fail2ban_bans_total.
-func waitForExposition(t *testing.T, ctx context.Context, exporterURL string, byJail, byCountry, newBans map[string]float64) {
+func waitForExposition(ctx context.Context, t *testing.T, exporterURL string, byJail, byCountry, newBans map[string]float64) {
 	t.Helper()
 	waitFor(t, "the exporter to expose the bans", 60*time.Second, func() error {
 		code, _, err := httpGet(ctx, exporterURL+"/-/ready")
@@ -851,7 +851,7 @@ func checkRuleQueries(t *testing.T, promURL string) {
 
 // checkFail2banAgrees compares the per-jail panel in Prometheus with
 // fail2ban-client's own "Currently banned".
-func checkFail2banAgrees(t *testing.T, ctx context.Context, sb *f2bsandbox.Sandbox, promURL, instance string) {
+func checkFail2banAgrees(ctx context.Context, t *testing.T, sb *f2bsandbox.Sandbox, promURL, instance string) {
 	t.Helper()
 	got, err := vectorBy(t, promURL, fmt.Sprintf(`sum by (jail) (fail2ban_banned_ips{instance=%q})`, instance), "jail")
 	if err != nil {

@@ -527,7 +527,7 @@ func unitDirectives(t *testing.T, file string) map[string][]string {
 	out := map[string][]string{}
 	section := ""
 	var pending string
-	for _, raw := range strings.Split(string(data), "\n") {
+	for raw := range strings.SplitSeq(string(data), "\n") {
 		line := strings.TrimSpace(raw)
 		if pending == "" && (line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";")) {
 			continue
@@ -602,17 +602,17 @@ func TestSystemdUnit(t *testing.T) {
 	if err := os.WriteFile(tmp, bytes.ReplaceAll(data, []byte("/usr/local/bin/bangui_exporter"), []byte("/bin/true")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec_(t, analyze, "verify", tmp)
+	out, err := runCommand(t, analyze, "verify", tmp)
 	if err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
-	out, err = exec_(t, analyze, "security", "--offline=yes", "--threshold=25", tmp)
+	out, err = runCommand(t, analyze, "security", "--offline=yes", "--threshold=25", tmp)
 	if err != nil {
 		t.Errorf("systemd-analyze security: exposure above 2.5 or error: %v\n%s", err, out)
 	}
 }
 
-func exec_(t *testing.T, name string, args ...string) (string, error) {
+func runCommand(t *testing.T, name string, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.CommandContext(t.Context(), name, args...).CombinedOutput()
 	return string(out), err
@@ -654,7 +654,7 @@ func TestComposeFail2banConfig(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "jail.local"), jail, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec_(t, client, "-c", dir, "-t")
+	out, err := runCommand(t, client, "-c", dir, "-t")
 	if err != nil || !strings.Contains(out, "OK: configuration test is successful") {
 		t.Fatalf("fail2ban-client -t: %v\n%s", err, out)
 	}
@@ -662,7 +662,7 @@ func TestComposeFail2banConfig(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "jail.local"), append(jail, []byte("\n[nosuch]\nenabled = true\nfilter = nosuchfilter\nlogpath = "+logPath+"\n")...), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec_(t, client, "-c", dir, "-t"); err == nil {
+	if out, err := runCommand(t, client, "-c", dir, "-t"); err == nil {
 		t.Fatalf("fail2ban-client -t accepted a jail with a missing filter:\n%s", out)
 	}
 }
@@ -679,7 +679,7 @@ func checkDataDirWritable(t *testing.T, runs []string) {
 	owner, group, mode := "root", "root", os.FileMode(0o755) // mkdir as root, umask 022
 	seen := false
 	for _, run := range runs {
-		for _, step := range strings.Split(run, "&&") {
+		for step := range strings.SplitSeq(run, "&&") {
 			f := strings.Fields(step)
 			if len(f) < 2 || f[len(f)-1] != dir {
 				continue

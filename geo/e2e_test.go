@@ -228,7 +228,7 @@ func (p *exporterProcess) scrape() (map[string]float64, float64, error) {
 	}
 	got := map[string]float64{}
 	pending := -1.0
-	for _, line := range strings.Split(string(body), "\n") {
+	for line := range strings.SplitSeq(string(body), "\n") {
 		isBanned := strings.HasPrefix(line, "fail2ban_banned_ips{")
 		isPending := strings.HasPrefix(line, "bangui_exporter_geo_pending_ips ")
 		if !isBanned && !isPending {

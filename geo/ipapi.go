@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -319,8 +320,7 @@ func bodyMessage(data []byte) string {
 
 // redact removes the key from errors that carry the request URL.
 func (p *IPAPI) redact(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
+	if ue, ok := errors.AsType[*url.Error](err); ok {
 		return &url.Error{Op: ue.Op, URL: p.display, Err: ue.Err}
 	}
 	return err
@@ -386,9 +386,7 @@ func (p *IPAPI) requestCounts() map[string]uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make(map[string]uint64, len(p.requests))
-	for k, v := range p.requests {
-		out[k] = v
-	}
+	maps.Copy(out, p.requests)
 	return out
 }
 

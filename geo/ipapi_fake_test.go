@@ -3,6 +3,7 @@ package geo
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -70,9 +71,7 @@ var defaultFakeKnown = map[string]fakeGeo{
 
 func newFakeIPAPI(t testing.TB, clock Clock) *fakeIPAPI {
 	f := &fakeIPAPI{t: t, clock: clock, known: map[string]fakeGeo{}, limit: 15, window: time.Minute}
-	for k, v := range defaultFakeKnown {
-		f.known[k] = v
-	}
+	maps.Copy(f.known, defaultFakeKnown)
 	f.server = httptest.NewServer(http.HandlerFunc(f.serve))
 	t.Cleanup(f.server.Close)
 	return f
@@ -255,7 +254,7 @@ func filterFields(full map[string]any, fields string) map[string]any {
 			}
 		}
 	} else {
-		for _, name := range strings.Split(fields, ",") {
+		for name := range strings.SplitSeq(fields, ",") {
 			want[strings.TrimSpace(name)] = true
 		}
 	}

@@ -114,7 +114,7 @@ const (
 	flagRequested                   // asked for by Lookup or ReResolve: resolved even when not tracked
 )
 
-func (r *record) has(f uint8) bool { return r.flags&f != 0 }
+func (rec *record) has(f uint8) bool { return rec.flags&f != 0 }
 
 // Resolver is geo's memory tier, background resolver and persistence. It
 // implements collector.CountryLookup; every method of that interface answers
@@ -856,8 +856,7 @@ func shortError(err error) string {
 	case errors.As(err, &ue) && ue.Timeout():
 		return "timeout"
 	}
-	var pe *providerError
-	if errors.As(err, &pe) {
+	if pe, ok := errors.AsType[*providerError](err); ok {
 		return pe.short
 	}
 	return "lookup failed"

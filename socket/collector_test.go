@@ -344,7 +344,7 @@ func TestCollectorReconnects(t *testing.T) {
 		if err := sb.Stop(ctx); err != nil {
 			t.Fatal(err)
 		}
-		for i := 0; i < 3; i++ {
+		for range 3 {
 			m := scrape(t, coll)
 			if m["fail2ban_server_up"][""] != 0 {
 				t.Fatal("up while fail2ban is stopped")

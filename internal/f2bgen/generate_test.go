@@ -211,7 +211,7 @@ print("undecodable", bad)
 	for _, js := range st.Jails {
 		want[js.Name] = js.CurrentlyBanned
 	}
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+	for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
 		var name string
 		var n int
 		if _, err := fmtSscan(line, &name, &n); err != nil {

@@ -89,7 +89,9 @@ func buildModel(spec Spec) (*model, error) {
 				cursor = (cursor + 1) % nIPs
 			}
 			ip = cursor
-			for j = 0; jailMask[ip]&(1<<j) != 0; j++ {
+			j = 0
+			for jailMask[ip]&(1<<j) != 0 {
+				j++
 			}
 		}
 		jailMask[ip] |= 1 << j

@@ -111,8 +111,8 @@ func realFail2banDB(t *testing.T) string {
 }
 
 func TestSchemaEqualsRealFail2banServer(t *testing.T) {
-	real := realFail2banDB(t)
-	want := sqliteMaster(t, real)
+	realDB := realFail2banDB(t)
+	want := sqliteMaster(t, realDB)
 	if len(want) != 17 {
 		t.Fatalf("real fail2ban database has %d schema objects, expected 17: %v", len(want), want)
 	}
@@ -145,12 +145,12 @@ func TestSchemaEqualsRealFail2banServer(t *testing.T) {
 	for _, pragma := range []string{"page_size", "auto_vacuum", "user_version", "application_id"} {
 		path, _ := generate(t, Spec{Rows: 100, Now: testNow})
 		got := queryInt(t, openRO(t, path), "PRAGMA "+pragma)
-		want := queryInt(t, openRO(t, real), "PRAGMA "+pragma)
+		want := queryInt(t, openRO(t, realDB), "PRAGMA "+pragma)
 		if got != want {
 			t.Errorf("PRAGMA %s = %d, fail2ban's = %d", pragma, got, want)
 		}
 	}
-	if v := queryInt(t, openRO(t, real), "SELECT version FROM fail2banDb"); v != 4 {
+	if v := queryInt(t, openRO(t, realDB), "SELECT version FROM fail2banDb"); v != 4 {
 		t.Errorf("real fail2ban wrote schema version %d, the generator writes 4", v)
 	}
 }

@@ -63,7 +63,7 @@ func waitBips(t *testing.T, db *sql.DB, jail string, want int) {
 	}
 }
 
-func mustBanned(t *testing.T, ctx context.Context, s *Sandbox, jail string, want int) {
+func mustBanned(ctx context.Context, t *testing.T, s *Sandbox, jail string, want int) {
 	t.Helper()
 	got, err := s.CurrentlyBanned(ctx, jail)
 	if err != nil {
@@ -140,7 +140,7 @@ func TestSandboxBans(t *testing.T) {
 				t.Fatal(err)
 			}
 			want[tt.jail] += len(tt.ips)
-			mustBanned(t, ctx, s, tt.jail, want[tt.jail])
+			mustBanned(ctx, t, s, tt.jail, want[tt.jail])
 			waitBips(t, db, tt.jail, want[tt.jail])
 		})
 	}
@@ -166,7 +166,7 @@ func TestSandboxBans(t *testing.T) {
 			t.Fatal(err)
 		}
 		want["sshd"] -= 2
-		mustBanned(t, ctx, s, "sshd", want["sshd"])
+		mustBanned(ctx, t, s, "sshd", want["sshd"])
 		waitBips(t, db, "sshd", want["sshd"])
 	})
 
@@ -179,7 +179,7 @@ func TestSandboxBans(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, jail := range s.Jails() {
-			mustBanned(t, ctx, s, jail, want[jail])
+			mustBanned(ctx, t, s, jail, want[jail])
 			waitBips(t, db, jail, want[jail])
 		}
 		var rowsAfter int
@@ -194,7 +194,7 @@ func TestSandboxBans(t *testing.T) {
 			t.Fatal(err)
 		}
 		want["sshd"]++
-		mustBanned(t, ctx, s, "sshd", want["sshd"])
+		mustBanned(ctx, t, s, "sshd", want["sshd"])
 	})
 
 	t.Run("stop", func(t *testing.T) {
@@ -423,5 +423,5 @@ func TestSandboxPurge(t *testing.T) {
 	// the future; permanent rows are never purged).
 	waitBips(t, db, "sshd", 3)
 	waitBips(t, db, "perm", 2)
-	mustBanned(t, ctx, s, "sshd", 3)
+	mustBanned(ctx, t, s, "sshd", 3)
 }

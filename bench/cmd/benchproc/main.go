@@ -120,14 +120,14 @@ func parseFlags(args []string) (config, error) {
 		return cfg, err
 	}
 	cfg.exporterArgs = extra
-	for _, s := range strings.Split(*sizes, ",") {
+	for s := range strings.SplitSeq(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
 			return cfg, fmt.Errorf("-sizes: bad size %q", s)
 		}
 		cfg.sizes = append(cfg.sizes, n)
 	}
-	for _, w := range strings.Split(*windows, ",") {
+	for w := range strings.SplitSeq(*windows, ",") {
 		d, err := model.ParseDuration(strings.TrimSpace(w))
 		if err != nil {
 			return cfg, fmt.Errorf("-windows: %w", err)

@@ -213,7 +213,7 @@ func buildStamp(ctx context.Context, binary string) string {
 		return "build info unavailable"
 	}
 	settings := map[string]string{}
-	for _, line := range strings.Split(string(out), "\n") {
+	for line := range strings.SplitSeq(string(out), "\n") {
 		f := strings.Fields(line)
 		if len(f) == 2 && f[0] == "build" {
 			if k, v, ok := strings.Cut(f[1], "="); ok {

@@ -315,9 +315,7 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		var scrapeErr error
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			t := time.NewTicker(50 * time.Millisecond)
 			defer t.Stop()
 			for {
@@ -336,7 +334,7 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 				}
 				mu.Unlock()
 			}
-		}()
+		})
 		werr := writeRound(&concurrentTx)
 		cancel()
 		wg.Wait()

@@ -79,7 +79,9 @@ func dsn(path string, readOnly bool) string {
 		q.Add("_pragma", "query_only(1)")
 	}
 	q.Set("_txlock", "immediate")
-	u := url.URL{Scheme: "file", Path: path, RawQuery: q.Encode()}
+	// OmitHost: a relative path must not become "file://dir/…", which
+	// SQLite reads as a URI authority and refuses.
+	u := url.URL{Scheme: "file", Path: path, OmitHost: true, RawQuery: q.Encode()}
 	// url.URL escapes ( ) in RawQuery? It does not re-encode RawQuery.
 	return u.String()
 }

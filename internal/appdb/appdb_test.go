@@ -75,3 +75,35 @@ func TestMigrateFailureRollsBack(t *testing.T) {
 		t.Fatal("partial migration was committed")
 	}
 }
+
+// TestOpenPaths: relative paths (resolved against the working directory, as
+// a user types them on the command line) and file names SQLite's URI syntax
+// treats specially open the file at exactly that path.
+func TestOpenPaths(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	tests := []struct{ name, path, file string }{
+		{"relative file", "app.sqlite3", "app.sqlite3"},
+		{"relative directory", "state/app.sqlite3", "state/app.sqlite3"},
+		{"dot directory", "./state2/app.sqlite3", "state2/app.sqlite3"},
+		{"question mark and hash", "odd?name#x.sqlite3", "odd?name#x.sqlite3"},
+		{"absolute", filepath.Join(dir, "abs", "app.sqlite3"), "abs/app.sqlite3"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := Open(context.Background(), tc.path)
+			if err != nil {
+				t.Fatalf("Open(%q): %v", tc.path, err)
+			}
+			if err := db.Migrate(context.Background(), "test", []Migration{{1, "CREATE TABLE a(x INTEGER)"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if st, err := os.Stat(filepath.Join(dir, tc.file)); err != nil || st.Size() == 0 {
+				t.Fatalf("database not at %s: %v", tc.file, err)
+			}
+		})
+	}
+}

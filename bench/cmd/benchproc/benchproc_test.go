@@ -389,6 +389,7 @@ func TestWaitCountries(t *testing.T) {
 		{"resolved at once: two equal scrapes", []string{resolvedExposition}, 2, false},
 		{"pending, then resolving, then stable", []string{pending, pending, unresolved, resolvedExposition}, 5, false},
 		{"nothing pending but series still changing", []string{unresolved, resolvedExposition}, 3, false},
+		{"bans_total still catching up", []string{resolvedExposition, resolvedExposition + "# TYPE fail2ban_bans_total counter\nfail2ban_bans_total{country=\"DE\",jail=\"sshd\"} 3\n"}, 3, false},
 		{"never resolved", []string{pending}, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

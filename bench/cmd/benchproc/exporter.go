@@ -209,11 +209,13 @@ func timeScrapes(ctx context.Context, p *exporterProc, warmup, n int) (scrapeSta
 
 // waitCountries scrapes until the exporter's geo part has nothing pending
 // (bangui_exporter_geo_pending_ips 0) and two scrapes in a row expose the
-// same series per country: countries are then as resolved as they get. It
-// returns the time since the process started.
+// same series per country and the same fail2ban_bans_total: countries are
+// then as resolved as they get. It returns the time since the process
+// started.
 func (p *exporterProc) waitCountries(ctx context.Context, timeout time.Duration) (time.Duration, error) {
 	deadline := time.Now().Add(timeout)
 	var prev map[string]float64
+	prevTotal := -1.0
 	for {
 		body, _, err := p.scrape(ctx, false)
 		if err != nil {
@@ -223,10 +225,10 @@ func (p *exporterProc) waitCountries(ctx context.Context, timeout time.Duration)
 		if err != nil {
 			return 0, err
 		}
-		if sums.Gauges["bangui_exporter_geo_pending_ips"] == 0 && prev != nil && maps.Equal(prev, sums.ByCountry) {
+		if sums.Gauges["bangui_exporter_geo_pending_ips"] == 0 && prev != nil && maps.Equal(prev, sums.ByCountry) && prevTotal == sums.BansTotal {
 			return time.Since(p.started), nil
 		}
-		prev = sums.ByCountry
+		prev, prevTotal = sums.ByCountry, sums.BansTotal
 		if time.Now().After(deadline) {
 			return 0, fmt.Errorf("countries not resolved after %s (%v IPs pending)", timeout, sums.Gauges["bangui_exporter_geo_pending_ips"])
 		}

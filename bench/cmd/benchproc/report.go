@@ -218,7 +218,7 @@ func (r *report) markdown() string {
 	}
 
 	p("\nDetails:\n\n")
-	p("| bans rows | bips rows | distinct IPs | startup: /-/ready | shutdown | scrapes during writes p50 / p99 (n) | fail2ban write tx p50 / max (idle reader) | fail2ban write tx p50 / max (while scraped) | writer bans/s | fail2ban_bans_total after all rounds (want) | naive min | naive output rows | app DB after first run |\n")
+	p("| bans rows | bips rows | distinct IPs | startup: /-/ready | shutdown | scrapes during writes p50 / p99 (n) | fail2ban write tx p50 / max (idle reader) | fail2ban write tx p50 / max (while scraped) | writer bans/s | fail2ban_bans_total after all rounds and geo (want) | naive min | naive output rows | app DB after first run |\n")
 	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.Results {
 		total := "absent"

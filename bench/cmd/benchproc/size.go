@@ -469,6 +469,14 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 			return fmt.Errorf("concurrent round %d: scrape during writes: %w", round, scrapeErr)
 		}
 	}
+	// fail2ban_bans_total holds a new ban back until its country is known
+	// (up to two minutes): with countries on, let geo resolve the new IPs
+	// before reading the counter.
+	if cfg.countries {
+		if _, err := p.waitCountries(ctx, cfg.readyTimeout); err != nil {
+			return err
+		}
+	}
 	body, _, err := p.scrape(ctx, false)
 	if err != nil {
 		return err

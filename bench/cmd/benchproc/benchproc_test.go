@@ -216,7 +216,7 @@ func TestMarkdownReport(t *testing.T) {
 	}, {
 		Rows: 1_000_000, DBBytes: 470 << 20, Ready: 2 * time.Second, FirstMetrics: 2100 * time.Millisecond, RestartFirstMetrics: 2900 * time.Millisecond,
 		Unchanged:    scrapeStats{P50: 2 * time.Millisecond, P95: 4 * time.Millisecond, P99: 5 * time.Millisecond, GzipP50: 4 * time.Millisecond, Series: 4727, PlainBytes: 322 << 10, GzBytes: 30 << 10},
-		AfterBansP50: 30 * time.Millisecond,
+		AfterBansP50: 30 * time.Millisecond, BansTotalPresent: true, BansTotalAfterRounds: 12306, BansTotalAfterRoundsWant: 13000,
 		PeakRSSBytes: 140 << 20, RestartPeakRSSBytes: 120 << 20, NaiveP50: 4 * time.Second, NaiveGeoP50: 6 * time.Second,
 		RestartAppDBBytes: 23 << 20, Countries: 180, BannedZZ: 1234, CountrySeries: 4000, NaiveGeoLookups: 235000, NaiveGeoUnresolved: 11000,
 		Checks: []check{{What: "fail2ban_banned_ips (sum)", Exporter: 10, SQL: 12, Naive: 12, NaiveGeo: 12},
@@ -235,6 +235,7 @@ func TestMarkdownReport(t *testing.T) {
 		"| 1M | 140 MiB | 105 | 120 MiB | 93 | 23 MiB | 24 |", // (140-50) MiB / 900k rows, (120-40) MiB / 900k
 		"| 10M | ", "| 90 | ", "| 110 | ",
 		"| 1M | 0 | 180 | 1234 | 11000 of 235000 | 4000 | 0 |",
+		"1M rows: `fail2ban_bans_total` is 12306 of the 13000 bans written: the exporter holds a new ban back",
 		"| 10 | 12 | 12 | 12 | **no** (exporter -2 vs SQL, naive +0 vs SQL, per-IP geo +0 vs SQL) |", "| 7 | 7 | 7 | – | yes |",
 		"| 7 | 7 | 7 | 8 | **no** (exporter +0 vs SQL, naive +0 vs SQL, per-IP geo +1 vs SQL) |", "| 10M | 4.00 ms / – | – | – / – |",
 		"scrape p50 unchanged ≤ 3 ms: met (2.00 ms)", "gzip p50 ≤ 1.5× plain: **missed** (4.00 ms vs 2.00 ms)",

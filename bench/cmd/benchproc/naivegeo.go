@@ -181,25 +181,15 @@ func (g *naiveGeo) scrape(ctx context.Context, now time.Time) (naiveGeoScrape, e
 		return s, err
 	}
 	// Ban events of the longest window in one pass; exact duplicate rows
-	// (same jail, ip, timeofban) are one event.
+	// (same jail, ip, timeofban) are one event (SQLite drops them).
 	cutoffs := make([]int64, len(g.windows))
 	oldest := now.Unix()
 	for i, w := range g.windows {
 		cutoffs[i] = now.Unix() - int64(w/time.Second)
 		oldest = min(oldest, cutoffs[i])
 	}
-	type event struct {
-		jail, ip string
-		tob      int64
-	}
-	seen := map[event]struct{}{}
-	err = query(`SELECT jail, ip, timeofban FROM bans WHERE timeofban >= ?`, oldest,
+	err = query(`SELECT DISTINCT jail, ip, timeofban FROM bans WHERE timeofban >= ?`, oldest,
 		func(jail, ip string, tob int64) error {
-			ev := event{jail, ip, tob}
-			if _, dup := seen[ev]; dup {
-				return nil
-			}
-			seen[ev] = struct{}{}
 			c, err := countryOf(ip)
 			if err != nil {
 				return err

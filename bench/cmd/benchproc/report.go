@@ -231,6 +231,13 @@ func (r *report) markdown() string {
 			ms(s.NaiveMin), s.NaiveRowsOut, size(s.AppDBBytes))
 	}
 	for _, s := range r.Results {
+		if r.Config.Countries && s.BansTotalPresent && s.BansTotalAfterRounds < float64(s.BansTotalAfterRoundsWant) {
+			p("\n%s rows: `fail2ban_bans_total` is %.0f of the %d bans written: the exporter holds a new ban back (up to two minutes) "+
+				"until its country is final, and an IP the mmdb does not know is not final before that time is up.\n",
+				rowsLabel(s.Rows), s.BansTotalAfterRounds, s.BansTotalAfterRoundsWant)
+		}
+	}
+	for _, s := range r.Results {
 		if len(s.ExporterCounters) == 0 {
 			continue
 		}

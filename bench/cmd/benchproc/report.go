@@ -288,7 +288,7 @@ func (r *report) socketMarkdown(p func(string, ...any)) {
 		return
 	}
 	p("\nSocket exporters, same run: a real sandboxed fail2ban-server (Debian's, noop actions) with %d banned IPs (%s; banned over the socket with `set JAIL banip` in bulk in %s). "+
-		"Baseline: what socket exporters do per scrape — a new connection, `status`, then `status JAIL` (with the full banned-IP list) for each of its jails, replies decoded; "+
+		"Baseline: what socket exporters do per scrape — a new connection, `ping`, `status`, then `status JAIL` (with the full banned-IP list) for each of its jails, `version`, replies decoded; "+
 		"bangui_exporter on the same fail2ban (its database read-only and its socket), %s, after its countries were resolved. p50 / p95 / p99 of %d scrapes each:\n\n",
 		s.BannedIPs, perJail(s.PerJail), ms(s.Setup), r.configLabel(), s.Scrapes)
 	p("| banned IPs | socket `status JAIL` baseline | IPs listed per scrape | bangui_exporter scrape | gzip | speedup (p50) | bangui_exporter: ready, peak RSS, series, fail2ban_banned_ips |\n")

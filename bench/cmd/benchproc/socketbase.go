@@ -117,12 +117,17 @@ func banInBulk(ctx context.Context, c *socket.Client, jails, ips []string) (map[
 	}
 }
 
-// socketExporterScrape is one scrape as socket exporters do it: a new
-// connection, the jail list, the full status of every jail. It returns the
-// number of banned IPs listed.
+// socketExporterScrape is one scrape as socket exporters do it (the most
+// used one, in Go, per Collect): a new connection, ping, the jail list, the
+// full status of every jail, the server version. (Newer versions also ask
+// three settings per jail; left out, which flatters the baseline.) It
+// returns the number of banned IPs listed.
 func socketExporterScrape(ctx context.Context, path string) (int, error) {
 	c := socket.New(socket.Options{Path: path, Timeout: 30 * time.Second})
 	defer func() { _ = c.Close() }()
+	if err := c.Ping(ctx); err != nil {
+		return 0, err
+	}
 	jails, err := c.Jails(ctx)
 	if err != nil {
 		return 0, err
@@ -145,6 +150,9 @@ func socketExporterScrape(ctx context.Context, path string) (int, error) {
 		default:
 			return 0, fmt.Errorf("status %s: banned IP list is %T", jail, list)
 		}
+	}
+	if _, err := c.Version(ctx); err != nil {
+		return 0, err
 	}
 	return n, nil
 }

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
 )
 
 type stringList []string
@@ -54,6 +56,21 @@ type config struct {
 	outMarkdown      string
 	outJSON          string
 	label            string
+	// countries runs the exporter with the mmdb as its only country
+	// provider (as users run it: countries on); off: --geo.providers=none.
+	countries bool
+	// mmdb is the MaxMind-format country database of the exporter and of
+	// the naive per-IP geo baseline.
+	mmdb string
+	// exporterEnv is added to the exporter's environment.
+	exporterEnv []string
+	// now, when set, is the end of the generated histories (else the
+	// current hour), so cached databases serve a whole session.
+	now time.Time
+	// socketBans is the number of banned IPs of the socket comparison (0:
+	// no socket comparison); socketScrapes its timed scrapes.
+	socketBans    int
+	socketScrapes int
 }
 
 func main() {
@@ -61,6 +78,13 @@ func main() {
 }
 
 func run(args []string) int {
+	if len(args) > 0 && args[0] == naiveGeoSubcommand {
+		if err := runNaiveGeoCommand(context.Background(), args[1:], os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "benchproc:", err)
+			return 1
+		}
+		return 0
+	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg, err := parseFlags(args)
 	if err != nil {
@@ -116,10 +140,40 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.outMarkdown, "out", "", "also write the markdown report here")
 	fs.StringVar(&cfg.label, "label", "", "describe the exporter binary in the report (default: its embedded VCS stamp)")
 	fs.StringVar(&cfg.outJSON, "json", "", "also write the raw results as JSON here")
+	fs.BoolVar(&cfg.countries, "countries", true, "countries on: the exporter resolves countries with -mmdb only (never the network); -countries=false runs it with --geo.providers=none")
+	fs.StringVar(&cfg.mmdb, "mmdb", "", "MaxMind-format country database for the exporter and the naive per-IP geo baseline (default: REPO/testdata/geoip/GeoLite2-Country.mmdb, fetched by scripts/fetch-geoip.sh)")
+	var env stringList
+	fs.Var(&env, "exporter-env", "extra environment variable of the exporter, NAME=VALUE (repeatable)")
+	gomemlimit := fs.String("gomemlimit", "", "run the exporter with GOMEMLIMIT set to this (e.g. 100MiB): the small-host mode")
+	nowFlag := fs.String("now", "", "end of the generated histories, RFC 3339 (default: the current hour); fix it to reuse cached databases across a long session")
+	fs.IntVar(&cfg.socketBans, "socket-bans", 50000, "banned IPs of the socket comparison against a sandboxed fail2ban-server (0: skip it)")
+	fs.IntVar(&cfg.socketScrapes, "socket-scrapes", 20, "timed scrapes of the socket comparison (socket baseline and exporter each)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
 	cfg.exporterArgs = extra
+	cfg.exporterEnv = env
+	for _, e := range env {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return cfg, fmt.Errorf("-exporter-env: want NAME=VALUE, got %q", e)
+		}
+	}
+	if *gomemlimit != "" {
+		cfg.exporterEnv = append(cfg.exporterEnv, "GOMEMLIMIT="+*gomemlimit)
+	}
+	if *nowFlag != "" {
+		t, err := time.Parse(time.RFC3339, *nowFlag)
+		if err != nil {
+			return cfg, fmt.Errorf("-now: %w", err)
+		}
+		cfg.now = t
+	}
+	if cfg.mmdb == "" {
+		cfg.mmdb = filepath.Join(cfg.repo, "testdata", "geoip", "GeoLite2-Country.mmdb")
+	}
+	if p, err := filepath.Abs(cfg.mmdb); err == nil {
+		cfg.mmdb = p
+	}
 	for s := range strings.SplitSeq(*sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
@@ -135,8 +189,8 @@ func parseFlags(args []string) (config, error) {
 		cfg.windows = append(cfg.windows, time.Duration(d))
 		cfg.windowNames = append(cfg.windowNames, strings.TrimSpace(w))
 	}
-	if cfg.scrapes < 1 || cfg.rounds < 1 || cfg.naiveRuns < 1 || cfg.bansPerRound < 1 {
-		return cfg, errors.New("-scrapes, -rounds, -bans and -naive-runs must be positive")
+	if cfg.scrapes < 1 || cfg.rounds < 1 || cfg.naiveRuns < 0 || cfg.bansPerRound < 1 || cfg.socketBans < 0 || cfg.socketScrapes < 1 {
+		return cfg, errors.New("-scrapes, -rounds, -bans and -socket-scrapes must be positive, -naive-runs and -socket-bans not negative")
 	}
 	return cfg, nil
 }
@@ -173,8 +227,21 @@ func benchmark(ctx context.Context, logger *slog.Logger, cfg config) (*report, e
 	if cfg.label != "" {
 		rep.ExporterBuild = cfg.label
 	}
-	cfg.exporterArgs = append(cfg.exporterArgs, isolationArgs(ctx, binary, cfg.exporterArgs)...)
+	_, mmdbErr := os.Stat(cfg.mmdb)
+	if cfg.countries && mmdbErr != nil {
+		return nil, fmt.Errorf("countries on (the default) need the country database: %w; run ./scripts/fetch-geoip.sh, pass -mmdb, or measure without countries with -countries=false", mmdbErr)
+	}
+	iso, err := isolationArgs(ctx, binary, cfg.exporterArgs, cfg.countries, cfg.mmdb)
+	if err != nil {
+		return nil, err
+	}
+	cfg.exporterArgs = append(cfg.exporterArgs, iso...)
 	rep.Config.ExporterArgs = cfg.exporterArgs
+	if mmdbErr != nil {
+		logger.Warn("no country database: the naive per-IP geo baseline is skipped", "mmdb", cfg.mmdb)
+		cfg.mmdb = ""
+	}
+	rep.Config.MMDB = cfg.mmdb
 	for _, rows := range cfg.sizes {
 		res, err := benchSize(ctx, logger, cfg, binary, sqlite3, rows)
 		if err != nil {
@@ -182,16 +249,26 @@ func benchmark(ctx context.Context, logger *slog.Logger, cfg config) (*report, e
 		}
 		rep.Results = append(rep.Results, res)
 	}
+	if cfg.socketBans > 0 {
+		if _, err := exec.LookPath(f2bsandbox.ServerBinary); err != nil {
+			return nil, fmt.Errorf("the socket comparison needs fail2ban-server (Debian's fail2ban package), or -socket-bans 0: %w", err)
+		}
+		if rep.Socket, err = benchSocket(ctx, logger, cfg, binary); err != nil {
+			return nil, fmt.Errorf("socket comparison: %w", err)
+		}
+	}
 	return rep, nil
 }
 
 // isolationArgs keeps the exporter to the benchmark's database unless the
-// caller configured otherwise: its geo part off the network (a benchmark
-// never asks ip-api.com; countries are then all "ZZ", which costs the scrape
-// path the same), and its socket part off, so a fail2ban running on the
+// caller configured otherwise. Its geo part never reaches the network: with
+// countries on it resolves with the mmdb alone (as a user with a GeoLite2
+// file runs it), with countries off it runs with --geo.providers=none
+// (every country "ZZ"). Its socket part is off, so a fail2ban running on the
 // host never enters the measurement. Flags are only passed when the binary
-// has them (baselines may be older builds).
-func isolationArgs(ctx context.Context, binary string, given []string) []string {
+// has them (baselines may be older builds); a binary that cannot resolve
+// countries from an mmdb cannot be measured with countries on.
+func isolationArgs(ctx context.Context, binary string, given []string, countries bool, mmdb string) ([]string, error) {
 	givenPrefix := func(prefix string) bool {
 		for _, a := range given {
 			if strings.HasPrefix(a, prefix) {
@@ -200,19 +277,29 @@ func isolationArgs(ctx context.Context, binary string, given []string) []string 
 		}
 		return false
 	}
-	help, _ := exec.CommandContext(ctx, binary, "--help").CombinedOutput()
+	out, _ := exec.CommandContext(ctx, binary, "--help").CombinedOutput()
+	help := string(out)
 	var args []string
 	if !givenPrefix("--geo.") {
 		switch {
-		case strings.Contains(string(help), "--geo.providers"):
+		case countries && strings.Contains(help, "--geo.providers") && strings.Contains(help, "--geo.mmdb"):
+			args = append(args, "--geo.providers=mmdb", "--geo.mmdb="+mmdb)
+		case countries && strings.Contains(help, "--geo.mmdb"):
+			args = append(args, "--geo.mmdb="+mmdb)
+			if strings.Contains(help, "--geo.ipapi.url") {
+				args = append(args, "--geo.ipapi.url=")
+			}
+		case countries:
+			return nil, fmt.Errorf("%s has no --geo.mmdb flag: measure it with -countries=false", binary)
+		case strings.Contains(help, "--geo.providers"):
 			args = append(args, "--geo.providers=none")
-		case strings.Contains(string(help), "--geo.ipapi.url"):
+		case strings.Contains(help, "--geo.ipapi.url"):
 			args = append(args, "--geo.ipapi.url=")
 		}
 	}
 	if !givenPrefix("--fail2ban.socket=") && !slices.Contains(given, "--fail2ban.socket") &&
-		strings.Contains(string(help), "--fail2ban.socket") {
+		strings.Contains(help, "--fail2ban.socket") {
 		args = append(args, "--fail2ban.socket=")
 	}
-	return args
+	return args, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -25,18 +26,35 @@ type sizeResult struct {
 	// Generated is how long generating the database took (0 when cached).
 	Generated time.Duration
 
-	// Cold start: empty storage.
+	// Cold start: empty storage. FirstMetrics is "ready" as issue 16
+	// counts it: the end of the first /metrics with fail2ban_up 1.
 	Ready        time.Duration
 	FirstMetrics time.Duration
+	// CountriesResolved is the time from start until the exporter's geo
+	// part had nothing pending and the series per country stopped changing
+	// (countries on only).
+	CountriesResolved time.Duration
 	// Restart with the storage of the first run.
 	RestartReady        time.Duration
 	RestartFirstMetrics time.Duration
 	Shutdown            time.Duration
 
-	Scrapes              int
-	ScrapeP50, ScrapeP99 time.Duration
-	ScrapeMax            time.Duration
-	Series               int
+	// Unchanged holds the timed scrapes of the unchanged database, plain
+	// and with Accept-Encoding: gzip, with the exposition's size.
+	Unchanged scrapeStats
+	// Countries is the number of distinct countries (ZZ not counted) in the
+	// exporter's fail2ban_banned_ips and fail2ban_recent_bans; BannedZZ
+	// the banned IPs it exposes without a country.
+	Countries int
+	BannedZZ  float64
+	// CountrySeries compares the exporter's fail2ban_banned_ips and
+	// fail2ban_recent_bans series by (jail, country[, window]) with the
+	// naive per-IP geo baseline's, on the unchanged database at the same
+	// second: how many series were compared and how many differ.
+	CountrySeries, CountrySeriesDiffer int
+	// AppDBBytes is the exporter's app database (with -wal) on disk after
+	// the first run stopped; RestartAppDBBytes after the restart stopped.
+	AppDBBytes, RestartAppDBBytes int64
 
 	Rounds                   int
 	BansPerRound             int
@@ -68,6 +86,15 @@ type sizeResult struct {
 	NaiveMin     time.Duration
 	NaiveRowsOut int
 
+	// The naive per-IP geo baseline (one process, NaiveRuns scrapes).
+	NaiveGeoP50, NaiveGeoMin time.Duration
+	NaiveGeoLookups          int
+	NaiveGeoUnresolved       int
+	NaiveGeoCountries        int
+	NaiveGeoSeries           int
+	NaiveGeoBytes            int
+	NaiveGeoPeakRSSBytes     int64
+
 	// Checks compare the exporter's sums with SQL counts and with the naive
 	// re-aggregation's output on the unchanged database, all taken at the
 	// same second.
@@ -80,19 +107,26 @@ type check struct {
 	SQL      int64
 	// Naive is the sum of the naive sqlite3 GROUP BY output.
 	Naive int64
+	// NaiveGeo is the naive per-IP geo baseline's sum; -1 when it did not
+	// run (no country database).
+	NaiveGeo int64
 }
 
 // agree reports whether the exporter, the SQL count and the naive
-// re-aggregation give the same number.
+// re-aggregations give the same number.
 func (c check) agree() bool {
-	return c.Exporter == float64(c.SQL) && c.SQL == c.Naive
+	return c.Exporter == float64(c.SQL) && c.SQL == c.Naive && (c.NaiveGeo < 0 || c.NaiveGeo == c.SQL)
 }
 
 // prepareDB returns a fresh working copy of the cached database of rows.
 func prepareDB(ctx context.Context, logger *slog.Logger, cfg config, rows int, workDir string) (string, f2bgen.Spec, time.Duration, error) {
 	// The history ends at the current hour, so a cached file serves a whole
 	// hour of runs; older files of this size are removed.
-	spec := f2bgen.DefaultSpec(rows, time.Now().Truncate(time.Hour))
+	end := cfg.now
+	if end.IsZero() {
+		end = time.Now().Truncate(time.Hour)
+	}
+	spec := f2bgen.DefaultSpec(rows, end)
 	spec.Seed = cfg.seed
 	cacheDir := filepath.Join(cfg.dataDir, "cache")
 	key, err := f2bgen.CacheKey(spec)
@@ -127,7 +161,7 @@ func prepareDB(ctx context.Context, logger *slog.Logger, cfg config, rows int, w
 }
 
 func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sqlite3 string, rows int) (sizeResult, error) {
-	res := sizeResult{Rows: rows, Scrapes: cfg.scrapes, Rounds: cfg.rounds, ConcurrentRounds: cfg.concurrentRounds, BansPerRound: cfg.bansPerRound, NaiveRuns: cfg.naiveRuns}
+	res := sizeResult{Rows: rows, Rounds: cfg.rounds, ConcurrentRounds: cfg.concurrentRounds, BansPerRound: cfg.bansPerRound, NaiveRuns: cfg.naiveRuns}
 	workDir, err := filepath.Abs(filepath.Join(cfg.dataDir, fmt.Sprintf("run-%d", rows)))
 	if err != nil {
 		return res, err
@@ -148,7 +182,7 @@ func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sql
 	storage := filepath.Join(workDir, "storage", "bangui.sqlite3")
 
 	logger.Info("cold start", "rows", rows)
-	p, err := startExporter(binary, dbPath, storage, workDir, cfg.exporterArgs)
+	p, err := startExporter(binary, dbPath, storage, workDir, cfg.exporterArgs, cfg.exporterEnv)
 	if err != nil {
 		return res, err
 	}
@@ -156,58 +190,35 @@ func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sql
 	if res.Ready, err = p.waitReady(ctx, cfg.readyTimeout); err != nil {
 		return res, err
 	}
-	body, _, err := p.scrape(ctx)
+	body, _, err := p.scrape(ctx, false)
 	if err != nil {
 		return res, err
 	}
 	res.FirstMetrics = time.Since(p.started)
-	sums, err := sumMetrics(strings.NewReader(string(body)))
+	sums, err := sumMetrics(bytes.NewReader(body))
 	if err != nil {
 		return res, err
 	}
 	if sums.Up != 1 {
 		return res, fmt.Errorf("fail2ban_up is %v after the first scrape; log:\n%s", sums.Up, p.logTail())
 	}
+	if cfg.countries {
+		logger.Info("waiting for countries", "rows", rows)
+		if res.CountriesResolved, err = p.waitCountries(ctx, cfg.readyTimeout); err != nil {
+			return res, err
+		}
+	}
 
-	// Exporter sums against SQL counts, the database unchanged.
-	checkAt := time.Now()
-	body, _, err = p.scrape(ctx)
-	if err != nil {
+	// Exporter sums against SQL counts and the naive baselines' sums, the
+	// database unchanged, all at the same second.
+	if err := checkAgainstBaselines(ctx, cfg, p, sqlite3, dbPath, &res); err != nil {
 		return res, err
-	}
-	if sums, err = sumMetrics(strings.NewReader(string(body))); err != nil {
-		return res, err
-	}
-	res.Series = sums.SeriesCount
-	counts, err := sqlCounts(ctx, sqlite3, dbPath, checkAt, cfg.windows)
-	if err != nil {
-		return res, err
-	}
-	naiveAt, err := runNaive(ctx, sqlite3, dbPath, checkAt, cfg.windows, 4)
-	if err != nil {
-		return res, err
-	}
-	res.Checks = append(res.Checks, check{What: "fail2ban_banned_ips (sum)", Exporter: sums.BannedIPs, SQL: counts.banned, Naive: naiveAt.banned})
-	for i, name := range cfg.windowNames {
-		res.Checks = append(res.Checks, check{What: fmt.Sprintf("fail2ban_recent_bans{window=%q} (sum)", name), Exporter: sums.RecentBans[name],
-			SQL: counts.windows[i], Naive: naiveAt.windows[i]})
 	}
 
 	logger.Info("scrapes, database unchanged", "rows", rows, "scrapes", cfg.scrapes)
-	for range cfg.warmup {
-		if _, _, err := p.scrape(ctx); err != nil {
-			return res, err
-		}
+	if res.Unchanged, err = timeScrapes(ctx, p, cfg.warmup, cfg.scrapes); err != nil {
+		return res, err
 	}
-	lat := make([]time.Duration, 0, cfg.scrapes)
-	for range cfg.scrapes {
-		_, d, err := p.scrape(ctx)
-		if err != nil {
-			return res, err
-		}
-		lat = append(lat, d)
-	}
-	res.ScrapeP50, res.ScrapeP99, res.ScrapeMax = percentile(lat, 50), percentile(lat, 99), percentile(lat, 100)
 
 	logger.Info("rounds of new bans", "rows", rows, "rounds", cfg.rounds, "bans", cfg.bansPerRound)
 	if err := newBanRounds(ctx, cfg, p, dbPath, spec, &res); err != nil {
@@ -219,9 +230,10 @@ func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sql
 	if res.Shutdown, err = p.stop(); err != nil {
 		return res, err
 	}
+	res.AppDBBytes = fileSizes(storage, storage+"-wal")
 
 	logger.Info("restart with warm storage", "rows", rows)
-	p2, err := startExporter(binary, dbPath, storage, workDir, cfg.exporterArgs)
+	p2, err := startExporter(binary, dbPath, storage, workDir, cfg.exporterArgs, cfg.exporterEnv)
 	if err != nil {
 		return res, err
 	}
@@ -229,29 +241,141 @@ func benchSize(ctx context.Context, logger *slog.Logger, cfg config, binary, sql
 	if res.RestartReady, err = p2.waitReady(ctx, cfg.readyTimeout); err != nil {
 		return res, err
 	}
-	if _, _, err := p2.scrape(ctx); err != nil {
+	if body, _, err = p2.scrape(ctx, false); err != nil {
 		return res, err
 	}
 	res.RestartFirstMetrics = time.Since(p2.started)
+	if sums, err := sumMetrics(bytes.NewReader(body)); err != nil {
+		return res, fmt.Errorf("restart: %w", err)
+	} else if sums.Up != 1 {
+		return res, fmt.Errorf("restart: fail2ban_up is %v after the first scrape; log:\n%s", sums.Up, p2.logTail())
+	}
 	if res.RestartPeakRSSBytes, err = p2.peakRSS(); err != nil {
 		return res, err
 	}
 	if _, err := p2.stop(); err != nil {
 		return res, err
 	}
+	res.RestartAppDBBytes = fileSizes(storage, storage+"-wal")
 
-	logger.Info("naive baseline", "rows", rows, "runs", cfg.naiveRuns)
-	naive := make([]time.Duration, 0, cfg.naiveRuns)
-	for range cfg.naiveRuns {
-		nr, err := runNaive(ctx, sqlite3, dbPath, time.Now(), cfg.windows, 4)
-		if err != nil {
-			return res, err
+	if cfg.naiveRuns > 0 {
+		logger.Info("naive baselines", "rows", rows, "runs", cfg.naiveRuns)
+		naive := make([]time.Duration, 0, cfg.naiveRuns)
+		for range cfg.naiveRuns {
+			nr, err := runNaive(ctx, sqlite3, dbPath, time.Now(), cfg.windows, 4)
+			if err != nil {
+				return res, err
+			}
+			naive = append(naive, nr.elapsed)
+			res.NaiveRowsOut = nr.rows
 		}
-		naive = append(naive, nr.elapsed)
-		res.NaiveRowsOut = nr.rows
+		res.NaiveP50, res.NaiveMin = percentile(naive, 50), slices.Min(naive)
+		if cfg.mmdb != "" {
+			run, err := runNaiveGeo(ctx, dbPath, cfg.mmdb, time.Time{}, cfg.windowNames, cfg.naiveRuns)
+			if err != nil {
+				return res, err
+			}
+			res.NaiveGeoP50, res.NaiveGeoMin = percentile(run.Durations, 50), slices.Min(run.Durations)
+			res.NaiveGeoLookups, res.NaiveGeoUnresolved, res.NaiveGeoCountries = run.Lookups, run.Unresolved, run.countries()
+			res.NaiveGeoSeries, res.NaiveGeoBytes, res.NaiveGeoPeakRSSBytes = run.Series, run.Bytes, run.PeakRSSBytes
+		}
 	}
-	res.NaiveP50, res.NaiveMin = percentile(naive, 50), slices.Min(naive)
 	return res, nil
+}
+
+// checkAgainstBaselines compares, on the unchanged database and at the
+// same second, the exporter's sums with SQL counts, with the naive sqlite3
+// re-aggregation's sums and with the naive per-IP geo baseline (sums, and
+// series by country when countries are on).
+func checkAgainstBaselines(ctx context.Context, cfg config, p *exporterProc, sqlite3, dbPath string, res *sizeResult) error {
+	checkAt := time.Now()
+	body, _, err := p.scrape(ctx, false)
+	if err != nil {
+		return err
+	}
+	sums, err := sumMetrics(bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	res.BannedZZ = sums.BannedZZ
+	res.Countries = countriesIn(sums.ByCountry)
+	counts, err := sqlCounts(ctx, sqlite3, dbPath, checkAt, cfg.windows)
+	if err != nil {
+		return err
+	}
+	naiveAt, err := runNaive(ctx, sqlite3, dbPath, checkAt, cfg.windows, 4)
+	if err != nil {
+		return err
+	}
+	geoBanned, geoWindows := int64(-1), slices.Repeat([]int64{-1}, len(cfg.windows))
+	if cfg.mmdb != "" {
+		run, err := runNaiveGeo(ctx, dbPath, cfg.mmdb, checkAt, cfg.windowNames, 1)
+		if err != nil {
+			return err
+		}
+		geoBanned, geoWindows = run.sums(cfg.windowNames)
+		if cfg.countries {
+			res.CountrySeries, res.CountrySeriesDiffer = compareSeries(sums.ByCountry, run)
+		}
+	}
+	res.Checks = append(res.Checks, check{What: "fail2ban_banned_ips (sum)", Exporter: sums.BannedIPs, SQL: counts.banned, Naive: naiveAt.banned, NaiveGeo: geoBanned})
+	for i, name := range cfg.windowNames {
+		res.Checks = append(res.Checks, check{What: fmt.Sprintf("fail2ban_recent_bans{window=%q} (sum)", name), Exporter: sums.RecentBans[name],
+			SQL: counts.windows[i], Naive: naiveAt.windows[i], NaiveGeo: geoWindows[i]})
+	}
+	return nil
+}
+
+// compareSeries counts the (jail, country[, window]) series of the exporter
+// and of the naive per-IP geo baseline, and those whose values differ
+// (present in one only, or another value).
+func compareSeries(exporter map[string]float64, geo naiveGeoRun) (compared, differ int) {
+	want := map[string]float64{}
+	for k, v := range geo.Banned {
+		want[k] = float64(v)
+	}
+	for k, v := range geo.Recent {
+		want[k] = float64(v)
+	}
+	keys := map[string]bool{}
+	for k, v := range exporter {
+		if v != 0 {
+			keys[k] = true
+		}
+	}
+	for k := range want {
+		keys[k] = true
+	}
+	for k := range keys {
+		compared++
+		if exporter[k] != want[k] {
+			differ++
+		}
+	}
+	return compared, differ
+}
+
+// countriesIn counts the distinct countries (ZZ not counted) of series keyed
+// "jail|country[|window]".
+func countriesIn(byCountry map[string]float64) int {
+	set := map[string]bool{}
+	for k, v := range byCountry {
+		if f := strings.Split(k, "|"); len(f) >= 2 && v != 0 && f[1] != "ZZ" {
+			set[f[1]] = true
+		}
+	}
+	return len(set)
+}
+
+// fileSizes sums the sizes of the files that exist.
+func fileSizes(paths ...string) int64 {
+	var n int64
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 // newBanRounds writes rounds of bans fail2ban-style (one transaction per
@@ -300,7 +424,7 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 		if err := writeRound(&banTx); err != nil {
 			return fmt.Errorf("round %d: %w", round, err)
 		}
-		body, d, err := p.scrape(ctx)
+		body, d, err := p.scrape(ctx, false)
 		if err != nil {
 			return fmt.Errorf("round %d: %w", round, err)
 		}
@@ -325,7 +449,7 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 				case <-t.C:
 				}
 				// A scrape that began during the writes runs to its end.
-				_, d, err := p.scrape(ctx)
+				_, d, err := p.scrape(ctx, true)
 				mu.Lock()
 				if err != nil {
 					scrapeErr = err
@@ -345,7 +469,15 @@ func newBanRounds(ctx context.Context, cfg config, p *exporterProc, dbPath strin
 			return fmt.Errorf("concurrent round %d: scrape during writes: %w", round, scrapeErr)
 		}
 	}
-	body, _, err := p.scrape(ctx)
+	// fail2ban_bans_total holds a new ban back until its country is known
+	// (up to two minutes): with countries on, let geo resolve the new IPs
+	// before reading the counter.
+	if cfg.countries {
+		if _, err := p.waitCountries(ctx, cfg.readyTimeout); err != nil {
+			return err
+		}
+	}
+	body, _, err := p.scrape(ctx, false)
 	if err != nil {
 		return err
 	}

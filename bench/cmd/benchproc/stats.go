@@ -66,6 +66,13 @@ type metricSums struct {
 	// Counters sums the exporter's own bangui_exporter_*_total counters
 	// (reads, errors, reconciliations …) by name, for diagnosis.
 	Counters map[string]float64
+	// Gauges sums the exporter's own bangui_exporter_* gauges by name.
+	Gauges map[string]float64
+	// ByCountry holds fail2ban_banned_ips by "jail|country" and
+	// fail2ban_recent_bans by "jail|country|window".
+	ByCountry map[string]float64
+	// BannedZZ is the part of fail2ban_banned_ips without a country.
+	BannedZZ float64
 }
 
 // sumMetrics parses a text exposition and sums the fail2ban metrics.
@@ -75,7 +82,15 @@ func sumMetrics(body io.Reader) (metricSums, error) {
 	if err != nil {
 		return metricSums{}, fmt.Errorf("parse /metrics: %w", err)
 	}
-	sums := metricSums{RecentBans: map[string]float64{}, Counters: map[string]float64{}}
+	sums := metricSums{RecentBans: map[string]float64{}, Counters: map[string]float64{}, Gauges: map[string]float64{}, ByCountry: map[string]float64{}}
+	label := func(m *dto.Metric, name string) string {
+		for _, l := range m.Label {
+			if l.GetName() == name {
+				return l.GetValue()
+			}
+		}
+		return ""
+	}
 	value := func(m *dto.Metric) float64 {
 		switch {
 		case m.Gauge != nil:
@@ -90,23 +105,29 @@ func sumMetrics(body io.Reader) (metricSums, error) {
 	for name, fam := range families {
 		sums.SeriesCount += len(fam.Metric)
 		for _, m := range fam.Metric {
-			if strings.HasPrefix(name, "bangui_exporter_") && fam.GetType() == dto.MetricType_COUNTER {
-				sums.Counters[name] += value(m)
+			if strings.HasPrefix(name, "bangui_exporter_") {
+				switch fam.GetType() {
+				case dto.MetricType_COUNTER:
+					sums.Counters[name] += value(m)
+				case dto.MetricType_GAUGE:
+					sums.Gauges[name] += value(m)
+				}
 			}
 			switch name {
 			case "fail2ban_up":
 				sums.Up = value(m)
 			case "fail2ban_banned_ips":
 				sums.BannedIPs += value(m)
+				sums.ByCountry[label(m, "jail")+"|"+label(m, "country")] += value(m)
+				if label(m, "country") == "ZZ" {
+					sums.BannedZZ += value(m)
+				}
 			case "fail2ban_bans_total":
 				sums.BansTotal += value(m)
 				sums.BansTotalPresent = true
 			case "fail2ban_recent_bans":
-				for _, l := range m.Label {
-					if l.GetName() == "window" {
-						sums.RecentBans[l.GetValue()] += value(m)
-					}
-				}
+				sums.RecentBans[label(m, "window")] += value(m)
+				sums.ByCountry[label(m, "jail")+"|"+label(m, "country")+"|"+label(m, "window")] += value(m)
 			}
 		}
 	}

@@ -42,14 +42,14 @@ const datasourceUID = "${" + DatasourceVariable + "}"
 var counterFuncs = map[string]bool{"rate": true, "irate": true, "increase": true}
 
 // counterUseAllowed: a counter goes through rate, irate or increase over a
-// range; NewEvents' correction for new series may also take its first
-// value (min_over_time over a range) and test its presence a range ago
+// range; NewEvents' correction for new series may also take its last
+// value (last_over_time over a range) and test its presence a range ago
 // (unless COUNTER offset RANGE).
 func counterUseAllowed(s Selector) bool {
 	switch {
 	case counterFuncs[s.Func] && s.Range != "":
 		return true
-	case s.Func == "min_over_time" && s.Range != "":
+	case s.Func == "last_over_time" && s.Range != "":
 		return true
 	case s.Func == "" && s.After == "unless" && s.Offset != "" && s.Range == "":
 		return true

@@ -9,15 +9,16 @@ import (
 )
 
 // NewEvents is how many events a counter selector gained over rng, per
-// series: increase(), plus, for a series that did not exist rng ago, its
-// first value. The exporter's counters start a jail/country series with its
-// first ban (a series at 0 for every possible country cannot exist), and
-// increase() alone counts only from a series' first sample on, so it would
-// miss that first ban: `(increase + min_over_time) unless (series rng ago)`
-// covers new series, `or increase` the others.
+// series. The exporter's counters start a jail/country series with its
+// first ban (a series at 0 for every possible country cannot exist), so a
+// series that did not exist rng ago counts its last value (every event
+// since it appeared: `last_over_time unless (series rng ago)`), the others
+// their increase(). Unlike increase() + min_over_time() for new series,
+// this gives the same answer on Prometheus and on VictoriaMetrics, whose
+// increase() already counts a new series from 0.
 func NewEvents(sel, rng string) string {
-	return "((increase(" + sel + "[" + rng + "]) + min_over_time(" + sel + "[" + rng + "])) unless " + sel + " offset " + rng +
-		" or increase(" + sel + "[" + rng + "]))"
+	return "((last_over_time(" + sel + "[" + rng + "]) unless " + sel + " offset " + rng +
+		") or increase(" + sel + "[" + rng + "]))"
 }
 
 // upDown maps 1/0 to up/down.

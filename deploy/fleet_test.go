@@ -352,6 +352,10 @@ type fleetTruths struct {
 	seriesByInstance  map[string]float64
 	recentSeries      map[string]float64 // fail2ban_recent_bans series per instance
 	jails, countries  map[string]float64 // per instance
+	// families: series per metric family, summed over the fleet; pairs:
+	// (jail, country) pairs with IPs banned now, summed over the fleet.
+	families map[string]float64
+	pairs    float64
 }
 
 func fleetTruth(t *testing.T, hosts []fleetHost) fleetTruths {
@@ -359,7 +363,7 @@ func fleetTruth(t *testing.T, hosts []fleetHost) fleetTruths {
 	tr := fleetTruths{
 		bannedByInstance: map[string]float64{}, bannedByCountry: map[string]float64{}, countryByInstance: map[string]map[string]float64{},
 		bansByInstance: map[string]float64{}, seriesByInstance: map[string]float64{}, recentSeries: map[string]float64{},
-		jails: map[string]float64{}, countries: map[string]float64{},
+		jails: map[string]float64{}, countries: map[string]float64{}, families: map[string]float64{},
 	}
 	for _, h := range hosts {
 		// Settled: geo resolution done, the live bans counted.
@@ -383,9 +387,11 @@ func fleetTruth(t *testing.T, hosts []fleetHost) fleetTruths {
 		tr.bansByInstance[h.instance] = sumBy(fams, "fail2ban_bans_total", "", nil)[""]
 		tr.bans += tr.bansByInstance[h.instance]
 		n := 0
-		for _, f := range fams {
+		for name, f := range fams {
 			n += len(f.GetMetric())
+			tr.families[name] += float64(len(f.GetMetric()))
 		}
+		tr.pairs += float64(len(fams["fail2ban_banned_ips"].GetMetric()))
 		tr.seriesByInstance[h.instance] = float64(n)
 		tr.recentSeries[h.instance] = float64(len(fams["fail2ban_recent_bans"].GetMetric()))
 		tr.jails[h.instance] = float64(len(sumBy(fams, "fail2ban_jail_enabled", "jail", nil)))
@@ -678,6 +684,17 @@ func reportFleet(t *testing.T, stores []store, tr fleetTruths) {
 	t.Logf("series per host (exposition): min %.0f, avg %.1f, max %.0f; fleet %.0f", lo, avg, hi, avg*fleetHosts)
 	lo, avg, hi = stats(tr.recentSeries)
 	t.Logf("fail2ban_recent_bans series per host: min %.0f, avg %.1f, max %.0f", lo, avg, hi)
+	var perFamily []string
+	fixed := 0.0
+	for _, name := range slices.Sorted(maps.Keys(tr.families)) {
+		n := tr.families[name] / fleetHosts
+		perFamily = append(perFamily, fmt.Sprintf("%s %.1f", name, n))
+		if !strings.HasPrefix(name, "fail2ban_") || name == "fail2ban_up" || name == "fail2ban_oldest_ban_timestamp_seconds" {
+			fixed += n
+		}
+	}
+	t.Logf("series per host by family (avg): %s", strings.Join(perFamily, ", "))
+	t.Logf("per host: %.1f series without jail/country labels; %.1f (jail, country) pairs with IPs banned now", fixed, tr.pairs/fleetHosts)
 	_, avgJ, _ := stats(tr.jails)
 	_, avgC, _ := stats(tr.countries)
 	t.Logf("jails per host avg %.1f, countries (incl. ZZ) with banned IPs per host avg %.1f", avgJ, avgC)

@@ -155,7 +155,17 @@ func TestFleetOnPrometheusAndVictoriaMetrics(t *testing.T) {
 
 	// VictoriaMetrics and Prometheus first: a fresh install, no exporter
 	// series yet.
-	vm := store{"VictoriaMetrics", fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+	// Distinct ports: a port closed by freePort may be handed out again.
+	used := map[int]bool{}
+	port := func() int {
+		for {
+			if p := freePort(t); !used[p] {
+				used[p] = true
+				return p
+			}
+		}
+	}
+	vm := store{"VictoriaMetrics", fmt.Sprintf("http://127.0.0.1:%d", port())}
 	vmAddr := strings.TrimPrefix(vm.url, "http://")
 	startProcess(t, "victoria-metrics", vmBin,
 		"-storageDataPath="+filepath.Join(dir, "vm"),
@@ -166,10 +176,10 @@ func TestFleetOnPrometheusAndVictoriaMetrics(t *testing.T) {
 		"-loggerLevel=WARN",
 	)
 	for i := range hosts {
-		hosts[i].instance = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+		hosts[i].instance = fmt.Sprintf("127.0.0.1:%d", port())
 		hosts[i].url = "http://" + hosts[i].instance
 	}
-	prom := store{"Prometheus", fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+	prom := store{"Prometheus", fmt.Sprintf("http://127.0.0.1:%d", port())}
 	configPath := writeFleetConfig(t, dir, hosts, vm.url+"/api/v1/write")
 	startProcess(t, "prometheus", prometheusBin,
 		"--config.file="+configPath,
@@ -211,7 +221,8 @@ func TestFleetOnPrometheusAndVictoriaMetrics(t *testing.T) {
 				return err
 			}
 			if got[""] != fleetHosts {
-				return fmt.Errorf("%v of %d targets up", got[""], fleetHosts)
+				down, _ := vectorBy(t, prom.url, `up{job="fail2ban"} == 0`, "instance")
+				return fmt.Errorf("%v of %d targets up; down in Prometheus: %v", got[""], fleetHosts, slices.Sorted(maps.Keys(down)))
 			}
 			return nil
 		})
@@ -569,6 +580,39 @@ func checkFleetPanels(t *testing.T, cfg dashboards.Config, stores []store, tr fl
 		eventually(t, s, "country table (All)", sub(cfg.CountryTableQuery(), ".+"), "country", tr.bannedByCountry)
 		eventually(t, s, "country table host column", sub(cfg.CountryTableQuery(), ".+"), "instance", tr.bannedByInstance)
 		eventually(t, s, "country table (one host)", sub(cfg.CountryTableQuery(), one), "country", tr.countryByInstance[one])
+	}
+	// The fleet dashboard's stats and its Hosts table, from their own queries.
+	queries, err := cfg.AllQueries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]struct {
+		label string
+		want  map[string]float64
+	}{
+		"Hosts scraped/A":                {"", map[string]float64{"": fleetHosts}},
+		"Hosts with a readable DB/A":     {"", map[string]float64{"": fleetHosts}},
+		"Hosts with an unreadable DB/A":  {"", map[string]float64{}},
+		"Banned now (fleet)/A":           {"", map[string]float64{"": tr.banned}},
+		"Bans in time range (fleet)/A":   {"", map[string]float64{"": tr.bans}},
+		"Hosts/B":                        {"instance", tr.bannedByInstance},
+		"Hosts/C":                        {"instance", nonZero(tr.bansByInstance)},
+		"Hosts/D":                        {"instance", tr.jails},
+		"Countries banned now (fleet)/A": {"country", tr.bannedByCountry},
+	}
+	compared := 0
+	for _, q := range queries {
+		w, ok := want[q.Panel+"/"+q.RefID]
+		if !ok || q.Dashboard != cfg.UIDPrefix+"-fleet" {
+			continue
+		}
+		compared++
+		for _, s := range stores {
+			eventually(t, s, "fleet dashboard "+q.Panel+" "+q.RefID, sub(q.Expr, ".+"), w.label, w.want)
+		}
+	}
+	if compared != len(want) {
+		t.Errorf("compared %d fleet dashboard queries, want %d", compared, len(want))
 	}
 	// Exact counts of new bans (the first ban of a new series included),
 	// the same on both stores.

@@ -4,7 +4,7 @@
 #   make test      every test: unit, property, fault, real fail2ban, real Prometheus
 #   make demo      run the exporter on a sandboxed fail2ban with sample bans
 #   make bench     Go benchmarks and the whole-process benchmark
-#   make generate  regenerate the Grafana dashboards
+#   make generate  regenerate the mixin: dashboards and rules (mixin/, dashboards/*.json, deploy/prometheus/rules/)
 #   make lint      golangci-lint
 
 GO        ?= go

@@ -39,12 +39,17 @@ type Definition struct {
 	Build func() (Dashboard, error)
 }
 
+// All returns every dashboard of the default configuration (the committed
+// files), in a stable order.
+func All() []Definition { return DefaultConfig().All() }
+
 // All returns every dashboard the project ships, in a stable order.
-func All() []Definition {
+func (c Config) All() []Definition {
 	return []Definition{
-		{File: "bangui-world-map.json", Build: WorldMap},
-		{File: "bangui-overview.json", Build: Overview},
-		{File: "bangui-exporter-internals.json", Build: ExporterInternals},
+		{File: "bangui-world-map.json", Build: c.WorldMap},
+		{File: "bangui-overview.json", Build: c.Overview},
+		{File: "bangui-fleet.json", Build: c.Fleet},
+		{File: "bangui-exporter-internals.json", Build: c.ExporterInternals},
 	}
 }
 
@@ -61,10 +66,17 @@ func Render(d Dashboard) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// RenderAll builds and renders every dashboard of the default
+// configuration, keyed by file name.
+func RenderAll() (map[string][]byte, error) { return DefaultConfig().RenderAll() }
+
 // RenderAll builds and renders every dashboard, keyed by file name.
-func RenderAll() (map[string][]byte, error) {
+func (c Config) RenderAll() (map[string][]byte, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("mixin configuration: %w", err)
+	}
 	out := make(map[string][]byte)
-	for _, def := range All() {
+	for _, def := range c.All() {
 		d, err := def.Build()
 		if err != nil {
 			return nil, fmt.Errorf("build %s: %w", def.File, err)
@@ -92,15 +104,16 @@ func datasourceRef() common.DataSourceRef {
 }
 
 // selector renders a PromQL series selector for metric limited to the
-// dashboard's job and instance variables, plus extra matchers.
-func selector(metric string, extra ...string) string {
-	matchers := append([]string{`job=~"$job"`, `instance=~"$instance"`}, extra...)
+// configured selector and the dashboard's job and instance variables, plus
+// extra matchers.
+func (c Config) selector(metric string, extra ...string) string {
+	matchers := append([]string{c.Selector, `job=~"$job"`, `instance=~"$instance"`}, extra...)
 	return metric + "{" + strings.Join(matchers, ",") + "}"
 }
 
 // jailSelector is selector plus the jail variable.
-func jailSelector(metric string, extra ...string) string {
-	return selector(metric, append([]string{`jail=~"$jail"`}, extra...)...)
+func (c Config) jailSelector(metric string, extra ...string) string {
+	return c.selector(metric, append([]string{`jail=~"$jail"`}, extra...)...)
 }
 
 // panelIDs hands out panel ids and query refIds, which the SDK does not
@@ -202,20 +215,20 @@ func lastValue() cog.Builder[common.ReduceDataOptions] {
 
 // commonVariables are the datasource, job and instance variables every
 // dashboard has; withJail adds the jail variable.
-func commonVariables(withJail bool) []cog.Builder[dashboard.VariableModel] {
+func (c Config) commonVariables(withJail bool) []cog.Builder[dashboard.VariableModel] {
 	vars := []cog.Builder[dashboard.VariableModel]{
 		dashboard.NewDatasourceVariableBuilder(DatasourceVariable).
 			Label("Data source").
 			Description("The Prometheus that scrapes bangui_exporter.").
 			Type("prometheus"),
 		labelVariable("job", "Job", "The scrape job(s) of bangui_exporter.",
-			"label_values(bangui_exporter_build_info, job)"),
+			"label_values("+c.sel("bangui_exporter_build_info")+", job)"),
 		labelVariable("instance", "Instance", "The exporter instance(s), one per fail2ban host.",
-			`label_values(bangui_exporter_build_info{job=~"$job"}, instance)`),
+			"label_values("+c.sel("bangui_exporter_build_info", `job=~"$job"`)+", instance)"),
 	}
 	if withJail {
 		vars = append(vars, labelVariable("jail", "Jail", "fail2ban jail(s).",
-			`label_values(fail2ban_jail_enabled{job=~"$job",instance=~"$instance"}, jail)`))
+			"label_values("+c.selector("fail2ban_jail_enabled")+", jail)"))
 	}
 	return vars
 }
@@ -254,12 +267,12 @@ func builtInAnnotation() *dashboard.AnnotationQueryBuilder {
 }
 
 // newDashboard sets what all dashboards share.
-func newDashboard(uid, title, description string) *dashboardBuilder {
+func (c Config) newDashboard(uid, title, description string) *dashboardBuilder {
 	return newDashboardBuilder(title).
-		Uid(uid).
+		Uid(c.uid(uid)).
 		Description(description).
-		Tags([]string{"fail2ban", "bangui_exporter"}).
-		Editable().
+		Tags(c.Tags).
+		Readonly().
 		Tooltip(dashboard.DashboardCursorSyncCrosshair).
 		Time("now-24h", "now").
 		Refresh("1m").
@@ -267,7 +280,7 @@ func newDashboard(uid, title, description string) *dashboardBuilder {
 		Annotation(builtInAnnotation()).
 		Link(dashboard.NewDashboardLinkBuilder("bangui_exporter").
 			Type(dashboard.DashboardLinkTypeDashboards).
-			Tags([]string{"bangui_exporter"}).
+			Tags(c.Tags[:1]).
 			AsDropdown(true).
 			IncludeVars(true).
 			KeepTime(true).

@@ -11,7 +11,7 @@ import (
 	"sort"
 )
 
-//go:generate go run ./gen -out .
+//go:generate go run ./gen -out ../mixin -dashboards-dir . -rules-file ../deploy/prometheus/rules/bangui_exporter.rules.yml
 
 // MetricType is the Prometheus type of a metric family.
 type MetricType string

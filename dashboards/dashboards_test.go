@@ -313,13 +313,41 @@ func TestWorldMapPanel(t *testing.T) {
 			t.Errorf("map query lacks %s: %s", needle, expr)
 		}
 	}
+	// ZZ cannot be drawn and must not set the markers' scale: both halves
+	// of the map query leave it out.
+	if n := strings.Count(expr, `country!="ZZ"`); n != 2 {
+		t.Errorf("map query excludes ZZ %d times, want in both halves: %s", n, expr)
+	}
+	// The table and the unknown stat still show ZZ; the table has a host column.
+	for _, p := range panelsOf(d) {
+		e := ""
+		if ts, _ := p["targets"].([]any); len(ts) > 0 {
+			e, _ = ts[0].(map[string]any)["expr"].(string)
+		}
+		switch p["title"] {
+		case "Countries":
+			if strings.Contains(e, `country!="ZZ"`) || !strings.Contains(e, "by (country, instance)") {
+				t.Errorf("country table must include ZZ and a host (instance) column: %s", e)
+			}
+		case "Country unknown (ZZ)":
+			if !strings.Contains(e, `country="ZZ"`) {
+				t.Errorf("unknown stat must count ZZ: %s", e)
+			}
+		}
+	}
 	vars := map[string]map[string]any{}
 	for _, v := range d["templating"].(map[string]any)["list"].([]any) {
 		vm := v.(map[string]any)
 		vars[vm["name"].(string)] = vm
 	}
-	if q, _ := vars["window"]["query"].(string); !strings.Contains(q, "fail2ban_recent_bans") || !strings.HasSuffix(q, ", window)") {
-		t.Errorf("window variable must list label values of fail2ban_recent_bans, got %q", q)
+	// The window variable lists the window labels of fail2ban_recent_bans,
+	// and the default window while there is none (a fresh install), so
+	// $window is never empty.
+	q, _ := vars["window"]["query"].(string)
+	expr, label, result, err := ParseVariableQuery(q, str(vars["window"]["regex"]))
+	if err != nil || !result || label != "window" || !strings.Contains(expr, "fail2ban_recent_bans") ||
+		!strings.Contains(expr, `or on () label_replace(vector(0), "window", "`+DefaultConfig().DefaultWindow+`"`) {
+		t.Errorf("window variable must list the windows of fail2ban_recent_bans with a default, got %q (%v)", q, err)
 	}
 	if vars["view"]["type"] != "custom" {
 		t.Errorf("view variable must be a custom switch, got %v", vars["view"]["type"])

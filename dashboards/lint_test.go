@@ -19,6 +19,12 @@ type lintRule struct {
 
 var uidPattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,40}$`)
 
+// rangeRE finds range and subquery durations: [5m], [$window:10m].
+var rangeRE = regexp.MustCompile(`\[[^\]]*\]`)
+
+// builtinVariables are Grafana's own variables, which always have a value.
+var builtinVariables = map[string]bool{"__rate_interval": true, "__range": true, "__interval": true, "__range_s": true, "__interval_ms": true}
+
 // deprecatedPanelTypes are Angular or removed panel types Grafana
 // converts or refuses.
 var deprecatedPanelTypes = map[string]bool{
@@ -36,14 +42,14 @@ const datasourceUID = "${" + DatasourceVariable + "}"
 var counterFuncs = map[string]bool{"rate": true, "irate": true, "increase": true}
 
 // counterUseAllowed: a counter goes through rate, irate or increase over a
-// range; NewEvents' correction for new series may also take its first
-// value (min_over_time over a range) and test its presence a range ago
+// range; NewEvents' correction for new series may also take its last
+// value (last_over_time over a range) and test its presence a range ago
 // (unless COUNTER offset RANGE).
 func counterUseAllowed(s Selector) bool {
 	switch {
 	case counterFuncs[s.Func] && s.Range != "":
 		return true
-	case s.Func == "min_over_time" && s.Range != "":
+	case s.Func == "last_over_time" && s.Range != "":
 		return true
 	case s.Func == "" && s.After == "unless" && s.Offset != "" && s.Range == "":
 		return true
@@ -97,7 +103,7 @@ func allExprs(d map[string]any) (where []string, exprs []string, problems []stri
 		if v["type"] != "query" {
 			continue
 		}
-		sel, _, err := ParseLabelValues(str(v["query"]))
+		sel, _, _, err := ParseVariableQuery(str(v["query"]), str(v["regex"]))
 		if err != nil {
 			problems = append(problems, err.Error())
 			continue
@@ -279,7 +285,7 @@ var lintRules = []lintRule{
 	{"units set on every data panel", func(d map[string]any) []string {
 		var problems []string
 		for _, p := range panelsOf(d) {
-			if p["type"] == "row" || p["type"] == "table" {
+			if p["type"] == "row" {
 				continue
 			}
 			fc, _ := p["fieldConfig"].(map[string]any)
@@ -367,6 +373,57 @@ var lintRules = []lintRule{
 			for _, b := range boxes[i+1:] {
 				if a.x < b.x+b.w && b.x < a.x+a.w && a.y < b.y+b.h && b.y < a.y+a.h {
 					problems = append(problems, fmt.Sprintf("panels %q and %q overlap", a.title, b.title))
+				}
+			}
+		}
+		return problems
+	}},
+	{"dashboard is not editable (provisioned dashboards are changed in code)", func(d map[string]any) []string {
+		if d["editable"] != false {
+			return []string{fmt.Sprintf("editable is %v, want false", d["editable"])}
+		}
+		return nil
+	}},
+	{"variables in range durations are never empty", func(d map[string]any) []string {
+		// A variable inside [...] that comes out empty breaks the query
+		// ("vector(time())[:10m]"). Grafana's built-ins always have a value,
+		// custom and constant variables have a current value; a query
+		// variable must fall back to a default when its query finds nothing.
+		var problems []string
+		where, exprs, _ := allExprs(d)
+		for i, expr := range exprs {
+			for _, r := range rangeRE.FindAllString(expr, -1) {
+				for _, m := range variableRE.FindAllStringSubmatch(r, -1) {
+					name := m[1] + m[2] + m[3]
+					if builtinVariables[name] {
+						continue
+					}
+					v := variable(d, name)
+					switch {
+					case v == nil:
+						problems = append(problems, fmt.Sprintf("%s: %s uses undefined variable %s", where[i], r, name))
+					case v["type"] == "custom" || v["type"] == "constant":
+					case v["type"] == "query" && strings.HasPrefix(str(v["query"]), "query_result(") && strings.Contains(str(v["query"]), " or on () "):
+					default:
+						problems = append(problems, fmt.Sprintf("%s: %s uses variable %s, which is empty when its query finds nothing", where[i], r, name))
+					}
+				}
+			}
+		}
+		return problems
+	}},
+	{"map markers leave unknown country (ZZ) out of their scale", func(d map[string]any) []string {
+		var problems []string
+		for _, p := range panelsOf(d) {
+			if p["type"] != "geomap" {
+				continue
+			}
+			for _, t := range targetsOf(p) {
+				if sels, err := Selectors(str(t["expr"])); err != nil || len(sels) == 0 {
+					problems = append(problems, fmt.Sprintf("geomap %q: cannot parse %q", str(p["title"]), str(t["expr"])))
+				}
+				if !strings.Contains(str(t["expr"]), `country!="`+unknownCountry+`"`) {
+					problems = append(problems, fmt.Sprintf("geomap %q target %s counts ZZ in its scale", str(p["title"]), str(t["refId"])))
 				}
 			}
 		}
@@ -487,6 +544,15 @@ func TestLintRulesCatchProblems(t *testing.T) {
 		{"every metric in a query is in the metric contract, with its labels", func(d map[string]any) {
 			firstTarget(d)["expr"] = `min(fail2ban_up{job=~"$job",instance=~"$instance",jail=~"$jail"})`
 		}},
+		{"dashboard is not editable (provisioned dashboards are changed in code)", func(d map[string]any) { d["editable"] = true }},
+		{"dashboard is not editable (provisioned dashboards are changed in code)", func(d map[string]any) { delete(d, "editable") }},
+		{"variables in range durations are never empty", func(d map[string]any) {
+			firstTarget(d)["expr"] = `scalar(min_over_time(vector(time())[$jail:10m]))`
+		}},
+		{"variables in range durations are never empty", func(d map[string]any) {
+			firstTarget(d)["expr"] = `scalar(min_over_time(vector(time())[${nosuch}:10m]))`
+		}},
+		{"map markers leave unknown country (ZZ) out of their scale", func(d map[string]any) { firstData(d)["type"] = "geomap" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.rule, func(t *testing.T) {

@@ -21,6 +21,10 @@ type Query struct {
 	// Variable is set for template variables: the label whose values the
 	// variable lists, and Expr is the series selector of label_values().
 	VariableLabel string
+	// VariableQueryResult is set for a query_result(EXPR) variable: Expr is
+	// a PromQL query and the variable lists the values of VariableLabel
+	// in its result.
+	VariableQueryResult bool
 }
 
 // panelJSON is the part of a panel the queries live in.
@@ -46,11 +50,33 @@ type dashboardJSON struct {
 			Type  string `json:"type"`
 			Name  string `json:"name"`
 			Query any    `json:"query"`
+			Regex string `json:"regex"`
 		} `json:"list"`
 	} `json:"templating"`
 }
 
-var labelValuesRE = regexp.MustCompile(`^\s*label_values\(\s*(.*?)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$`)
+var (
+	labelValuesRE = regexp.MustCompile(`^\s*label_values\(\s*(.*?)\s*,\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\)\s*$`)
+	queryResultRE = regexp.MustCompile(`^\s*query_result\(\s*(.*)\s*\)\s*$`)
+	// labelRegexRE is a variable regex that captures one label's value
+	// from a query_result() line: /label="([^"]+)"/.
+	labelRegexRE = regexp.MustCompile(`^/([a-zA-Z_][a-zA-Z0-9_]*)="\(\[\^"\]\+\)"/$`)
+)
+
+// ParseVariableQuery splits a Grafana Prometheus variable query: either
+// label_values(selector, label), or query_result(expr) with a regex that
+// captures one label's value from each result line.
+func ParseVariableQuery(query, regex string) (expr, label string, queryResult bool, err error) {
+	if m := queryResultRE.FindStringSubmatch(query); m != nil {
+		r := labelRegexRE.FindStringSubmatch(regex)
+		if r == nil {
+			return "", "", false, fmt.Errorf("query_result variable %q needs a regex like /label=\"([^\"]+)\"/, has %q", query, regex)
+		}
+		return m[1], r[1], true, nil
+	}
+	sel, label, err := ParseLabelValues(query)
+	return sel, label, false, err
+}
 
 // ParseLabelValues splits a Grafana label_values(selector, label) variable
 // query into the selector and the label.
@@ -80,11 +106,11 @@ func QueriesOf(data []byte) ([]Query, error) {
 				q, _ = m["query"].(string)
 			}
 		}
-		sel, label, err := ParseLabelValues(q)
+		sel, label, result, err := ParseVariableQuery(q, v.Regex)
 		if err != nil {
 			return nil, fmt.Errorf("dashboard %s variable %s: %w", d.UID, v.Name, err)
 		}
-		out = append(out, Query{Dashboard: d.UID, Panel: "variable " + v.Name, Expr: sel, VariableLabel: label, Instant: true})
+		out = append(out, Query{Dashboard: d.UID, Panel: "variable " + v.Name, Expr: sel, VariableLabel: label, VariableQueryResult: result, Instant: true})
 	}
 	var walk func(panels []panelJSON)
 	walk = func(panels []panelJSON) {
@@ -102,9 +128,13 @@ func QueriesOf(data []byte) ([]Query, error) {
 	return out, nil
 }
 
+// AllQueries returns the queries of every dashboard of the default
+// configuration.
+func AllQueries() ([]Query, error) { return DefaultConfig().AllQueries() }
+
 // AllQueries returns the queries of every generated dashboard.
-func AllQueries() ([]Query, error) {
-	files, err := RenderAll()
+func (c Config) AllQueries() ([]Query, error) {
+	files, err := c.RenderAll()
 	if err != nil {
 		return nil, err
 	}

@@ -28,22 +28,39 @@ const unknownCountry = "ZZ"
 // per country in the chosen window, depending on $view. extra matchers
 // (e.g. country="ZZ") narrow both halves; grouping is "by (country)" or
 // "" for a single total.
-func byCountry(grouping string, extra ...string) string {
-	now := jailSelector("fail2ban_banned_ips", extra...)
-	window := jailSelector("fail2ban_recent_bans", append([]string{`window="$window"`}, extra...)...)
+func (c Config) byCountry(grouping string, extra ...string) string {
+	now := c.jailSelector("fail2ban_banned_ips", extra...)
+	window := c.jailSelector("fail2ban_recent_bans", append([]string{`window="$window"`}, extra...)...)
 	return fmt.Sprintf("(sum %s(%s) and on() (vector($view) == %s))\nor\n(sum %s(%s) and on() (vector($view) == %s))",
 		grouping, now, ViewBannedNow, grouping, window, ViewRecentWindow)
 }
 
-// WorldMapQuery is the expression behind the world map and its country
-// table, exported for the end-to-end test.
-func WorldMapQuery() string { return byCountry("by (country) ") }
+// WorldMapQuery is the expression behind the world map: per country,
+// without ZZ (unknown country), which the map cannot draw and which would
+// otherwise set the scale of its markers' size and colour.
+func (c Config) WorldMapQuery() string {
+	return c.byCountry("by (country) ", `country!="`+unknownCountry+`"`)
+}
+
+// CountryTableQuery is the expression behind the country table: per
+// country and host (instance), ZZ included.
+func (c Config) CountryTableQuery() string {
+	return "sort_desc(\n" + c.byCountry("by (country, instance) ") + "\n)"
+}
+
+// WindowVariableQuery is the query of the world map's window variable: the
+// window labels of fail2ban_recent_bans, or DefaultWindow while there are
+// none (a fresh install), so that $window is never empty.
+func (c Config) WindowVariableQuery() string {
+	return "query_result(count by (window) (" + c.selector("fail2ban_recent_bans") +
+		") or on () label_replace(vector(0), \"window\", \"" + c.DefaultWindow + "\", \"\", \"\"))"
+}
 
 // WorldMap is the world map dashboard: banned IPs (or ban events of a
 // window) per country on a Geomap, with a country table beside it.
-func WorldMap() (Dashboard, error) {
+func (c Config) WorldMap() (Dashboard, error) {
 	ids := &panelIDs{}
-	vars := commonVariables(true)
+	vars := c.commonVariables(true)
 	vars = append(vars,
 		dashboard.NewCustomVariableBuilder("view").
 			Label("Show").
@@ -60,38 +77,44 @@ func WorldMap() (Dashboard, error) {
 			}),
 		dashboard.NewQueryVariableBuilder("window").
 			Label("Window").
-			Description("Trailing window of fail2ban_recent_bans (the exporter's --bans.window values). Used when Show is \"Ban events in window\".").
+			Description("Trailing window of fail2ban_recent_bans (the exporter's --bans.window values). Used when Show is \"Ban events in window\". "+c.DefaultWindow+" while the exporter exposes no window yet.").
 			Datasource(datasourceRef()).
-			Query(dashboard.StringOrMap{String: new(`label_values(fail2ban_recent_bans{job=~"$job",instance=~"$instance"}, window)`)}).
-			Definition(`label_values(fail2ban_recent_bans{job=~"$job",instance=~"$instance"}, window)`).
+			Query(dashboard.StringOrMap{String: new(c.WindowVariableQuery())}).
+			Definition(c.WindowVariableQuery()).
+			Regex(`/window="([^"]+)"/`).
+			Current(dashboard.VariableOption{
+				Selected: new(true),
+				Text:     dashboard.StringOrArrayOfString{String: new(c.DefaultWindow)},
+				Value:    dashboard.StringOrArrayOfString{String: new(c.DefaultWindow)},
+			}).
 			Multi(false).
 			IncludeAll(false).
 			Refresh(dashboard.VariableRefreshOnTimeRangeChanged).
 			Sort(dashboard.VariableSortNaturalAsc),
 	)
 
-	b := newDashboard("bangui-world-map", "fail2ban / World map",
+	b := c.newDashboard("world-map", "fail2ban / World map",
 		"Banned IPs of fail2ban per country, from bangui_exporter: banned right now, or ban events in a trailing window.").
 		Variables(vars).
-		WithPanel(worldMapPanel(ids)).
-		WithPanel(countryTable(ids)).
+		WithPanel(c.worldMapPanel(ids)).
+		WithPanel(c.countryTable(ids)).
 		WithPanel(statPanel(ids, "Total",
 			"Banned IPs right now, or ban events in the chosen window, summed over the selected jails and countries. An IP banned in two jails counts twice.",
-			byCountry(""), units.Short).
+			c.byCountry(""), units.Short).
 			Decimals(0).NoValue("0").Thresholds(thresholds("blue")).Height(5).Span(6)).
 		WithPanel(statPanel(ids, "Country unknown (ZZ)",
 			"IPs (or ban events) whose country is not known, counted under country \"ZZ\". They cannot be drawn on the map. Reasons: geo resolution is off (--geo.providers none), the IP is not resolved yet (the background resolver is working through its queue; see bangui_exporter_geo_pending_ips), the local MaxMind database has no answer and ip-api.com is disabled or rate-limited, or the address is private or reserved.",
-			byCountry("", `country="`+unknownCountry+`"`), units.Short).
+			c.byCountry("", `country="`+unknownCountry+`"`), units.Short).
 			Decimals(0).NoValue("0").Thresholds(thresholdAt("green", 1, "orange")).Height(5).Span(6)).
 		WithPanel(statPanel(ids, "History horizon",
 			"How far back the exporter can count ban events: the age of the oldest ban it knows (fail2ban_oldest_ban_timestamp_seconds), beside fail2ban's dbpurgeage (fail2ban_db_purge_age_seconds, read through fail2ban's socket; absent when the socket part is off). fail2ban deletes ban history older than its dbpurgeage (1 day by default); the exporter's ban archive (on by default) keeps it, from the exporter's first run on.",
-			"time() - min("+selector("fail2ban_oldest_ban_timestamp_seconds")+")", units.Seconds).
-			WithTarget(instantValue(1, "min("+selector("fail2ban_db_purge_age_seconds")+")", "fail2ban dbpurgeage")).
+			"time() - min("+c.selector("fail2ban_oldest_ban_timestamp_seconds")+")", units.Seconds).
+			WithTarget(instantValue(1, "min("+c.selector("fail2ban_db_purge_age_seconds")+")", "fail2ban dbpurgeage")).
 			TextMode(common.BigValueTextModeValueAndName).
 			Decimals(1).Thresholds(thresholds("blue")).Height(5).Span(6)).
 		WithPanel(statPanel(ids, "History missing from window $window",
 			"Warning for \"Ban events in window\": how much of the chosen window lies before the history horizon, where no ban events can be counted (0 = the window is complete). If this is not 0, the map shows fewer events than really happened in the window: with the exporter's ban archive (on by default) this shrinks to 0 as the archive's history grows past the window; without it (--no-storage.archive), raise fail2ban's dbpurgeage (fail2ban.local, [DEFAULT] dbpurgeage = 30d). The window start is computed to within 10 minutes.",
-			WindowTruncationQuery(), units.Seconds).
+			c.WindowTruncationQuery(), units.Seconds).
 			ColorMode(common.BigValueColorModeBackground).
 			Decimals(1).Thresholds(thresholdAt("green", 900, "red")).Height(5).Span(6))
 	return b.Build()
@@ -101,12 +124,12 @@ func WorldMap() (Dashboard, error) {
 // window that lie before the newest instance's history horizon. The window
 // start is time() minus the window, computed with a subquery because a
 // PromQL duration cannot be turned into a number directly.
-func WindowTruncationQuery() string {
-	return "clamp_min(max(" + selector("fail2ban_oldest_ban_timestamp_seconds") +
+func (c Config) WindowTruncationQuery() string {
+	return "clamp_min(max(" + c.selector("fail2ban_oldest_ban_timestamp_seconds") +
 		") - scalar(min_over_time(vector(time())[$window:10m])), 0)"
 }
 
-func worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
+func (c Config) worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
 	layer := common.NewMapLayerOptionsBuilder().
 		Type("markers").
 		Name("Countries").
@@ -131,9 +154,9 @@ func worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
 	return geomap.NewPanelBuilder().
 		Id(ids.id()).
 		Title("Bans per country").
-		Description("One marker per country, sized and colored by the number of banned IPs (Show = Banned now) or of ban events in the chosen window. Countries come from bangui_exporter's geo resolution (ISO 3166-1 alpha-2 codes, looked up in Grafana's countries gazetteer). IPs of unknown country (ZZ) cannot be drawn: see the table and the ZZ stat. Map tiles are loaded from the internet; offline, markers show on an empty background.").
+		Description("One marker per country, sized and colored by the number of banned IPs (Show = Banned now) or of ban events in the chosen window. Countries come from bangui_exporter's geo resolution (ISO 3166-1 alpha-2 codes, looked up in Grafana's countries gazetteer). IPs of unknown country (ZZ) cannot be drawn and are left out of the markers' size and colour scale: see the table and the ZZ stat. Map tiles are loaded from the internet; offline, markers show on an empty background.").
 		Datasource(datasourceRef()).
-		WithTarget(instantTable(0, WorldMapQuery())).
+		WithTarget(instantTable(0, c.WorldMapQuery())).
 		Unit(units.Short).
 		Decimals(0).
 		ColorScheme(dashboard.NewFieldColorBuilder().Mode(dashboard.FieldColorModeIdContinuousGrYlRd)).
@@ -147,19 +170,19 @@ func worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
 		Height(14).Span(16)
 }
 
-func countryTable(ids *panelIDs) *table.PanelBuilder {
+func (c Config) countryTable(ids *panelIDs) *table.PanelBuilder {
 	return table.NewPanelBuilder().
 		Id(ids.id()).
 		Title("Countries").
-		Description("The map's numbers as a list, largest first, with country names; includes ZZ (unknown country) and codes the map cannot draw.").
+		Description("The map's numbers per country and host (exporter instance) as a list, largest first, with country names; includes ZZ (unknown country) and codes the map cannot draw.").
 		Datasource(datasourceRef()).
-		WithTarget(instantTable(0, "sort_desc(\n"+WorldMapQuery()+"\n)")).
+		WithTarget(instantTable(0, c.CountryTableQuery())).
 		Transformations([]dashboard.DataTransformerConfig{{
 			Id: "organize",
 			Options: map[string]any{
 				"excludeByName": map[string]any{"Time": true},
-				"indexByName":   map[string]any{"country": 0, "Value": 1},
-				"renameByName":  map[string]any{"country": "Country", "Value": "Count"},
+				"indexByName":   map[string]any{"country": 0, "instance": 1, "Value": 2},
+				"renameByName":  map[string]any{"country": "Country", "instance": "Host", "Value": "Count"},
 			},
 		}}).
 		Mappings(CountryNameMappings()).

@@ -680,18 +680,12 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, body, err := httpGet(t.Context(), promURL+"/api/v1/label/"+q.VariableLabel+"/values?match[]="+url.QueryEscape(sel))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var lv struct {
-			Status string   `json:"status"`
-			Data   []string `json:"data"`
-		}
-		if err := json.Unmarshal(body, &lv); err != nil || lv.Status != "success" || len(lv.Data) == 0 {
-			t.Errorf("%s %s: label_values(%s, %s) gave %s", q.Dashboard, q.Panel, sel, q.VariableLabel, body)
+		labelValues, err := variableValues(t, promURL, q, sel)
+		if err != nil || len(labelValues) == 0 {
+			t.Errorf("%s %s: %s gave %v %v", q.Dashboard, q.Panel, sel, labelValues, err)
 			continue
 		}
+		lv := struct{ Data []string }{labelValues}
 		if q.VariableLabel == "window" {
 			values["window"] = lv.Data[0]
 			if slices.Contains(lv.Data, "24h") {
@@ -745,6 +739,11 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 						t.Errorf("exporter: recent bans (%s) per country %v, want every ban once: %v", values["window"], recentByCountry, wantByCountry)
 					}
 				}
+				if q.Panel == "Bans per country" {
+					// The map leaves ZZ out of its scale; the table keeps it.
+					want = maps.Clone(want)
+					delete(want, "ZZ")
+				}
 			case q.Dashboard == "bangui-world-map" && (q.Panel == "Total" || q.Panel == "Country unknown (ZZ)"):
 				source := wantByCountry
 				if view == dashboards.ViewRecentWindow {
@@ -797,6 +796,35 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 		t.Errorf("only %d dashboard queries ran, %d compared with the exporter", ran, compared)
 	}
 	t.Logf("ran %d dashboard queries, compared %d world-map and per-jail results with the exporter", ran, compared)
+}
+
+// variableValues lists a template variable's values as Grafana would:
+// label_values() through the series API, query_result() as an instant
+// query whose results' label is taken.
+func variableValues(t *testing.T, promURL string, q dashboards.Query, expr string) ([]string, error) {
+	t.Helper()
+	if q.VariableQueryResult {
+		got, err := vectorBy(t, promURL, expr, q.VariableLabel)
+		if err != nil {
+			return nil, err
+		}
+		return slices.Sorted(maps.Keys(got)), nil
+	}
+	_, body, err := httpGet(t.Context(), promURL+"/api/v1/label/"+q.VariableLabel+"/values?match[]="+url.QueryEscape(expr))
+	if err != nil {
+		return nil, err
+	}
+	var lv struct {
+		Status string   `json:"status"`
+		Data   []string `json:"data"`
+	}
+	if err := json.Unmarshal(body, &lv); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, body)
+	}
+	if lv.Status != "success" {
+		return nil, fmt.Errorf("status %s: %s", lv.Status, body)
+	}
+	return lv.Data, nil
 }
 
 // checkRuleQueries runs every rule expression and checks that Prometheus

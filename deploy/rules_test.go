@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,7 @@ import (
 const rulesFile = "prometheus/rules/bangui_exporter.rules.yml"
 
 // rulesTestFiles are the promtool unit tests of rulesFile, in its folder.
-var rulesTestFiles = []string{"bangui_exporter.rules.test.yml", "bangui_exporter.spike.test.yml"}
+var rulesTestFiles = []string{"bangui_exporter.rules.test.yml", "bangui_exporter.spike.test.yml", "bangui_exporter.mixin.test.yml"}
 
 type ruleFile struct {
 	Groups []ruleGroup `yaml:"groups"`
@@ -91,8 +92,55 @@ var camelCase = regexp.MustCompile(`^[A-Z][a-z0-9]+(?:[A-Z][a-z0-9]*)+$`)
 // recordName is level:metric:operations.
 var recordName = regexp.MustCompile(`^[a-z_]+:[a-z0-9_]+:[a-z0-9_]+$`)
 
+// runbookSection is one "## Name" section of docs/runbook.md.
+var runbookSection = regexp.MustCompile(`(?m)^## ([A-Za-z0-9]+)\n`)
+
+// runbookSections returns the body of every section of docs/runbook.md by
+// its GitHub anchor (the heading in lower case).
+func runbookSections(t *testing.T) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "runbook.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	out := map[string]string{}
+	locs := runbookSection.FindAllStringSubmatchIndex(text, -1)
+	for i, loc := range locs {
+		end := len(text)
+		if i+1 < len(locs) {
+			end = locs[i+1][0]
+		}
+		out[strings.ToLower(text[loc[2]:loc[3]])] = text[loc[1]:end]
+	}
+	return out
+}
+
+// checkRunbookURL: the alert links to its own section of docs/runbook.md,
+// and that section says what the alert means, how to check and how to fix.
+func checkRunbookURL(t *testing.T, alert, u string, sections map[string]string) {
+	t.Helper()
+	base := dashboards.DefaultConfig().RunbookURL
+	anchor, ok := strings.CutPrefix(u, base+"#")
+	if !ok || anchor != strings.ToLower(alert) {
+		t.Errorf("alert %s: runbook_url %q, want %s#%s", alert, u, base, strings.ToLower(alert))
+		return
+	}
+	body, ok := sections[anchor]
+	if !ok {
+		t.Errorf("alert %s: docs/runbook.md has no section ## %s", alert, alert)
+		return
+	}
+	for _, part := range []string{"**Meaning**", "**Check**", "**Fix**"} {
+		if !strings.Contains(body, part) {
+			t.Errorf("alert %s: its runbook section lacks %s", alert, part)
+		}
+	}
+}
+
 func TestRulesFollowConventions(t *testing.T) {
 	rf := loadRules(t)
+	runbook := runbookSections(t)
 	recorded := map[string]bool{}
 	alerts := map[string]bool{}
 	for _, g := range rf.Groups {
@@ -117,12 +165,18 @@ func TestRulesFollowConventions(t *testing.T) {
 			}
 			for _, s := range sels {
 				if s.Metric == "up" || recorded[s.Metric] {
+					if !slices.Contains(s.Labels, "job") && !recorded[s.Metric] {
+						t.Errorf("%s: %s does not carry the mixin's selector", name, s.Metric)
+					}
 					continue
 				}
 				m, ok := dashboards.LookupMetric(s.Metric)
 				if !ok {
 					t.Errorf("%s uses %s, which is not in the metric contract", name, s.Metric)
 					continue
+				}
+				if !slices.Contains(s.Labels, "job") {
+					t.Errorf("%s: %s does not carry the mixin's selector", name, s.Metric)
 				}
 				for _, l := range s.Labels {
 					if l != "job" && l != "instance" && !slices.Contains(m.Labels, l) {
@@ -143,11 +197,12 @@ func TestRulesFollowConventions(t *testing.T) {
 			if sev := r.Labels["severity"]; sev != "warning" && sev != "critical" {
 				t.Errorf("alert %s has severity %q, want warning or critical", r.Alert, sev)
 			}
-			for _, key := range []string{"summary", "description", "runbook"} {
+			for _, key := range []string{"summary", "description"} {
 				if len(r.Annotations[key]) < 20 {
 					t.Errorf("alert %s lacks a real %s annotation", r.Alert, key)
 				}
 			}
+			checkRunbookURL(t, r.Alert, r.Annotations["runbook_url"], runbook)
 			if r.For == "" {
 				t.Errorf("alert %s has no for: duration; one bad scrape would page", r.Alert)
 			}
@@ -156,7 +211,9 @@ func TestRulesFollowConventions(t *testing.T) {
 	// The alerts issue 5 §3 and issue 7 §4 ask for.
 	for _, want := range []string{"BanguiExporterDown", "Fail2banDatabaseUnreadable", "Fail2banNoJailEnabled",
 		"Fail2banBanSpike", "Fail2banCountryBanSpike", "BanguiGeoBacklogGrowing", "BanguiGeoFlushFailing",
-		"BanguiIpApiRateLimited", "Fail2banServerDown"} {
+		"BanguiIpApiRateLimited", "Fail2banServerDown",
+		// Issue 19.
+		"BanguiExporterAbsent", "BanguiGeoDatabaseOutdated", "BanguiUnknownCountryShareHigh"} {
 		if !alerts[want] {
 			t.Errorf("alert %s is missing", want)
 		}
@@ -181,17 +238,20 @@ func TestRulesFollowConventions(t *testing.T) {
 // the alert looks at — including those the unit tests expect to stay
 // silent.
 var overFiring = map[string]string{
-	"BanguiExporterDown":          `up{job="fail2ban"}`,
-	"Fail2banDatabaseUnreadable":  `fail2ban_up`,
-	"Fail2banNoJailEnabled":       `fail2ban_up`,
-	"Fail2banBanSpike":            `instance_jail:fail2ban_bans:rate5m`,
-	"Fail2banCountryBanSpike":     `instance_country:fail2ban_bans:rate5m`,
-	"BanguiGeoBacklogGrowing":     `bangui_exporter_geo_pending_ips`,
-	"BanguiGeoFlushFailing":       `bangui_exporter_geo_flush_errors_total`,
-	"BanguiIpApiRateLimited":      `sum by (job, instance) (bangui_exporter_geo_ipapi_requests_total)`,
-	"Fail2banServerDown":          `fail2ban_server_up`,
-	"BanguiArchiveIngestFailing":  `bangui_exporter_archive_ingest_errors_total`,
-	"BanguiArchiveDroppingEvents": `sum by (job, instance) (bangui_exporter_archive_dropped_events_total)`,
+	"BanguiExporterDown":            `up`,
+	"BanguiExporterAbsent":          `absent(no_such_metric{job="fail2ban"})`,
+	"BanguiGeoDatabaseOutdated":     `bangui_exporter_geo_mmdb_build_timestamp_seconds`,
+	"BanguiUnknownCountryShareHigh": `sum by (job, instance) (fail2ban_banned_ips)`,
+	"Fail2banDatabaseUnreadable":    `fail2ban_up`,
+	"Fail2banNoJailEnabled":         `fail2ban_up`,
+	"Fail2banBanSpike":              `instance_jail:fail2ban_bans:rate5m`,
+	"Fail2banCountryBanSpike":       `instance_country:fail2ban_bans:rate5m`,
+	"BanguiGeoBacklogGrowing":       `bangui_exporter_geo_pending_ips`,
+	"BanguiGeoFlushFailing":         `bangui_exporter_geo_flush_errors_total`,
+	"BanguiIpApiRateLimited":        `sum by (job, instance) (bangui_exporter_geo_ipapi_requests_total)`,
+	"Fail2banServerDown":            `fail2ban_server_up`,
+	"BanguiArchiveIngestFailing":    `bangui_exporter_archive_ingest_errors_total`,
+	"BanguiArchiveDroppingEvents":   `sum by (job, instance) (bangui_exporter_archive_dropped_events_total)`,
 }
 
 // TestAlertUnitTestsCanFail proves that the unit tests really show each
@@ -264,4 +324,43 @@ func mutateAlert(t *testing.T, rf ruleFile, alert, expr string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// TestRulesForAnotherSelector generates the rules for another job name, the
+// way the documented command does, and runs the unit tests against them:
+// with the tests' job renamed they pass, unchanged they fail (the rules
+// really follow the selector; nothing is left hard-coded to fail2ban).
+func TestRulesForAnotherSelector(t *testing.T) {
+	requireTool(t, "promtool", "/usr/bin/promtool")
+	cfg := dashboards.DefaultConfig()
+	cfg.Selector = `job="f2b"`
+	rules := cfg.CombinedRules()
+	for _, rename := range []bool{true, false} {
+		t.Run(fmt.Sprintf("tests renamed %v", rename), func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "bangui_exporter.rules.yml"), rules, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range rulesTestFiles {
+				data, err := os.ReadFile(filepath.Join(deployDir(t), filepath.Dir(rulesFile), f))
+				if err != nil {
+					t.Fatal(err)
+				}
+				text := string(data)
+				if rename {
+					text = strings.NewReplacer(`job="fail2ban"`, `job="f2b"`, `job=\"fail2ban\"`, `job=\"f2b\"`, "job: fail2ban\n", "job: f2b\n", "(job fail2ban)", "(job f2b)").Replace(text)
+				}
+				if err := os.WriteFile(filepath.Join(dir, f), []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out, err := runPromtool(t, dir, append([]string{"test", "rules"}, rulesTestFiles...)...)
+			if rename && err != nil {
+				t.Fatalf("promtool test rules on the rules for job=\"f2b\": %v\n%s", err, out)
+			}
+			if !rename && err == nil {
+				t.Fatalf("the tests of job fail2ban passed against rules generated for job f2b:\n%s", out)
+			}
+		})
+	}
 }

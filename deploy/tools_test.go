@@ -29,10 +29,11 @@ func requireTool(t *testing.T, name string, fallbacks ...string) string {
 
 // debianPackage names the Debian package that brings each tool.
 var debianPackage = map[string]string{
-	"promtool":        "prometheus",
-	"prometheus":      "prometheus",
-	"systemd-analyze": "systemd",
-	"fail2ban-client": "fail2ban",
+	"promtool":         "prometheus",
+	"prometheus":       "prometheus",
+	"systemd-analyze":  "systemd",
+	"fail2ban-client":  "fail2ban",
+	"victoria-metrics": "victoria-metrics",
 }
 
 // deployDir is the absolute path of deploy/ (this package's directory).

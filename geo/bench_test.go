@@ -198,7 +198,7 @@ func resolvedResolver(b *testing.B, db *appdb.DB, ips []netip.Addr) *Resolver {
 	r.mu.Lock()
 	for i, ip := range ips {
 		keys[i] = keyOf(ip)
-		r.entries.set(keys[i], record{flags: flagTracked})
+		r.entries.set(keys[i], cacheEntry{flags: flagTracked})
 		c := benchCountries[i%len(benchCountries)]
 		answers[i] = Answer{Kind: AnswerFound, CountryCode: c, CountryName: "Country " + c, ASN: fmt.Sprintf("AS%d Example Networks", 64512+i%5000)}
 	}
@@ -221,9 +221,9 @@ func (benchAnswerer) Status() ProviderStatus { return ProviderStatus{Name: "mmdb
 func (r *Resolver) markAllDirty() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, rec := range r.entries.all() {
-		r.markDirtyLocked(k, &rec)
-		r.entries.set(k, rec)
+	for k, ce := range r.entries.all() {
+		r.markDirtyLocked(k, &ce)
+		r.entries.set(k, ce)
 	}
 }
 

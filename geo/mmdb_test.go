@@ -159,7 +159,8 @@ func TestMMDBHotReload(t *testing.T) {
 
 func TestResolverReloadsOnTimer(t *testing.T) {
 	m, path := newTestMMDB(t, "official", []mmdbNet{{cidr: "8.8.8.0/24", country: "US"}})
-	r, err := New(context.Background(), Options{DB: openTestDB(t), Providers: []Provider{m}, CheckInterval: 10 * time.Millisecond})
+	m.checkInterval = 10 * time.Millisecond
+	r, err := New(context.Background(), Options{DB: openTestDB(t), Providers: []Provider{m}})
 	if err != nil {
 		t.Fatal(err)
 	}

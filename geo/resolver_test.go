@@ -420,7 +420,8 @@ func TestResolverTrackIsIdempotent(t *testing.T) {
 }
 
 func TestResolverRunStopsAndResolves(t *testing.T) {
-	env := newResolverEnv(t, []string{"mmdb", "ipapi"}, Options{FlushInterval: 20 * time.Millisecond, CheckInterval: 10 * time.Millisecond})
+	env := newResolverEnv(t, []string{"mmdb", "ipapi"}, Options{FlushInterval: 20 * time.Millisecond})
+	env.mmdb.checkInterval = 10 * time.Millisecond
 	r := env.r
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -444,16 +445,16 @@ func TestResolverRunStopsAndResolves(t *testing.T) {
 
 func TestRetryAtCapped(t *testing.T) {
 	r := &Resolver{negativeTTL: time.Hour}
-	rec := record{at: 1000, failures: 200}
-	if got := r.retryAt(&rec); got != 1000+uint32(maxBackoff/time.Second) {
+	ce := cacheEntry{at: 1000, failures: 200}
+	if got := r.retryAt(&ce); got != 1000+uint32(maxBackoff/time.Second) {
 		t.Fatalf("retryAt = %d", got)
 	}
 }
 
-// TestRecordIsCompact guards the memory tier's layout: 16 bytes a record.
-func TestRecordIsCompact(t *testing.T) {
-	if s := unsafe.Sizeof(record{}); s != 16 {
-		t.Fatalf("record is %d bytes, want 16", s)
+// TestCacheEntryIsCompact guards the memory tier's layout: 16 bytes an entry.
+func TestCacheEntryIsCompact(t *testing.T) {
+	if s := unsafe.Sizeof(cacheEntry{}); s != 16 {
+		t.Fatalf("cacheEntry is %d bytes, want 16", s)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // randomGlobalIPs returns n distinct random global IPv4 addresses.
@@ -234,7 +235,7 @@ func BenchmarkFlush50k(b *testing.B) {
 	b.Run("geo-flush", func(b *testing.B) {
 		db := openTestDB(b)
 		r := resolvedResolver(b, db, ips)
-		commits := countCommits(b, db)
+		commits := testkit.CountCommits(b, db)
 		for b.Loop() {
 			b.StopTimer()
 			r.markAllDirty()
@@ -257,7 +258,7 @@ func BenchmarkFlush50k(b *testing.B) {
 		if err := migrate(context.Background(), db); err != nil {
 			b.Fatal(err)
 		}
-		commits := countCommits(b, db)
+		commits := testkit.CountCommits(b, db)
 		for b.Loop() {
 			before := commits.Load()
 			for i, ip := range ips {
@@ -340,9 +341,9 @@ func BenchmarkSeedCase5200(b *testing.B) {
 			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(r.Collector())
-			commits := countCommits(b, db)
-			dv := pinDataVersion(b, db)
-			v0 := dv.get(b)
+			commits := testkit.CountCommits(b, db)
+			dv := testkit.PinDataVersion(b, db)
+			v0 := dv.Get(b)
 			b.StartTimer()
 			for _, ip := range ips {
 				r.Track(ip)
@@ -352,7 +353,7 @@ func BenchmarkSeedCase5200(b *testing.B) {
 				scrape(b, r, reg, ips)
 			}
 			b.StopTimer()
-			scrapeCommits, scrapeVersion := commits.Load(), dv.get(b)
+			scrapeCommits, scrapeVersion := commits.Load(), dv.Get(b)
 			b.StartTimer()
 			if err := r.Flush(context.Background()); err != nil {
 				b.Fatal(err)
@@ -381,7 +382,7 @@ func BenchmarkSeedCase5200(b *testing.B) {
 			if err := migrate(context.Background(), db); err != nil {
 				b.Fatal(err)
 			}
-			commits := countCommits(b, db)
+			commits := testkit.CountCommits(b, db)
 			b.StartTimer()
 			// The page load: for every IP, look it up, then write the
 			// cache row and its timestamp, each committed on its own.

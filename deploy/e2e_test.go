@@ -24,7 +24,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bangui/bangui_exporter/dashboards"
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"

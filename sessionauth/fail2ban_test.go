@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/prometheus/common/promslog"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // Paths of the shipped fail2ban files, relative to this package.
@@ -41,7 +43,7 @@ func requireTool(t *testing.T, bin string) string {
 
 // promslogLogger is the exporter's logger as main builds it for
 // --log.format=format, writing to w.
-func promslogLogger(t *testing.T, format string, w *syncBuffer) *slog.Logger {
+func promslogLogger(t *testing.T, format string, w *testkit.LogBuffer) *slog.Logger {
 	t.Helper()
 	cfg := &promslog.Config{Format: promslog.NewFormat(), Writer: w}
 	if err := cfg.Format.Set(format); err != nil {
@@ -54,7 +56,7 @@ func promslogLogger(t *testing.T, format string, w *syncBuffer) *slog.Logger {
 // fail2ban must count, and lines it must not.
 func attackLog(t *testing.T, format string) (log string, wantHits map[string]int) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testkit.LogBuffer{}
 	logger := promslogLogger(t, format, out)
 	withLogger := func(o *Options) { o.Logger = logger }
 
@@ -225,7 +227,7 @@ func TestFail2banJailBans(t *testing.T) {
 	waitFor("the jail", func(s string) bool { return strings.Contains(s, "Banned IP list") })
 
 	// The real handler writes to the file fail2ban polls.
-	w := &syncBuffer{}
+	w := &testkit.LogBuffer{}
 	f := newFixture(t, true, func(o *Options) { o.Logger = promslogLogger(t, "logfmt", w) })
 	attempt := func(remote string) {
 		f.do(req{method: "POST", path: PathLogin, body: `{"password":"brute force guess"}`, remote: remote})

@@ -25,6 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
@@ -36,27 +37,9 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func newCollector(t *testing.T, path string, timeout time.Duration) (*Collector, *Client, *logBuffer) {
+func newCollector(t *testing.T, path string, timeout time.Duration) (*Collector, *Client, *testkit.LogBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testkit.LogBuffer{}
 	client := New(Options{Path: path, Timeout: timeout})
 	t.Cleanup(func() { _ = client.Close() })
 	coll := NewCollector(client, CollectorOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})

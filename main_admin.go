@@ -155,7 +155,7 @@ func (e *exporter) setupAdmin(ctx context.Context, af *adminFlags, _ *coreFlags)
 		DB: e.appDB,
 		// The logger is passed as it is: the failed-login line must keep
 		// the shape deploy/fail2ban matches.
-		Logger:          e.logger,
+		Logger: e.logger,
 		// sessionauth validates these (and the rest of its options).
 		SessionTTL:      *af.sessionTTL,
 		SessionCacheTTL: *af.sessionCacheTTL,

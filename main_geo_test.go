@@ -118,7 +118,7 @@ func TestSetupGeo(t *testing.T) {
 				return
 			}
 			if !tt.wantEnabled {
-				if e.geo.resolver != nil || !e.lifecycle.empty() {
+				if e.geo.resolver != nil || !e.empty() {
 					t.Fatalf("geo wired although disabled: %+v", e)
 				}
 				if _, ok := e.countries.(collector.NoCountries); !ok {

@@ -153,7 +153,7 @@ func TestRulesFollowConventions(t *testing.T) {
 			}
 		}
 	}
-	// The alerts issue 5 §3 and issue 7 §4 ask for.
+	// The alerts the kit promises (README, docs/runbook.md).
 	for _, want := range []string{"BanguiExporterDown", "Fail2banDatabaseUnreadable", "Fail2banNoJailEnabled",
 		"Fail2banBanSpike", "Fail2banCountryBanSpike", "BanguiGeoBacklogGrowing", "BanguiGeoFlushFailing",
 		"BanguiIpApiRateLimited", "Fail2banServerDown"} {

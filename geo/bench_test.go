@@ -1,6 +1,6 @@
 package geo
 
-// Benchmarks for issue 3 §6. Each has a baseline measured in the same run:
+// Benchmarks of geo. Each has a baseline measured in the same run:
 // what a naive implementation, or BanGUI, does for the same work. Results
 // and the command to reproduce them are in BENCHMARKS.md.
 

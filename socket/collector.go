@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// Metric descriptions; names and labels are a contract (issue 7).
+// Metric descriptions; names and labels are a contract (dashboards/contract.go).
 var (
 	descServerUp = prometheus.NewDesc("fail2ban_server_up",
 		"1 when fail2ban's socket answered this scrape, 0 otherwise.", nil, nil)

@@ -3,6 +3,7 @@ package f2bsandbox
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/netip"
 	"net/url"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -50,17 +53,12 @@ func bipsCount(t *testing.T, db *sql.DB, jail string) int {
 // (fail2ban writes a ban a few ms to ~1 s after it happens).
 func waitBips(t *testing.T, db *sql.DB, jail string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		got := bipsCount(t, db, jail)
-		if got == want {
-			return
+	testkit.Eventually(t, 15*time.Second, func() error {
+		if got := bipsCount(t, db, jail); got != want {
+			return fmt.Errorf("jail %s: %d currently-banned rows in bips, want %d", jail, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jail %s: %d currently-banned rows in bips, want %d", jail, got, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func mustBanned(ctx context.Context, t *testing.T, s *Sandbox, jail string, want int) {
@@ -412,13 +410,12 @@ func TestSandboxPurge(t *testing.T) {
 	if n := bans(); n != 5 {
 		t.Fatalf("%d bans rows before the purge, want 5", n)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for bans() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("fail2ban did not purge: %d bans rows left after 20 s (dbpurgeage 3 s, purge every 0.5 s)\n%s", bans(), s.serverOutput())
+	testkit.Eventually(t, 20*time.Second, func() error {
+		if n := bans(); n != 0 {
+			return fmt.Errorf("fail2ban did not purge: %d bans rows left (dbpurgeage 3 s, purge every 0.5 s)\n%s", n, s.serverOutput())
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	// bips rows of bans still running stay (timeofban + 3*bantime is in
 	// the future; permanent rows are never purged).
 	waitBips(t, db, "sshd", 3)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func TestServeSampleBansAndStop(t *testing.T) {
@@ -65,13 +66,9 @@ func TestServeSampleBansAndStop(t *testing.T) {
 		t.Errorf("perm: %d permanent bans, want 2", n)
 	}
 	// -ban-every adds bans while running.
-	deadline := time.Now().Add(10 * time.Second)
-	for status("sshd").CurrentlyBanned <= 14 {
-		if time.Now().After(deadline) {
-			t.Fatal("no periodic ban within 10s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.EventuallyTrue(t, 10*time.Second, "a periodic ban", func() bool {
+		return status("sshd").CurrentlyBanned > 14
+	})
 	cancel()
 	select {
 	case err := <-done:

@@ -411,24 +411,17 @@ func (r *Resolver) Status() Status {
 }
 
 // Reload asks every provider with on-disk data (mmdb) to reopen it; main
-// calls it on SIGHUP. The IPs whose lookups failed are retried at once when
-// new data was loaded.
+// calls it on SIGHUP. See reloadProvider for the IPs whose lookups failed.
 func (r *Resolver) Reload() error {
 	var errs []error
-	changed := false
 	for _, st := range r.stages {
 		rl, ok := st.provider.(Reloader)
 		if !ok {
 			continue
 		}
-		c, err := rl.Reload(true)
-		if err != nil {
+		if _, err := r.reloadProvider(rl, true); err != nil {
 			errs = append(errs, fmt.Errorf("reload %s: %w", st.provider.Name(), err))
 		}
-		changed = changed || c
-	}
-	if changed {
-		r.retryFailed()
 	}
 	return errors.Join(errs...)
 }

@@ -72,21 +72,32 @@ func (r *Resolver) runChecks(ctx context.Context, rl Reloader) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			changed, err := rl.Reload(false)
-			if err != nil {
-				r.logger.Debug("geo provider data check failed", "err", err)
-			}
-			if changed {
-				r.retryFailed()
-			}
+			r.reloadProvider(rl, false)
 		}
 	}
 }
 
+// reloadProvider reloads one provider's on-disk data. When the provider had
+// no data before (an mmdb missing at start that appeared), the IPs whose
+// lookups failed meanwhile are retried at once instead of after their
+// backoff. A replacement of data in use does not retry them: that is what
+// ReResolve is for. It reports whether new data was loaded.
+func (r *Resolver) reloadProvider(rl Reloader, force bool) (bool, error) {
+	lr, ok := rl.(interface{ Loaded() bool })
+	hadData := !ok || lr.Loaded()
+	changed, err := rl.Reload(force)
+	if err != nil {
+		r.logger.Debug("geo provider data check failed", "err", err)
+	}
+	if changed && !hadData {
+		r.retryFailed()
+	}
+	return changed, err
+}
+
 // retryFailed queues the tracked IPs whose lookups failed at once, without
-// waiting for their backoff: a provider just loaded new data (an mmdb that
-// appeared or was replaced) that may answer them. It returns how many were
-// queued.
+// waiting for their backoff: a provider that had no data just loaded some.
+// It returns how many were queued.
 func (r *Resolver) retryFailed() int {
 	r.mu.Lock()
 	for k := range r.waiting {

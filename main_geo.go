@@ -45,7 +45,7 @@ func addGeoFlags(app *kingpin.Application) *geoFlags {
 	names := geoProviderNames()
 	f := &geoFlags{
 		providers: app.Flag("geo.providers",
-			fmt.Sprintf("Country providers in the order they are asked, comma-separated: %s; 'none' disables country resolution. A provider without its flag (--geo.mmdb, --geo.ipapi.url) is left out.", strings.Join(names, ", "))).
+			fmt.Sprintf("Country providers in the order they are asked, comma-separated: %s; 'none' disables country resolution. A provider without its flag (%s) is left out.", strings.Join(names, ", "), geoProviderEnableFlags())).
 			Default(strings.Join(names, ",")).String(),
 		cacheSize: app.Flag("geo.cache-size",
 			"Maximum IPs kept in the memory cache (and loaded from the app database at start); IPs currently banned are never evicted. 0 means no bound.").
@@ -130,7 +130,7 @@ func (e *exporter) setupGeo(ctx context.Context, f *geoFlags) error {
 	}
 	if len(providers) == 0 {
 		_ = closeAll()
-		return fmt.Errorf("--geo.providers=%s: none of them is configured (set --geo.mmdb or --geo.ipapi.url, or use --geo.providers=none)", *f.providers)
+		return fmt.Errorf("--geo.providers=%s: none of them is configured (set one of %s, or use --geo.providers=none)", *f.providers, geoProviderEnableFlags())
 	}
 	resolver, err := geo.New(ctx, geo.Options{
 		DB:            e.appDB,

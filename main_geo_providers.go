@@ -19,6 +19,8 @@ import (
 type geoProviderSpec struct {
 	// name in --geo.providers; the same as the provider's Name().
 	name string
+	// enableFlag is the flag without which the provider is left out.
+	enableFlag string
 	// addFlags registers the provider's flags and returns what builds the
 	// provider from them once they are parsed.
 	addFlags func(app *kingpin.Application) geoProviderConfig
@@ -34,8 +36,8 @@ type geoProviderConfig interface {
 // geoProviderRegistry lists the providers in their default order.
 func geoProviderRegistry() []geoProviderSpec {
 	return []geoProviderSpec{
-		{name: "mmdb", addFlags: addMMDBFlags},
-		{name: "ipapi", addFlags: addIPAPIFlags},
+		{name: "mmdb", enableFlag: "--geo.mmdb", addFlags: addMMDBFlags},
+		{name: "ipapi", enableFlag: "--geo.ipapi.url", addFlags: addIPAPIFlags},
 	}
 }
 
@@ -46,6 +48,15 @@ func geoProviderNames() []string {
 		names = append(names, spec.name)
 	}
 	return names
+}
+
+// geoProviderEnableFlags are the registry's enabling flags, for messages.
+func geoProviderEnableFlags() string {
+	var flags []string
+	for _, spec := range geoProviderRegistry() {
+		flags = append(flags, spec.enableFlag)
+	}
+	return strings.Join(flags, ", ")
 }
 
 // mmdbFlags are the flags of the local MaxMind-format database provider.

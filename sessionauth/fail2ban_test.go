@@ -207,22 +207,19 @@ func TestFail2banJailBans(t *testing.T) {
 		return string(out)
 	}
 	waitFor := func(what string, ok func(string) bool) string {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			s := status()
-			if ok(s) {
-				return s
+		var s string
+		testkit.Eventually(t, 30*time.Second, func() error {
+			if s = status(); ok(s) {
+				return nil
 			}
 			select {
 			case <-exited:
 				t.Fatalf("fail2ban-server exited: %s", serverOut.String())
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; status:\n%s\nserver:\n%s", what, s, serverOut.String())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return fmt.Errorf("waiting for %s; status:\n%s\nserver:\n%s", what, s, serverOut.String())
+		})
+		return s
 	}
 	waitFor("the jail", func(s string) bool { return strings.Contains(s, "Banned IP list") })
 

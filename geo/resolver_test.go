@@ -2,6 +2,7 @@ package geo
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func TestClassifyLocal(t *testing.T) {
@@ -428,13 +431,12 @@ func TestResolverRunStopsAndResolves(t *testing.T) {
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	r.Track(netip.MustParseAddr("8.8.8.8"))
-	deadline := time.Now().Add(10 * time.Second)
-	for r.Status().LastFlushedRows != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("not resolved and flushed by Run: %+v", r.Status())
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if s := r.Status(); s.LastFlushedRows != 1 {
+			return fmt.Errorf("not resolved and flushed by Run: %+v", s)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 	cancel()
 	select {
 	case <-done:

@@ -410,12 +410,14 @@ func TestSandboxPurge(t *testing.T) {
 	if n := bans(); n != 5 {
 		t.Fatalf("%d bans rows before the purge, want 5", n)
 	}
-	testkit.Eventually(t, 20*time.Second, func() error {
+	if err := testkit.Poll(20*time.Second, func() error {
 		if n := bans(); n != 0 {
-			return fmt.Errorf("fail2ban did not purge: %d bans rows left (dbpurgeage 3 s, purge every 0.5 s)\n%s", n, s.serverOutput())
+			return fmt.Errorf("fail2ban did not purge: %d bans rows left (dbpurgeage 3 s, purge every 0.5 s)", n)
 		}
 		return nil
-	})
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, s.serverOutput())
+	}
 	// bips rows of bans still running stay (timeofban + 3*bantime is in
 	// the future; permanent rows are never purged).
 	waitBips(t, db, "sshd", 3)

@@ -72,7 +72,7 @@ func (r *Resolver) runChecks(ctx context.Context, rl Reloader) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			r.reloadProvider(rl, false)
+			_, _ = r.reloadProvider(rl, false) // the provider logs its own state changes
 		}
 	}
 }

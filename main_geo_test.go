@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/common/promslog"
 
 	"github.com/bangui/bangui_exporter/collector"
+	"github.com/bangui/bangui_exporter/dashboards"
 	"github.com/bangui/bangui_exporter/geo"
 	"github.com/bangui/bangui_exporter/internal/appdb"
 	"github.com/bangui/bangui_exporter/internal/testkit"
@@ -132,6 +134,27 @@ func TestSetupGeo(t *testing.T) {
 			mfs, err := e.registry.Gather()
 			if err != nil || len(mfs) == 0 || !strings.HasPrefix(mfs[0].GetName(), "bangui_exporter_geo_") {
 				t.Fatalf("geo metrics not registered: %v %v", mfs, err)
+			}
+			// Every geo family is in the metric contract, with its type
+			// and labels: the one place dashboards, alerts and README read.
+			for _, mf := range mfs {
+				m, ok := dashboards.LookupMetric(mf.GetName())
+				if !ok {
+					t.Errorf("%s is not in the metric contract (dashboards/contract.go)", mf.GetName())
+					continue
+				}
+				if typ := strings.ToLower(mf.GetType().String()); typ != string(m.Type) {
+					t.Errorf("%s is a %s, the contract says %s", mf.GetName(), typ, m.Type)
+				}
+				for _, metric := range mf.GetMetric() {
+					var labels []string
+					for _, lp := range metric.GetLabel() {
+						labels = append(labels, lp.GetName())
+					}
+					if !slices.Equal(labels, m.Labels) {
+						t.Errorf("%s has labels %v, the contract says %v", mf.GetName(), labels, m.Labels)
+					}
+				}
 			}
 			// Resolve in the background, stop, run the shutdown steps: the
 			// answer is in the database.

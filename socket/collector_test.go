@@ -233,9 +233,9 @@ func TestSocketMatchesDatabase(t *testing.T) {
 				t.Fatal(err)
 			}
 			// fail2ban writes a ban to its DB shortly after applying it.
-			deadline := time.Now().Add(15 * time.Second)
-			for {
-				socketCounts := scrape(t, coll)["fail2ban_jail_banned_current"]
+			var socketCounts map[string]float64
+			testkit.Eventually(t, 15*time.Second, func() error {
+				socketCounts = scrape(t, coll)["fail2ban_jail_banned_current"]
 				dbCounts := dbCurrentlyBanned(t, sb.DBPath())
 				mismatch := ""
 				for _, jail := range sb.Jails() {
@@ -243,16 +243,13 @@ func TestSocketMatchesDatabase(t *testing.T) {
 						mismatch += fmt.Sprintf(" %s: socket %v, DB %v;", jail, socketCounts[jail], dbCounts[jail])
 					}
 				}
-				if mismatch == "" {
-					if socketCounts["sshd"] == 0 {
-						t.Fatal("no bans counted at all")
-					}
-					return
+				if mismatch != "" {
+					return fmt.Errorf("socket and DB disagree:%s", mismatch)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("socket and DB disagree:%s", mismatch)
-				}
-				time.Sleep(100 * time.Millisecond)
+				return nil
+			})
+			if socketCounts["sshd"] == 0 {
+				t.Fatal("no bans counted at all")
 			}
 		})
 	}

@@ -1,7 +1,6 @@
 package sessionauth
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -181,7 +180,7 @@ func TestFail2banJailBans(t *testing.T) {
 	if out, err := exec.Command(client, "-c", etc, "-t").CombinedOutput(); err != nil {
 		t.Fatalf("fail2ban-client -t: %v\n%s", err, out)
 	}
-	var serverOut bytes.Buffer
+	var serverOut testkit.LogBuffer // read while the server writes it
 	cmd := exec.Command(server, "-f", "-x", "-c", etc, "-s", sock, "-p", filepath.Join(dir, "f2b.pid"))
 	cmd.Stdout, cmd.Stderr = &serverOut, &serverOut
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")

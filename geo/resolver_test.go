@@ -430,10 +430,20 @@ func TestResolverRunStopsAndResolves(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
+	defer func() { // also when the wait below fails
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+		}
+	}()
 	r.Track(netip.MustParseAddr("8.8.8.8"))
+	// Resolved and flushed: the entry's flush is counted (a flush every
+	// 20 ms overwrites LastFlushedRows with 0 soon after, so the counter is
+	// what a poll can see).
 	testkit.Eventually(t, 10*time.Second, func() error {
-		if s := r.Status(); s.LastFlushedRows != 1 {
-			return fmt.Errorf("not resolved and flushed by Run: %+v", s)
+		if s, n := r.Status(), testutil.ToFloat64(r.metrics.flushedEntries); s.Resolved != 1 || s.Dirty != 0 || n != 1 {
+			return fmt.Errorf("not resolved and flushed by Run: %+v, %v entries flushed", s, n)
 		}
 		return nil
 	})

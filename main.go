@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"syscall"
 	"time"
 
@@ -75,13 +74,12 @@ type exporter struct {
 	appDB    *appdb.DB
 	// countries is what the engine asks for countries; geo replaces it.
 	countries collector.CountryLookup
-	// onShutdown runs in reverse order after the HTTP server stopped.
-	onShutdown []func(context.Context) error
+	// lifecycle starts the parts' background work and stops everything in
+	// the phase order below.
+	lifecycle
 	// wrapMetrics wrap the metrics handler (outermost last), e.g. to see
 	// Prometheus' scrape timeout header.
 	wrapMetrics []func(http.Handler) http.Handler
-	// background runs for the life of the process, stopped by its context.
-	background []func(context.Context)
 	// geo is what the geo part shares with later parts (the admin API).
 	geo geoPart
 }
@@ -132,6 +130,31 @@ func run(args []string) int {
 	return 0
 }
 
+// phase is a step of the shutdown. Every part registers its background work
+// (goBackground) and its shutdown steps (atShutdown) under a phase; after the
+// HTTP server has finished its in-flight requests, the phases run in this
+// order, each one's background work stopped and waited for before its steps:
+const (
+	// phaseWorkers: the startup read, the geo resolver and SIGHUP handling
+	// stop first; nothing asks for new work after this.
+	phaseWorkers phase = iota
+	// phaseEngine: the engine closes fail2ban's database and hands its last
+	// ban events to the archive.
+	phaseEngine
+	// phaseArchive: the archive's Run stops; its final flush writes those
+	// last events.
+	phaseArchive
+	// phaseGeo: geo's final flush writes resolved IPs; providers close.
+	phaseGeo
+	// phaseSocket: the fail2ban socket client closes.
+	phaseSocket
+	// phaseStorage: the app database closes, after everything that writes it.
+	phaseStorage
+	numPhases
+)
+
+type phase int
+
 func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags *geoFlags, adminFlags *adminFlags, socketFlags *socketFlags, archiveFlags *archiveFlags) error {
 	logger.Info("starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
 
@@ -146,6 +169,8 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		mux:       http.NewServeMux(),
 		countries: collector.NoCountries{},
 	}
+	// Stops whatever was started when a setup step fails; after a normal
+	// shutdown it does nothing.
 	defer e.shutdown(logger)
 	e.registry.MustRegister(versioncollector.NewCollector(exporterName))
 
@@ -154,9 +179,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		return fmt.Errorf("open storage (--storage.path): %w", err)
 	}
 	e.appDB = db
-	e.onShutdown = append(e.onShutdown, func(context.Context) error { return db.Close() })
-	// The archive's Run starts here, before the engine's startup read; its
-	// stop is queued before the engine's Close, so it runs after it.
+	e.atShutdown(phaseStorage, func(context.Context) error { return db.Close() })
 	store, err := e.setupArchive(ctx, archiveFlags, windows)
 	if err != nil {
 		return err
@@ -179,7 +202,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		Logger:         logger,
 		Archive:        store,
 	}, e.countries)
-	e.onShutdown = append(e.onShutdown, func(context.Context) error { return f2b.Close() })
+	e.atShutdown(phaseEngine, func(context.Context) error { return f2b.Close() })
 	e.registry.MustRegister(f2b)
 
 	if err := e.setupAdmin(ctx, adminFlags, flags); err != nil {
@@ -221,15 +244,9 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	}
 
 	// Read the database once at start so /-/ready turns true without
-	// waiting for the first scrape; stopped and waited for like the rest of
-	// the background work.
-	e.background = append(e.background, f2b.Warm)
-	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runAll(bgCtx, e.background)
-	}()
+	// waiting for the first scrape.
+	e.goBackground(phaseWorkers, f2b.Warm)
+	e.start(ctx)
 
 	server := &http.Server{
 		Handler:           e.mux,
@@ -241,8 +258,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 
 	select {
 	case err := <-serveErr:
-		stopBackground()
-		<-done
+		e.shutdown(logger)
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
@@ -255,34 +271,19 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	if err := server.Shutdown(shutdownCtx); err != nil {
 		logger.Error("http server shutdown", "err", err)
 	}
-	stopBackground()
-	<-done
+	e.shutdown(logger)
 	return nil
 }
 
-// runAll runs every function in its own goroutine and waits for all.
-func runAll(ctx context.Context, fns []func(context.Context)) {
-	finished := make(chan struct{}, len(fns))
-	for _, fn := range fns {
-		go func() {
-			defer func() { finished <- struct{}{} }()
-			fn(ctx)
-		}()
-	}
-	for range fns {
-		<-finished
-	}
-}
+// shutdownTimeout bounds the whole shutdown after the HTTP server stopped;
+// the archive's final flush bounds itself at archive.DefaultFlushTimeout.
+const shutdownTimeout = 30 * time.Second
 
+// shutdown stops the parts in phase order (once).
 func (e *exporter) shutdown(logger *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	for _, v := range slices.Backward(e.onShutdown) {
-		if err := v(ctx); err != nil {
-			logger.Error("shutdown step failed", "err", err)
-		}
-	}
-	e.onShutdown = nil
+	e.stop(ctx, logger)
 }
 
 func (e *exporter) landingLinks(metricsPath string, adminFlags *adminFlags) []web.LandingLinks {

@@ -142,12 +142,6 @@ func (e *exporter) setupAdmin(ctx context.Context, af *adminFlags, _ *coreFlags)
 		e.logger.Info("admin API disabled (--no-web.enable-admin-api)")
 		return nil
 	}
-	if *af.sessionTTL <= 0 {
-		return fmt.Errorf("--admin.session-ttl must be positive, got %s", *af.sessionTTL)
-	}
-	if *af.sessionCacheTTL < 0 {
-		return fmt.Errorf("--admin.session-cache-ttl must not be negative, got %s", *af.sessionCacheTTL)
-	}
 	proxies, err := sessionauth.ParseTrustedProxies(*af.trustedProxies)
 	if err != nil {
 		return fmt.Errorf("--web.trusted-proxies: %w", err)
@@ -161,7 +155,8 @@ func (e *exporter) setupAdmin(ctx context.Context, af *adminFlags, _ *coreFlags)
 		DB: e.appDB,
 		// The logger is passed as it is: the failed-login line must keep
 		// the shape deploy/fail2ban matches.
-		Logger:          e.logger,
+		Logger: e.logger,
+		// sessionauth validates these (and the rest of its options).
 		SessionTTL:      *af.sessionTTL,
 		SessionCacheTTL: *af.sessionCacheTTL,
 		TrustedProxies:  proxies,

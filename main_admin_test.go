@@ -2,7 +2,7 @@ package main
 
 import (
 	"bufio"
-	"bytes"
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,13 +24,15 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
-	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
 	_ "modernc.org/sqlite"
 
 	"github.com/bangui/bangui_exporter/geo"
+	"github.com/bangui/bangui_exporter/internal/appdb"
 	"github.com/bangui/bangui_exporter/internal/f2bgen"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 	"github.com/bangui/bangui_exporter/internal/testmmdb"
+	"github.com/bangui/bangui_exporter/sessionauth"
 )
 
 const adminE2EPassword = "end to end admin password"
@@ -51,29 +52,11 @@ func buildExporter(t *testing.T) string {
 	return bin
 }
 
-// lockedBuffer collects a child's output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // exporterProcess is a running exporter.
 type exporterProcess struct {
 	t      *testing.T
 	cmd    *exec.Cmd
-	logs   *lockedBuffer
+	logs   *testkit.LogBuffer
 	exited chan struct{}
 	base   string // http://127.0.0.1:PORT
 }
@@ -93,7 +76,7 @@ func withoutHostSocket(args []string) []string {
 
 func startExporter(t *testing.T, bin string, args ...string) *exporterProcess {
 	t.Helper()
-	p := &exporterProcess{t: t, logs: &lockedBuffer{}, exited: make(chan struct{})}
+	p := &exporterProcess{t: t, logs: &testkit.LogBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(bin, append([]string{"--web.listen-address=127.0.0.1:0"}, withoutHostSocket(args)...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -122,18 +105,17 @@ func startExporter(t *testing.T, bin string, args ...string) *exporterProcess {
 
 func (p *exporterProcess) waitLog(what string, ok func(string) bool) {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok(p.logs.String()) {
+	testkit.Eventually(p.t, 30*time.Second, func() error {
+		if ok(p.logs.String()) {
+			return nil
+		}
 		select {
 		case <-p.exited:
 			p.t.Fatalf("exporter exited while waiting for %s:\n%s", what, p.logs)
 		default:
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("timed out waiting for %s:\n%s", what, p.logs)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting for %s:\n%s", what, p.logs)
+	})
 }
 
 // stop ends the exporter with SIGTERM and checks it exits cleanly.
@@ -142,6 +124,13 @@ func (p *exporterProcess) stop() {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		p.t.Fatal(err)
 	}
+	p.waitExit()
+}
+
+// waitExit waits for the exporter to exit after a signal and checks it
+// exited cleanly.
+func (p *exporterProcess) waitExit() {
+	p.t.Helper()
 	select {
 	case <-p.exited:
 	case <-time.After(30 * time.Second):
@@ -170,6 +159,20 @@ func newAPIClient(t *testing.T, base string) *apiClient {
 
 func (c *apiClient) call(method, path, body string, wantStatus int, out any) {
 	c.t.Helper()
+	status, b, _ := c.do(method, path, body)
+	if status != wantStatus {
+		c.t.Fatalf("%s %s: %d %s, want %d", method, path, status, b, wantStatus)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			c.t.Fatalf("%s %s: %v in %s", method, path, err, b)
+		}
+	}
+}
+
+// do sends one request and returns the status, body and headers.
+func (c *apiClient) do(method, path, body string) (int, []byte, http.Header) {
+	c.t.Helper()
 	var r io.Reader
 	if body != "" {
 		r = strings.NewReader(body)
@@ -189,14 +192,38 @@ func (c *apiClient) call(method, path, body string, wantStatus int, out any) {
 		c.t.Fatal(err)
 	}
 	defer func() { _ = resp.Body.Close() }()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != wantStatus {
-		c.t.Fatalf("%s %s: %d %s, want %d", method, path, resp.StatusCode, b, wantStatus)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatalf("%s %s: read body: %v", method, path, err)
 	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			c.t.Fatalf("%s %s: %v in %s", method, path, err, b)
+	return resp.StatusCode, b, resp.Header
+}
+
+// loginAfterBackoff logs in, waiting out the backoff of earlier failures
+// as a polite client does: 429 answers are retried after their
+// Retry-After.
+func (c *apiClient) loginAfterBackoff(password string, out any) {
+	c.t.Helper()
+	body := `{"password":"` + password + `"}`
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		status, b, h := c.do("POST", "/api/auth/login", body)
+		switch {
+		case status == http.StatusOK:
+			if err := json.Unmarshal(b, out); err != nil {
+				c.t.Fatalf("login: %v in %s", err, b)
+			}
+			return
+		case status != http.StatusTooManyRequests:
+			c.t.Fatalf("login: %d %s, want 200 or 429", status, b)
+		case time.Now().After(deadline):
+			c.t.Fatalf("login still refused with 429 after 30 s: %s", b)
 		}
+		wait := time.Second
+		if secs, err := strconv.Atoi(h.Get("Retry-After")); err == nil && secs > 0 {
+			wait = time.Duration(secs) * time.Second
+		}
+		time.Sleep(wait) // what the server asked for, not a guess
 	}
 }
 
@@ -209,17 +236,15 @@ func (c *apiClient) status() geo.Status {
 
 func (c *apiClient) waitStatus(what string, ok func(geo.Status) bool) geo.Status {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st := c.status()
+	var st geo.Status
+	testkit.Eventually(c.t, 30*time.Second, func() error {
+		st = c.status()
 		if ok(st) {
-			return st
+			return nil
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("timed out waiting for %s: %+v", what, st)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("waiting for %s: %+v", what, st)
+	})
+	return st
 }
 
 // metric reads one sample without labels from /metrics.
@@ -318,12 +343,11 @@ func TestAdminEndToEnd(t *testing.T) {
 	}
 	c := newAPIClient(t, p.base)
 	c.call("POST", "/api/auth/login", `{"password":"wrong password here"}`, 401, nil)
-	time.Sleep(1100 * time.Millisecond) // the backoff after one failure
 	var login struct {
 		Token     string    `json:"token"`
 		ExpiresAt time.Time `json:"expires_at"`
 	}
-	c.call("POST", "/api/auth/login", `{"password":"`+adminE2EPassword+`"}`, 200, &login)
+	c.loginAfterBackoff(adminE2EPassword, &login)
 	if len(login.Token) != 43 || time.Until(login.ExpiresAt) < 23*time.Hour {
 		t.Fatalf("login %+v", login)
 	}
@@ -369,19 +393,27 @@ func TestAdminEndToEnd(t *testing.T) {
 		t.Fatalf("%v entries flushed, want %d", d, tracked)
 	}
 
-	// geo_cache holds every country, read by a separate connection.
+	// geo_cache holds every country, read by a separate read-only
+	// connection through geo's read API.
 	db, err := sql.Open("sqlite", "file:"+storage+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = db.Close() }()
-	var n int
-	if err := db.QueryRow("SELECT count(*) FROM geo_cache WHERE country_code = 'IS'").Scan(&n); err != nil || n != tracked {
-		t.Fatalf("geo_cache has %d rows with IS (%v), want %d", n, err, tracked)
-	}
-	var someIP string
-	if err := db.QueryRow("SELECT ip FROM geo_cache WHERE country_code = 'IS' LIMIT 1").Scan(&someIP); err != nil {
+	cached, err := geo.ReadCache(context.Background(), db)
+	if err != nil {
 		t.Fatal(err)
+	}
+	var n int
+	var someIP string
+	for _, e := range cached {
+		if e.CountryCode == "IS" {
+			n++
+			someIP = e.IP.String()
+		}
+	}
+	if n != tracked {
+		t.Fatalf("geo_cache has %d entries with IS, want %d", n, tracked)
 	}
 	var entry map[string]any
 	c.call("GET", "/api/geo/lookup/"+someIP, "", 200, &entry)
@@ -560,7 +592,7 @@ func TestSetPasswordOnTerminal(t *testing.T) {
 			storage := filepath.Join(t.TempDir(), "bangui.sqlite3")
 			master, slave := openPTY(t)
 			// Everything the terminal shows (the echo, if any) is collected.
-			shown := &lockedBuffer{}
+			shown := &testkit.LogBuffer{}
 			go func() { _, _ = io.Copy(shown, master) }()
 			// Prove the capture works: the terminal echoes by default.
 			if _, err := master.WriteString("probe\n"); err != nil {
@@ -569,27 +601,25 @@ func TestSetPasswordOnTerminal(t *testing.T) {
 			if _, err := slave.Read(make([]byte, 64)); err != nil { // drain the probe line
 				t.Fatal(err)
 			}
-			for deadline := time.Now().Add(10 * time.Second); !strings.Contains(shown.String(), "probe"); {
-				if time.Now().After(deadline) {
-					t.Fatalf("terminal output not captured: %q", shown)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			prompts := &lockedBuffer{}
+			testkit.EventuallyTrue(t, 10*time.Second, "the probe's echo", func() bool {
+				return strings.Contains(shown.String(), "probe")
+			})
+			prompts := &testkit.LogBuffer{}
 			cmd := exec.Command(bin, "admin", "set-password", "--storage.path", storage)
 			cmd.Stdin, cmd.Stderr = slave, prompts
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
 			typeAfter := func(prompt, line string, count int) {
-				deadline := time.Now().Add(20 * time.Second)
-				for strings.Count(prompts.String(), prompt) < count {
-					if time.Now().After(deadline) {
-						t.Fatalf("no prompt %q: %s", prompt, prompts)
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
-				time.Sleep(100 * time.Millisecond) // the prompt is written just before echo goes off
+				testkit.EventuallyTrue(t, 20*time.Second, "the prompt "+prompt, func() bool {
+					return strings.Count(prompts.String(), prompt) >= count
+				})
+				// The prompt is written just before echo goes off: type
+				// only once the terminal says it is off.
+				testkit.EventuallyTrue(t, 20*time.Second, "echo off after "+prompt, func() bool {
+					tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+					return err == nil && tio.Lflag&unix.ECHO == 0
+				})
 				if _, err := master.WriteString(line + "\n"); err != nil {
 					t.Fatal(err)
 				}
@@ -609,17 +639,13 @@ func TestSetPasswordOnTerminal(t *testing.T) {
 			if !c.ok {
 				return
 			}
-			db, err := sql.Open("sqlite", "file:"+storage+"?mode=ro")
+			db, err := appdb.Open(context.Background(), storage)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer func() { _ = db.Close() }()
-			var hash string
-			if err := db.QueryRow("SELECT value FROM settings").Scan(&hash); err != nil {
-				t.Fatal(err)
-			}
-			if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(adminE2EPassword)); err != nil {
-				t.Fatalf("stored hash does not match the typed password: %v", err)
+			if ok, err := sessionauth.VerifyPassword(context.Background(), db, adminE2EPassword); !ok || err != nil {
+				t.Fatalf("stored password does not match the typed one: %v %v", ok, err)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,9 +10,10 @@ import (
 
 	"github.com/bangui/bangui_exporter/collector"
 	"github.com/bangui/bangui_exporter/collector/archive"
+	"github.com/bangui/bangui_exporter/internal/duration"
 )
 
-// archiveFlags are the flags of the ban archive (issue 6).
+// archiveFlags are the flags of the ban archive.
 type archiveFlags struct {
 	enabled   *bool
 	retention *string
@@ -28,28 +30,23 @@ func addArchiveFlags(app *kingpin.Application) *archiveFlags {
 	}
 }
 
-// archiveStopTimeout bounds waiting for the archive's final flush (which
-// bounds itself at archive.DefaultFlushTimeout).
-const archiveStopTimeout = archive.DefaultFlushTimeout + 5*time.Second
-
 // setupArchive opens the ban archive on the app database, registers its
-// metrics and starts its background work (ingest cycles, pruning) at once,
-// before the engine's startup read, which needs it running. It returns nil
-// when the archive is off. The archive stops after the engine: its final
-// flush writes the engine's last events, then the app database closes (the
-// caller appends the engine's Close to onShutdown later, so it runs first).
+// metrics and its background work (ingest cycles, pruning), which starts
+// with the rest and stops in phaseArchive, after the engine closed: its
+// final flush writes the engine's last events. It returns nil when the
+// archive is off.
 func (e *exporter) setupArchive(ctx context.Context, f *archiveFlags, windows []collector.Window) (*archive.Store, error) {
 	logger := e.logger.With("component", "archive")
 	if !*f.enabled {
 		logger.Info("ban archive off (--no-storage.archive): windows count only what fail2ban's database still holds (dbpurgeage)")
 		return nil, nil
 	}
-	retention, err := collector.ParseDuration(*f.retention)
+	retention, err := duration.Parse(*f.retention)
 	if err != nil {
 		return nil, fmt.Errorf("--storage.retention: %w", err)
 	}
 	if retention <= 0 {
-		return nil, fmt.Errorf("--storage.retention: must be positive")
+		return nil, errors.New("--storage.retention: must be positive")
 	}
 	if longest := collector.Longest(windows); retention < longest {
 		return nil, fmt.Errorf("--storage.retention=%s is shorter than the longest --bans.window (%s): that window could not stay complete across restarts; raise --storage.retention or shorten the window",
@@ -62,23 +59,9 @@ func (e *exporter) setupArchive(ctx context.Context, f *archiveFlags, windows []
 	if err := e.registry.Register(store.Collector()); err != nil {
 		return nil, fmt.Errorf("ban archive: register metrics: %w", err)
 	}
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	e.goBackground(phaseArchive, func(ctx context.Context) {
 		// Run logs and returns only the final flush's error.
-		_ = store.Run(runCtx)
-	}()
-	e.onShutdown = append(e.onShutdown, func(ctx context.Context) error {
-		cancel()
-		ctx, stop := context.WithTimeout(ctx, archiveStopTimeout)
-		defer stop()
-		select {
-		case <-done:
-			return nil
-		case <-ctx.Done():
-			return fmt.Errorf("ban archive: final flush did not finish: %w", ctx.Err())
-		}
+		_ = store.Run(ctx)
 	})
 	var horizon string
 	if o := store.Oldest(); !o.IsZero() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bangui/bangui_exporter/internal/f2bgen"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // TestArchiveBinary runs the built exporter with the default flags (archive
@@ -56,22 +58,16 @@ func TestArchiveBinary(t *testing.T) {
 
 	p = startExporter(t, bin, args...)
 	// The startup read's events are written within an ingest cycle (10 s).
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testkit.Eventually(t, 30*time.Second, func() error {
 		fams := scrapeFamilies(t, p.base)
-		n, _ := sumOf(fams, "bangui_exporter_archive_events")
-		if n == events {
-			oldest, _ := sumOf(fams, "fail2ban_oldest_ban_timestamp_seconds")
-			if oldest != float64(st.OldestBan.Unix()) {
-				t.Errorf("fail2ban_oldest_ban_timestamp_seconds = %v, want %d", oldest, st.OldestBan.Unix())
-			}
-			break
+		if n, _ := sumOf(fams, "bangui_exporter_archive_events"); n != events {
+			return fmt.Errorf("bangui_exporter_archive_events = %v, want %v (distinct events in bans):\n%s", n, events, p.logs)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("bangui_exporter_archive_events = %v, want %v (distinct events in bans):\n%s", n, events, p.logs)
+		if oldest, _ := sumOf(fams, "fail2ban_oldest_ban_timestamp_seconds"); oldest != float64(st.OldestBan.Unix()) {
+			t.Errorf("fail2ban_oldest_ban_timestamp_seconds = %v, want %d", oldest, st.OldestBan.Unix())
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	p.stop()
 	if !strings.Contains(p.logs.String(), "ban archive on") {
 		t.Errorf("no log line about the archive:\n%s", p.logs)

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"slices"
@@ -23,18 +23,16 @@ import (
 // with a final answer count in fail2ban_bans_total at once.
 var _ collector.FinalCountryLookup = (*geo.Resolver)(nil)
 
-// geoFlags are the flags of the geo part (countries for banned IPs).
+// geoFlags are the flags of the geo part (countries for banned IPs): the
+// resolver's own, and each provider's (see main_geo_providers.go).
 type geoFlags struct {
-	providers         *string
-	mmdb              *string
-	mmdbCheckInterval *time.Duration
-	ipapiURL          *string
-	ipapiKey          *string
-	ipapiTimeout      *time.Duration
-	cacheSize         *int
-	negativeTTL       *time.Duration
-	flushInterval     *time.Duration
-	queueSize         *int
+	providers     *string
+	cacheSize     *int
+	negativeTTL   *time.Duration
+	flushInterval *time.Duration
+	queueSize     *int
+	// providerConfigs are the registry's providers with their flags, by name.
+	providerConfigs map[string]geoProviderConfig
 }
 
 // geoPart is what the geo part shares with other parts (the admin API).
@@ -44,24 +42,11 @@ type geoPart struct {
 }
 
 func addGeoFlags(app *kingpin.Application) *geoFlags {
-	return &geoFlags{
+	names := geoProviderNames()
+	f := &geoFlags{
 		providers: app.Flag("geo.providers",
-			"Country providers in the order they are asked, comma-separated: mmdb, ipapi; 'none' disables country resolution. A provider without its flag (--geo.mmdb, --geo.ipapi.url) is left out.").
-			Default("mmdb,ipapi").String(),
-		mmdb: app.Flag("geo.mmdb",
-			"Path of a MaxMind-format country database (GeoLite2/GeoIP2 Country or City, DB-IP lite, ip-location-db). A new file put in place by rename is picked up without restart (timer, or SIGHUP).").
-			Default("").String(),
-		mmdbCheckInterval: app.Flag("geo.mmdb.check-interval",
-			"How often --geo.mmdb is checked for a new file; 0 disables the timer (SIGHUP still reloads).").
-			Default(geo.DefaultCheckInterval.String()).Duration(),
-		ipapiURL: app.Flag("geo.ipapi.url",
-			"ip-api batch endpoint; empty disables ip-api. The free endpoint is plain HTTP and receives every banned IP it is asked about.").
-			Default(geo.DefaultIPAPIURL).String(),
-		ipapiKey: app.Flag("geo.ipapi.key",
-			"ip-api pro key: switches to the pro endpoint over HTTPS (no free-tier rate limit). Prefer the environment variable to keep it out of the process list.").
-			Envar("BANGUI_GEO_IPAPI_KEY").Default("").String(),
-		ipapiTimeout: app.Flag("geo.ipapi.timeout", "Timeout of one ip-api batch request.").
-			Default("10s").Duration(),
+			fmt.Sprintf("Country providers in the order they are asked, comma-separated: %s; 'none' disables country resolution. A provider without its flag (%s) is left out.", strings.Join(names, ", "), geoProviderEnableFlags())).
+			Default(strings.Join(names, ",")).String(),
 		cacheSize: app.Flag("geo.cache-size",
 			"Maximum IPs kept in the memory cache (and loaded from the app database at start); IPs currently banned are never evicted. 0 means no bound.").
 			Default(fmt.Sprint(geo.DefaultCacheSize)).Int(),
@@ -74,26 +59,31 @@ func addGeoFlags(app *kingpin.Application) *geoFlags {
 		queueSize: app.Flag("geo.queue-size",
 			"Maximum IPs waiting for each provider; more wait in a backlog and are queued when there is room.").
 			Default(fmt.Sprint(geo.DefaultQueueSize)).Int(),
+		providerConfigs: map[string]geoProviderConfig{},
 	}
+	for _, spec := range geoProviderRegistry() {
+		f.providerConfigs[spec.name] = spec.addFlags(app)
+	}
+	return f
 }
 
-// parseGeoProviders validates --geo.providers; nil means disabled.
+// parseGeoProviders validates --geo.providers against the registry; nil
+// means disabled.
 func parseGeoProviders(list string) ([]string, error) {
 	list = strings.TrimSpace(list)
 	if list == "none" || list == "" {
 		return nil, nil
 	}
+	known := geoProviderNames()
 	var names []string
 	for n := range strings.SplitSeq(list, ",") {
 		n = strings.TrimSpace(n)
-		switch n {
-		case "mmdb", "ipapi":
-		case "none":
+		switch {
+		case n == "none":
 			return nil, errors.New("'none' cannot be combined with providers")
-		default:
-			return nil, fmt.Errorf("unknown provider %q (known: mmdb, ipapi, none)", n)
-		}
-		if slices.Contains(names, n) {
+		case !slices.Contains(known, n):
+			return nil, fmt.Errorf("unknown provider %q (known: %s, none)", n, strings.Join(known, ", "))
+		case slices.Contains(names, n):
 			return nil, fmt.Errorf("provider %q given twice", n)
 		}
 		names = append(names, n)
@@ -115,41 +105,32 @@ func (e *exporter) setupGeo(ctx context.Context, f *geoFlags) error {
 	}
 	var (
 		providers []geo.Provider
-		mmdb      *geo.MMDB
+		closers   []io.Closer // providers with resources (mmdb)
 	)
-	for _, name := range names {
-		switch name {
-		case "mmdb":
-			if *f.mmdb == "" {
-				logger.Info("no --geo.mmdb given: the local database provider is off")
-				continue
-			}
-			mmdb, err = geo.OpenMMDB(*f.mmdb, logger, nil)
-			if err != nil {
-				return fmt.Errorf("--geo.mmdb: %w", err)
-			}
-			m := mmdb
-			e.onShutdown = append(e.onShutdown, func(context.Context) error { return m.Close() })
-			providers = append(providers, mmdb)
-		case "ipapi":
-			if *f.ipapiURL == "" {
-				logger.Info("--geo.ipapi.url is empty: ip-api is off")
-				continue
-			}
-			client := &http.Client{Timeout: *f.ipapiTimeout}
-			p, err := geo.NewIPAPI(geo.IPAPIOptions{URL: *f.ipapiURL, Key: *f.ipapiKey, Client: client, Logger: logger})
-			if err != nil {
-				return fmt.Errorf("--geo.ipapi.url: %w", err)
-			}
-			if *f.ipapiKey == "" && strings.HasPrefix(*f.ipapiURL, "http://") {
-				logger.Warn("ip-api's free endpoint is plain HTTP: the IPs it is asked about travel unencrypted to a third party; use --geo.mmdb first (the default order) or --geo.ipapi.url='' to keep them local",
-					"url", p.Status().URL)
-			}
-			providers = append(providers, p)
+	closeAll := func() error {
+		var errs []error
+		for _, c := range closers {
+			errs = append(errs, c.Close())
 		}
+		return errors.Join(errs...)
+	}
+	for _, name := range names {
+		p, err := f.providerConfigs[name].open(ctx, logger)
+		if err != nil {
+			_ = closeAll()
+			return err
+		}
+		if p == nil {
+			continue
+		}
+		if c, ok := p.(io.Closer); ok {
+			closers = append(closers, c)
+		}
+		providers = append(providers, p)
 	}
 	if len(providers) == 0 {
-		return fmt.Errorf("--geo.providers=%s: none of them is configured (set --geo.mmdb or --geo.ipapi.url, or use --geo.providers=none)", *f.providers)
+		_ = closeAll()
+		return fmt.Errorf("--geo.providers=%s: none of them is configured (set one of %s, or use --geo.providers=none)", *f.providers, geoProviderEnableFlags())
 	}
 	resolver, err := geo.New(ctx, geo.Options{
 		DB:            e.appDB,
@@ -159,33 +140,36 @@ func (e *exporter) setupGeo(ctx context.Context, f *geoFlags) error {
 		NegativeTTL:   *f.negativeTTL,
 		FlushInterval: *f.flushInterval,
 		QueueSize:     *f.queueSize,
-		CheckInterval: *f.mmdbCheckInterval,
 	})
-	if err != nil {
-		return fmt.Errorf("geo: %w", err)
+	if err == nil {
+		if rerr := e.registry.Register(resolver.Collector()); rerr != nil {
+			err = fmt.Errorf("geo: register metrics: %w", rerr)
+		}
 	}
-	if err := e.registry.Register(resolver.Collector()); err != nil {
-		return fmt.Errorf("geo: register metrics: %w", err)
+	if err != nil {
+		_ = closeAll()
+		return err
 	}
 	e.countries = resolver
 	e.geo.resolver = resolver
-	e.background = append(e.background, resolver.Run)
-	if mmdb != nil {
-		e.background = append(e.background, func(ctx context.Context) { reloadOnSIGHUP(ctx, resolver, logger) })
+	e.goBackground(phaseWorkers, resolver.Run)
+	if resolver.HasReloader() {
+		e.goBackground(phaseWorkers, func(ctx context.Context) { reloadOnSIGHUP(ctx, resolver, logger) })
 	}
-	// Runs after the background work stopped and before the app database
-	// closes (onShutdown runs in reverse order).
-	e.onShutdown = append(e.onShutdown, func(ctx context.Context) error {
+	// The final flush, then the providers close.
+	e.atShutdown(phaseGeo, func(ctx context.Context) error {
 		if err := resolver.Flush(ctx); err != nil {
 			return fmt.Errorf("geo: final flush: %w", err)
 		}
 		return nil
 	})
+	e.atShutdown(phaseGeo, func(context.Context) error { return closeAll() })
 	logger.Info("country resolution on", "providers", strings.Join(providerNames(providers), ","))
 	return nil
 }
 
-// reloadOnSIGHUP reopens the mmdb on every SIGHUP until ctx is done.
+// reloadOnSIGHUP reopens the providers' on-disk data (mmdb) on every SIGHUP
+// until ctx is done.
 func reloadOnSIGHUP(ctx context.Context, resolver *geo.Resolver, logger *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,10 @@ import (
 	"github.com/prometheus/common/promslog"
 
 	"github.com/bangui/bangui_exporter/collector"
+	"github.com/bangui/bangui_exporter/dashboards"
+	"github.com/bangui/bangui_exporter/geo"
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 	"github.com/bangui/bangui_exporter/internal/testmmdb"
 )
 
@@ -68,7 +72,12 @@ func TestSetupGeo(t *testing.T) {
 		{"mmdb only", []string{"--geo.providers=mmdb", "--geo.mmdb=" + mmdbPath}, "", true},
 		{"default order, ip-api off", []string{"--geo.mmdb=" + mmdbPath, "--geo.ipapi.url="}, "", true},
 		{"nothing configured", []string{"--geo.providers=mmdb"}, "none of them is configured", false},
-		{"missing mmdb", []string{"--geo.mmdb=" + filepath.Join(dir, "missing.mmdb")}, "--geo.mmdb", false},
+		// A file missing at start is loaded when it appears: no error, and
+		// ip-api (the next provider) answers meanwhile.
+		{"missing mmdb", []string{"--geo.mmdb=" + filepath.Join(dir, "missing.mmdb"), "--geo.ipapi.url="}, "", false},
+		{"negative check interval", []string{"--geo.mmdb=" + mmdbPath, "--geo.mmdb.check-interval=-1s"}, "--geo.mmdb.check-interval", false},
+		{"negative flush interval", []string{"--geo.mmdb=" + mmdbPath, "--geo.flush-interval=-5s"}, "geo: flush interval must not be negative", false},
+		{"negative cache size", []string{"--geo.mmdb=" + mmdbPath, "--geo.cache-size=-1"}, "geo: cache size must not be negative", false},
 		{"bad provider", []string{"--geo.providers=geoip"}, "unknown provider", false},
 		{"free endpoint over https", []string{"--geo.ipapi.url=https://ip-api.com/batch"}, "plain HTTP only", false},
 	}
@@ -101,8 +110,17 @@ func TestSetupGeo(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if tt.name == "missing mmdb" {
+				// Started with the provider reporting its state.
+				st := e.geo.resolver.Status()
+				if len(st.Providers) != 1 || st.Providers[0].MMDBStatus == nil || st.Providers[0].Loaded || st.Providers[0].LastError == "" {
+					t.Fatalf("status %+v", st)
+				}
+				e.shutdown(promslog.NewNopLogger())
+				return
+			}
 			if !tt.wantEnabled {
-				if e.geo.resolver != nil || len(e.background) != 0 || len(e.onShutdown) != 0 {
+				if e.geo.resolver != nil || !e.empty() {
 					t.Fatalf("geo wired although disabled: %+v", e)
 				}
 				if _, ok := e.countries.(collector.NoCountries); !ok {
@@ -117,27 +135,54 @@ func TestSetupGeo(t *testing.T) {
 			if err != nil || len(mfs) == 0 || !strings.HasPrefix(mfs[0].GetName(), "bangui_exporter_geo_") {
 				t.Fatalf("geo metrics not registered: %v %v", mfs, err)
 			}
+			// Every geo family is in the metric contract, with its type
+			// and labels: the one place dashboards, alerts and README read.
+			for _, mf := range mfs {
+				m, ok := dashboards.LookupMetric(mf.GetName())
+				if !ok {
+					t.Errorf("%s is not in the metric contract (dashboards/contract.go)", mf.GetName())
+					continue
+				}
+				if typ := strings.ToLower(mf.GetType().String()); typ != string(m.Type) {
+					t.Errorf("%s is a %s, the contract says %s", mf.GetName(), typ, m.Type)
+				}
+				for _, metric := range mf.GetMetric() {
+					var labels []string
+					for _, lp := range metric.GetLabel() {
+						labels = append(labels, lp.GetName())
+					}
+					if !slices.Equal(labels, m.Labels) {
+						t.Errorf("%s has labels %v, the contract says %v", mf.GetName(), labels, m.Labels)
+					}
+				}
+			}
 			// Resolve in the background, stop, run the shutdown steps: the
 			// answer is in the database.
-			runCtx, stop := context.WithCancel(ctx)
-			done := make(chan struct{})
-			go func() { runAll(runCtx, e.background); close(done) }()
+			e.start(ctx)
 			ip := netip.MustParseAddr("8.8.8.8")
 			e.countries.Track(ip)
-			deadline := time.Now().Add(10 * time.Second)
-			for e.countries.Country(ip) == "" {
-				if time.Now().After(deadline) {
-					t.Fatal("not resolved by the background work")
+			testkit.EventuallyTrue(t, 10*time.Second, "8.8.8.8 resolved by the background work", func() bool {
+				return e.countries.Country(ip) != ""
+			})
+			e.atShutdown(phaseStorage, func(ctx context.Context) error {
+				// Before the app database would close: what the flush wrote.
+				entries, err := geo.ReadCache(ctx, db.Reader)
+				if err != nil || len(entries) != 1 || entries[0].IP != ip || entries[0].CountryCode != "US" {
+					t.Errorf("after the geo flush: %+v %v", entries, err)
 				}
-				time.Sleep(time.Millisecond)
-			}
-			stop()
-			<-done
+				return nil
+			})
 			e.shutdown(promslog.NewNopLogger())
-			var code string
-			if err := db.Reader.QueryRow("SELECT country_code FROM geo_cache WHERE ip = '8.8.8.8'").Scan(&code); err != nil || code != "US" {
-				t.Fatalf("after shutdown: %q %v", code, err)
-			}
 		})
 	}
+}
+
+// empty reports whether nothing was registered.
+func (l *lifecycle) empty() bool {
+	for p := range numPhases {
+		if len(l.background[p]) != 0 || len(l.steps[p]) != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -10,7 +10,7 @@ import (
 //
 // At a million fail2ban bans rows the live heap is about 95 MB, nearly all
 // of it a handful of large pointer-free slices and maps (the engine's
-// events, time index, bips records and IP table). The collector marks a
+// events, time index, bips rows and IP table). The collector marks a
 // pointer-free object without scanning it, so a collection costs about the
 // same at any heap size (a few milliseconds of CPU, see BENCHMARKS.md),
 // while the headroom is paid in resident memory: with 100% the process

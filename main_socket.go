@@ -37,7 +37,7 @@ func (e *exporter) setupSocket(ctx context.Context, f *socketFlags, dbPath strin
 		return dbPath, nil
 	}
 	client := socket.New(socket.Options{Path: *f.path, Timeout: *f.timeout})
-	e.onShutdown = append(e.onShutdown, func(context.Context) error { return client.Close() })
+	e.atShutdown(phaseSocket, func(context.Context) error { return client.Close() })
 	sc := socket.NewCollector(client, socket.CollectorOptions{Logger: logger, Budget: *f.timeout})
 	e.registry.MustRegister(sc)
 	// The socket part of a scrape stays within Prometheus' scrape timeout.

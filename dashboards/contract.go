@@ -22,17 +22,17 @@ const (
 	Counter MetricType = "counter"
 )
 
-// Owner names the part of the exporter (and the issue) that exposes a metric.
+// Owner names the part of the exporter that exposes a metric.
 type Owner string
 
 // Parts of the exporter that own metrics.
 const (
-	OwnerCore   Owner = "core (issue 2, collector/)"
-	OwnerGeo    Owner = "geo (issue 3, geo/)"
-	OwnerSocket Owner = "socket (issue 7, socket/)"
+	OwnerCore   Owner = "core (collector/)"
+	OwnerGeo    Owner = "geo (geo/)"
+	OwnerSocket Owner = "socket (socket/)"
 	// OwnerArchive is the ban archive (on by default; off with
 	// --no-storage.archive).
-	OwnerArchive Owner = "archive (issue 6, collector/archive/)"
+	OwnerArchive Owner = "archive (collector/archive/)"
 )
 
 // Metric is one metric family of the contract: its name, type, the labels
@@ -46,13 +46,12 @@ type Metric struct {
 	Help   string
 }
 
-// contract is the list of metric families from the issues' metric tables;
-// where an issue only describes a metric ("the exporter's own health: read
-// duration, ..."), the name is the one the implementing part chose.
-// Names, types and labels are a promise to users: dashboards and alert
-// rules may only use what is listed here.
+// contract is the list of metric families the exporter promises. Names,
+// types and labels are a promise to users: dashboards and alert rules may
+// only use what is listed here, and README.md's metric table is generated
+// from it (dashboards/readme_test.go checks the committed one).
 var contract = []Metric{
-	// Issue 2 §3: the fail2ban database.
+	// The fail2ban database.
 	{Name: "fail2ban_up", Type: Gauge, Owner: OwnerCore,
 		Help: "1 when the last read of the fail2ban DB succeeded."},
 	{Name: "fail2ban_jail_enabled", Type: Gauge, Labels: []string{"jail"}, Owner: OwnerCore,
@@ -85,7 +84,7 @@ var contract = []Metric{
 	{Name: "bangui_exporter_fail2ban_schema_version", Type: Gauge, Owner: OwnerCore,
 		Help: "Schema version of the fail2ban DB (2 or 4); 0 when unknown."},
 
-	// Issue 3 §4: geo.
+	// Geo.
 	{Name: "bangui_exporter_geo_cache_entries", Type: Gauge, Labels: []string{"state"}, Owner: OwnerGeo,
 		Help: "IPs in the geo cache, resolved or unresolved."},
 	{Name: "bangui_exporter_geo_pending_ips", Type: Gauge, Owner: OwnerGeo,
@@ -106,10 +105,16 @@ var contract = []Metric{
 		Help: "Time of the last successful flush."},
 	{Name: "bangui_exporter_geo_mmdb_build_timestamp_seconds", Type: Gauge, Owner: OwnerGeo,
 		Help: "Build time of the loaded MaxMind-format database."},
+	{Name: "bangui_exporter_geo_mmdb_loaded", Type: Gauge, Owner: OwnerGeo,
+		Help: "1 while a MaxMind-format database (--geo.mmdb) is loaded, 0 while none is (missing or invalid since the start)."},
+	{Name: "bangui_exporter_geo_mmdb_last_load_success_timestamp_seconds", Type: Gauge, Owner: OwnerGeo,
+		Help: "Time of the last successful load of --geo.mmdb."},
+	{Name: "bangui_exporter_geo_mmdb_load_errors_total", Type: Counter, Owner: OwnerGeo,
+		Help: "Failed loads of --geo.mmdb, once per problem (a missing file once until it appears)."},
 	{Name: "bangui_exporter_geo_queue_full_total", Type: Counter, Owner: OwnerGeo,
 		Help: "IPs that did not fit in a full resolver queue (they wait in the backlog)."},
 
-	// Issue 6 §2: the ban archive.
+	// The ban archive.
 	{Name: "bangui_exporter_archive_events", Type: Gauge, Owner: OwnerArchive,
 		Help: "Ban events in the archive."},
 	{Name: "bangui_exporter_archive_oldest_event_timestamp_seconds", Type: Gauge, Owner: OwnerArchive,
@@ -127,7 +132,7 @@ var contract = []Metric{
 	{Name: "bangui_exporter_archive_dropped_events_total", Type: Counter, Labels: []string{"reason"}, Owner: OwnerArchive,
 		Help: "Ban events offered and not written, by reason: queue_full, invalid, expired."},
 
-	// Issue 7 §2: fail2ban's socket.
+	// fail2ban's socket.
 	{Name: "fail2ban_server_up", Type: Gauge, Owner: OwnerSocket,
 		Help: "1 when fail2ban's socket answered this scrape."},
 	{Name: "fail2ban_version_info", Type: Gauge, Labels: []string{"version"}, Owner: OwnerSocket,

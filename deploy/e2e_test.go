@@ -24,10 +24,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bangui/bangui_exporter/dashboards"
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 	"github.com/bangui/bangui_exporter/internal/testmmdb"
 )
 
@@ -166,22 +167,6 @@ func httpGet(ctx context.Context, u string) (int, []byte, error) {
 		err = closeErr
 	}
 	return resp.StatusCode, body, err
-}
-
-// waitFor polls cond every 250 ms until it returns nil or the timeout ends.
-func waitFor(t *testing.T, what string, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %v", timeout, what, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
 }
 
 // buildExporter builds the main package. A tree whose main package does not
@@ -372,7 +357,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 		}
 	}
 	// fail2ban writes a ban to its database a moment after the ban.
-	waitFor(t, "fail2ban to report the bans", 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error { // waiting for fail2ban to report the bans
 		// Only the early bans so far.
 		for jail, ips := range plan.jails {
 			n, err := sb.CurrentlyBanned(ctx, jail)
@@ -441,7 +426,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 		"--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort),
 	)
-	waitFor(t, "Prometheus to be ready", 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error { // waiting for Prometheus to be ready
 		code, body, err := httpGet(ctx, promURL+"/-/ready")
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("%d %v %s", code, err, body) //nolint:errorlint // err may be nil
@@ -449,7 +434,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 		return nil
 	})
 	// Enough samples for rate() over the substituted $__rate_interval.
-	waitFor(t, "samples in Prometheus", 90*time.Second, func() error {
+	testkit.Eventually(t, 90*time.Second, func() error { // waiting for samples in Prometheus
 		got, err := vectorBy(t, promURL, `count_over_time(fail2ban_up{job="fail2ban"}[1m])`, "job")
 		if err != nil {
 			return err
@@ -485,7 +470,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 			"Fail2banNoJailEnabled{instance=" + instance + "} pending",
 			"Fail2banServerDown{instance=" + instance + "} pending",
 		}
-		waitFor(t, "the alerts of a stopped fail2ban to go pending", 30*time.Second, func() error {
+		testkit.Eventually(t, 30*time.Second, func() error { // waiting for the alerts of a stopped fail2ban to go pending
 			if got := activeAlerts(t, promURL); !slices.Equal(got, want) {
 				return fmt.Errorf("active alerts %v, want %v", got, want)
 			}
@@ -526,7 +511,7 @@ func activeAlerts(t *testing.T, promURL string) []string {
 // that many new bans per country in fail2ban_bans_total.
 func waitForExposition(ctx context.Context, t *testing.T, exporterURL string, byJail, byCountry, newBans map[string]float64) {
 	t.Helper()
-	waitFor(t, "the exporter to expose the bans", 60*time.Second, func() error {
+	testkit.Eventually(t, 60*time.Second, func() error { // waiting for the exporter to expose the bans
 		code, _, err := httpGet(ctx, exporterURL+"/-/ready")
 		if err != nil || code != http.StatusOK {
 			return fmt.Errorf("ready: %d %v", code, err) //nolint:errorlint // err may be nil
@@ -774,7 +759,7 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 			case q.Dashboard == "bangui-overview" && q.Panel == "Banned now: fail2ban server vs database" && q.RefID == "B":
 				label, want = "jail", wantByJail
 			case socket && q.Dashboard == "bangui-overview" && q.Panel == "Banned now: fail2ban server vs database" && q.RefID == "A":
-				// fail2ban's own count through its socket (issue 7), once that part is in.
+				// fail2ban's own count through its socket, once that part is in.
 				label, want = "jail", wantByJail
 			case socket && q.Dashboard == "bangui-overview" && q.Panel == "fail2ban server":
 				label, want = "", map[string]float64{"": 1}
@@ -837,7 +822,7 @@ func checkRuleQueries(t *testing.T, promURL string) {
 		}
 	}
 	// Every rule was loaded and has been evaluated without error.
-	waitFor(t, "every rule evaluated", 30*time.Second, func() error {
+	testkit.Eventually(t, 30*time.Second, func() error { // waiting for every rule evaluated
 		_, body, err := httpGet(t.Context(), promURL+"/api/v1/rules")
 		if err != nil {
 			return err

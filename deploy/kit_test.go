@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bangui/bangui_exporter/dashboards"
 )
@@ -503,7 +503,7 @@ func TestDockerCompose(t *testing.T) {
 }
 
 // exporterDefaults are the defaults of flags the deploy kit relies on
-// without passing them (issue 7: --fail2ban.socket).
+// without passing them (--fail2ban.socket).
 var exporterDefaults = map[string]string{
 	"fail2ban.socket": "/var/run/fail2ban/fail2ban.sock",
 }

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bangui/bangui_exporter/dashboards"
 )
@@ -208,7 +208,7 @@ func TestRulesFollowConventions(t *testing.T) {
 			}
 		}
 	}
-	// The alerts issue 5 §3 and issue 7 §4 ask for.
+	// The alerts the kit promises (README, docs/runbook.md).
 	for _, want := range []string{"BanguiExporterDown", "Fail2banDatabaseUnreadable", "Fail2banNoJailEnabled",
 		"Fail2banBanSpike", "Fail2banCountryBanSpike", "BanguiGeoBacklogGrowing", "BanguiGeoFlushFailing",
 		"BanguiIpApiRateLimited", "Fail2banServerDown",

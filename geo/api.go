@@ -36,22 +36,16 @@ type Entry struct {
 	Tracked bool `json:"tracked"`
 }
 
-// ProviderStatus describes one provider's state for the admin API.
+// ProviderStatus describes one provider's state for the admin API: the
+// fields every provider has, and the provider's own status type (defined in
+// its file), whose fields appear inline in the JSON. Exactly one of the
+// embedded pointers is set; a new provider adds its own one here.
 type ProviderStatus struct {
 	Name string `json:"name"`
-	// Mmdb only.
-	Path         string    `json:"path,omitempty"`
-	BuildTime    time.Time `json:"build_time,omitzero"`
-	DatabaseType string    `json:"database_type,omitempty"`
-	LoadedAt     time.Time `json:"loaded_at,omitzero"`
-	// Ip-api only.
-	URL                string    `json:"url,omitempty"` // never contains the key
-	RateLimitRemaining *int      `json:"rate_limit_remaining,omitempty"`
-	RateLimitReset     time.Time `json:"rate_limit_reset,omitzero"`
-	BlockedUntil       time.Time `json:"blocked_until,omitzero"`
-	LastError          string    `json:"last_error,omitempty"`
-	// Every provider.
-	Queued int `json:"queued"` // IPs waiting for this provider
+	*MMDBStatus
+	*IPAPIStatus
+	LastError string `json:"last_error,omitempty"`
+	Queued    int    `json:"queued"` // IPs waiting for this provider
 }
 
 // Status is a snapshot of the geo subsystem for the admin API.

@@ -1,6 +1,6 @@
 package geo
 
-// Benchmarks for issue 3 §6. Each has a baseline measured in the same run:
+// Benchmarks of geo. Each has a baseline measured in the same run:
 // what a naive implementation, or BanGUI, does for the same work. Results
 // and the command to reproduce them are in BENCHMARKS.md.
 
@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // randomGlobalIPs returns n distinct random global IPv4 addresses.
@@ -198,7 +199,7 @@ func resolvedResolver(b *testing.B, db *appdb.DB, ips []netip.Addr) *Resolver {
 	r.mu.Lock()
 	for i, ip := range ips {
 		keys[i] = keyOf(ip)
-		r.entries.set(keys[i], record{flags: flagTracked})
+		r.entries.set(keys[i], cacheEntry{flags: flagTracked})
 		c := benchCountries[i%len(benchCountries)]
 		answers[i] = Answer{Kind: AnswerFound, CountryCode: c, CountryName: "Country " + c, ASN: fmt.Sprintf("AS%d Example Networks", 64512+i%5000)}
 	}
@@ -221,9 +222,9 @@ func (benchAnswerer) Status() ProviderStatus { return ProviderStatus{Name: "mmdb
 func (r *Resolver) markAllDirty() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for k, rec := range r.entries.all() {
-		r.markDirtyLocked(k, &rec)
-		r.entries.set(k, rec)
+	for k, ce := range r.entries.all() {
+		r.markDirtyLocked(k, &ce)
+		r.entries.set(k, ce)
 	}
 }
 
@@ -234,7 +235,7 @@ func BenchmarkFlush50k(b *testing.B) {
 	b.Run("geo-flush", func(b *testing.B) {
 		db := openTestDB(b)
 		r := resolvedResolver(b, db, ips)
-		commits := countCommits(b, db)
+		commits := testkit.CountCommits(b, db)
 		for b.Loop() {
 			b.StopTimer()
 			r.markAllDirty()
@@ -257,7 +258,7 @@ func BenchmarkFlush50k(b *testing.B) {
 		if err := migrate(context.Background(), db); err != nil {
 			b.Fatal(err)
 		}
-		commits := countCommits(b, db)
+		commits := testkit.CountCommits(b, db)
 		for b.Loop() {
 			before := commits.Load()
 			for i, ip := range ips {
@@ -340,9 +341,9 @@ func BenchmarkSeedCase5200(b *testing.B) {
 			}
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(r.Collector())
-			commits := countCommits(b, db)
-			dv := pinDataVersion(b, db)
-			v0 := dv.get(b)
+			commits := testkit.CountCommits(b, db)
+			dv := testkit.PinDataVersion(b, db)
+			v0 := dv.Get(b)
 			b.StartTimer()
 			for _, ip := range ips {
 				r.Track(ip)
@@ -352,7 +353,7 @@ func BenchmarkSeedCase5200(b *testing.B) {
 				scrape(b, r, reg, ips)
 			}
 			b.StopTimer()
-			scrapeCommits, scrapeVersion := commits.Load(), dv.get(b)
+			scrapeCommits, scrapeVersion := commits.Load(), dv.Get(b)
 			b.StartTimer()
 			if err := r.Flush(context.Background()); err != nil {
 				b.Fatal(err)
@@ -381,7 +382,7 @@ func BenchmarkSeedCase5200(b *testing.B) {
 			if err := migrate(context.Background(), db); err != nil {
 				b.Fatal(err)
 			}
-			commits := countCommits(b, db)
+			commits := testkit.CountCommits(b, db)
 			b.StartTimer()
 			// The page load: for every IP, look it up, then write the
 			// cache row and its timestamp, each committed on its own.

@@ -6,12 +6,12 @@ import "iter"
 // IP) keyed by 4 bytes, IPv6 by 16, so a million IPv4 entries cost 20 bytes
 // a slot instead of 32. Callers use the 16-byte key form throughout.
 type entryMap struct {
-	v4 map[[4]byte]record
-	v6 map[key]record
+	v4 map[[4]byte]cacheEntry
+	v6 map[key]cacheEntry
 }
 
 func newEntryMap() entryMap {
-	return entryMap{v4: make(map[[4]byte]record), v6: make(map[key]record)}
+	return entryMap{v4: make(map[[4]byte]cacheEntry), v6: make(map[key]cacheEntry)}
 }
 
 // v4InV6 is the prefix of an IPv4-mapped IPv6 address (::ffff:0:0/96),
@@ -32,21 +32,21 @@ func join4(k4 [4]byte) key {
 	return k
 }
 
-func (m *entryMap) get(k key) (record, bool) {
+func (m *entryMap) get(k key) (cacheEntry, bool) {
 	if k4, ok := split4(k); ok {
-		rec, found := m.v4[k4]
-		return rec, found
+		ce, found := m.v4[k4]
+		return ce, found
 	}
-	rec, found := m.v6[k]
-	return rec, found
+	ce, found := m.v6[k]
+	return ce, found
 }
 
-func (m *entryMap) set(k key, rec record) {
+func (m *entryMap) set(k key, ce cacheEntry) {
 	if k4, ok := split4(k); ok {
-		m.v4[k4] = rec
+		m.v4[k4] = ce
 		return
 	}
-	m.v6[k] = rec
+	m.v6[k] = ce
 }
 
 func (m *entryMap) del(k key) {
@@ -61,15 +61,15 @@ func (m *entryMap) len() int { return len(m.v4) + len(m.v6) }
 
 // all iterates over every entry; like a map range, the body may update or
 // delete the entry it is given.
-func (m *entryMap) all() iter.Seq2[key, record] {
-	return func(yield func(key, record) bool) {
-		for k4, rec := range m.v4 {
-			if !yield(join4(k4), rec) {
+func (m *entryMap) all() iter.Seq2[key, cacheEntry] {
+	return func(yield func(key, cacheEntry) bool) {
+		for k4, ce := range m.v4 {
+			if !yield(join4(k4), ce) {
 				return
 			}
 		}
-		for k, rec := range m.v6 {
-			if !yield(k, rec) {
+		for k, ce := range m.v6 {
+			if !yield(k, ce) {
 				return
 			}
 		}

@@ -9,7 +9,7 @@ func TestEntryMap(t *testing.T) {
 	m := newEntryMap()
 	ips := addrs("8.8.8.8", "::ffff:1.1.1.1", "2001:4860:4860::8888", "::", "0.0.0.0", "::ffff:0:0")
 	for i, ip := range ips {
-		m.set(keyOf(normalize(ip)), record{failures: uint8(i + 1)})
+		m.set(keyOf(normalize(ip)), cacheEntry{failures: uint8(i + 1)})
 	}
 	// ::ffff:0:0 is 0.0.0.0 once normalised.
 	if m.len() != 5 || len(m.v4) != 3 || len(m.v6) != 2 {
@@ -22,9 +22,9 @@ func TestEntryMap(t *testing.T) {
 		{"8.8.8.8", 1}, {"1.1.1.1", 2}, {"2001:4860:4860::8888", 3}, {"::", 4}, {"0.0.0.0", 6},
 	}
 	for _, tt := range tests {
-		rec, ok := m.get(keyOf(normalize(netip.MustParseAddr(tt.ip))))
-		if !ok || rec.failures != tt.want {
-			t.Errorf("get(%s) = %+v %v, want failures %d", tt.ip, rec, ok, tt.want)
+		ce, ok := m.get(keyOf(normalize(netip.MustParseAddr(tt.ip))))
+		if !ok || ce.failures != tt.want {
+			t.Errorf("get(%s) = %+v %v, want failures %d", tt.ip, ce, ok, tt.want)
 		}
 	}
 	seen := map[netip.Addr]bool{}

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The ip-api batch endpoints and their limits.
@@ -374,6 +376,30 @@ func (it *ipapiItem) answer() Answer {
 	return Answer{Kind: AnswerError, Message: "ip-api: unexpected status"}
 }
 
+var (
+	ipapiRequestsDesc = prometheus.NewDesc(namespace+"ipapi_requests_total",
+		"Batch requests sent to ip-api by HTTP status code (\"error\" when no response arrived).", []string{"code"}, nil)
+	ipapiRateRemainingDesc = prometheus.NewDesc(namespace+"ipapi_rate_limit_remaining",
+		"Requests left in ip-api's current rate-limit window (X-Rl header of the last response); absent before the first response and on the pro endpoint.", nil, nil)
+)
+
+// Describe implements prometheus.Collector; the resolver's collector
+// includes it.
+func (p *IPAPI) Describe(ch chan<- *prometheus.Desc) {
+	ch <- ipapiRequestsDesc
+	ch <- ipapiRateRemainingDesc
+}
+
+// Collect implements prometheus.Collector.
+func (p *IPAPI) Collect(ch chan<- prometheus.Metric) {
+	if left, ok := p.rateLimitRemaining(); ok {
+		ch <- prometheus.MustNewConstMetric(ipapiRateRemainingDesc, prometheus.GaugeValue, float64(left))
+	}
+	for code, n := range p.requestCounts() {
+		ch <- prometheus.MustNewConstMetric(ipapiRequestsDesc, prometheus.CounterValue, float64(n), code)
+	}
+}
+
 // rateLimitRemaining is X-Rl of the last response that had it.
 func (p *IPAPI) rateLimitRemaining() (int, bool) {
 	p.mu.Lock()
@@ -385,16 +411,22 @@ func (p *IPAPI) rateLimitRemaining() (int, bool) {
 func (p *IPAPI) requestCounts() map[string]uint64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]uint64, len(p.requests))
-	maps.Copy(out, p.requests)
-	return out
+	return maps.Clone(p.requests)
+}
+
+// IPAPIStatus is the ip-api provider's part of ProviderStatus.
+type IPAPIStatus struct {
+	URL                string    `json:"url,omitempty"` // never contains the key
+	RateLimitRemaining *int      `json:"rate_limit_remaining,omitempty"`
+	RateLimitReset     time.Time `json:"rate_limit_reset,omitzero"`
+	BlockedUntil       time.Time `json:"blocked_until,omitzero"`
 }
 
 // Status implements Provider.
 func (p *IPAPI) Status() ProviderStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := ProviderStatus{Name: p.Name(), URL: p.display, RateLimitReset: p.rlReset, LastError: p.lastErr}
+	s := &IPAPIStatus{URL: p.display, RateLimitReset: p.rlReset}
 	if p.rlKnown {
 		rl := p.rl
 		s.RateLimitRemaining = &rl
@@ -402,5 +434,5 @@ func (p *IPAPI) Status() ProviderStatus {
 	if p.clock.Now().Before(p.blockedUntil) {
 		s.BlockedUntil = p.blockedUntil
 	}
-	return s
+	return ProviderStatus{Name: p.Name(), IPAPIStatus: s, LastError: p.lastErr}
 }

@@ -7,7 +7,8 @@ import (
 const namespace = "bangui_exporter_geo_"
 
 // metrics are the resolver's own metrics; Collector exposes them together
-// with gauges computed from the memory tier at scrape time.
+// with gauges computed from the memory tier at scrape time and the metrics
+// of every provider that is a prometheus.Collector.
 type metrics struct {
 	r              *Resolver
 	lookups        *prometheus.CounterVec
@@ -17,11 +18,8 @@ type metrics struct {
 	lastFlush      prometheus.Gauge
 	queueDropped   prometheus.Counter
 
-	cacheEntries  *prometheus.Desc
-	pending       *prometheus.Desc
-	rateRemaining *prometheus.Desc
-	mmdbBuildTime *prometheus.Desc
-	ipapiRequests *prometheus.Desc
+	cacheEntries *prometheus.Desc
+	pending      *prometheus.Desc
 }
 
 func newMetrics(r *Resolver) *metrics {
@@ -31,8 +29,6 @@ func newMetrics(r *Resolver) *metrics {
 			Name: namespace + "lookups_total",
 			Help: "IP lookups by provider (local = non-global address classified without a provider) and result (found, not_found, no_country, error).",
 		}, []string{"provider", "result"}),
-		ipapiRequests: prometheus.NewDesc(namespace+"ipapi_requests_total",
-			"Batch requests sent to ip-api by HTTP status code (\"error\" when no response arrived).", []string{"code"}, nil),
 		flushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: namespace + "flushes_total",
 			Help: "Flushes of the geo cache that committed dirty entries to the app database (one transaction each).",
@@ -57,10 +53,6 @@ func newMetrics(r *Resolver) *metrics {
 			"IPs in the geo memory cache, by state: resolved (country known) or unresolved.", []string{"state"}, nil),
 		pending: prometheus.NewDesc(namespace+"pending_ips",
 			"IPs queued for background resolution.", nil, nil),
-		rateRemaining: prometheus.NewDesc(namespace+"ipapi_rate_limit_remaining",
-			"Requests left in ip-api's current rate-limit window (X-Rl header of the last response); absent before the first response and on the pro endpoint.", nil, nil),
-		mmdbBuildTime: prometheus.NewDesc(namespace+"mmdb_build_timestamp_seconds",
-			"Build time of the MaxMind-format database in use (absent while none is loaded).", nil, nil),
 	}
 	for _, st := range r.stages {
 		for _, res := range resultLabels {
@@ -77,7 +69,6 @@ func (r *Resolver) Collector() prometheus.Collector { return r.metrics }
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.lookups.Describe(ch)
-	ch <- m.ipapiRequests
 	m.flushes.Describe(ch)
 	m.flushErrors.Describe(ch)
 	m.flushedEntries.Describe(ch)
@@ -85,8 +76,11 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	m.queueDropped.Describe(ch)
 	ch <- m.cacheEntries
 	ch <- m.pending
-	ch <- m.rateRemaining
-	ch <- m.mmdbBuildTime
+	for _, st := range m.r.stages {
+		if c, ok := st.provider.(prometheus.Collector); ok {
+			c.Describe(ch)
+		}
+	}
 }
 
 // Collect implements prometheus.Collector. It reads counters kept in memory
@@ -108,19 +102,10 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.cacheEntries, prometheus.GaugeValue, float64(resolved), "resolved")
 	ch <- prometheus.MustNewConstMetric(m.cacheEntries, prometheus.GaugeValue, float64(unresolved), "unresolved")
 	ch <- prometheus.MustNewConstMetric(m.pending, prometheus.GaugeValue, float64(pending))
+	// Each provider exports its own metrics (IPAPI, MMDB).
 	for _, st := range r.stages {
-		switch p := st.provider.(type) {
-		case *IPAPI:
-			if left, ok := p.rateLimitRemaining(); ok {
-				ch <- prometheus.MustNewConstMetric(m.rateRemaining, prometheus.GaugeValue, float64(left))
-			}
-			for code, n := range p.requestCounts() {
-				ch <- prometheus.MustNewConstMetric(m.ipapiRequests, prometheus.CounterValue, float64(n), code)
-			}
-		case *MMDB:
-			if t, ok := p.buildTime(); ok {
-				ch <- prometheus.MustNewConstMetric(m.mmdbBuildTime, prometheus.GaugeValue, float64(t.Unix()))
-			}
+		if c, ok := st.provider.(prometheus.Collector); ok {
+			c.Collect(ch)
 		}
 	}
 }

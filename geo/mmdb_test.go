@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func TestMMDBBothSchemas(t *testing.T) {
@@ -159,7 +161,8 @@ func TestMMDBHotReload(t *testing.T) {
 
 func TestResolverReloadsOnTimer(t *testing.T) {
 	m, path := newTestMMDB(t, "official", []mmdbNet{{cidr: "8.8.8.0/24", country: "US"}})
-	r, err := New(context.Background(), Options{DB: openTestDB(t), Providers: []Provider{m}, CheckInterval: 10 * time.Millisecond})
+	m.checkInterval = 10 * time.Millisecond
+	r, err := New(context.Background(), Options{DB: openTestDB(t), Providers: []Provider{m}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,15 +171,8 @@ func TestResolverReloadsOnTimer(t *testing.T) {
 	go func() { r.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
 	writeMMDB(t, path, "official", []mmdbNet{{cidr: "8.8.8.0/24", country: "DE"}}, 1_800_000_000)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testkit.EventuallyTrue(t, 10*time.Second, "the new database picked up by the timer", func() bool {
 		got, _ := m.Lookup(ctx, []netip.Addr{netip.MustParseAddr("8.8.8.8")})
-		if got[0].CountryCode == "DE" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("new database not picked up by the timer")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return got[0].CountryCode == "DE"
+	})
 }

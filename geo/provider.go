@@ -3,11 +3,18 @@ package geo
 import (
 	"context"
 	"net/netip"
+	"time"
 )
 
 // Provider resolves IPs to countries. Implementations: MMDB (a local
-// MaxMind-format database) and IPAPI (ip-api.com's batch endpoint). Adding
-// a provider is one file implementing this interface.
+// MaxMind-format database) and IPAPI (ip-api.com's batch endpoint).
+//
+// Adding a provider: a file in this package with the type implementing
+// Provider, its status type embedded in ProviderStatus (api.go), and, when
+// it has metrics, prometheus.Collector (the resolver's collector includes
+// every provider that is one); when it has on-disk data, Reloader. Then one
+// entry in main's provider registry (main_geo_providers.go) with its flags.
+// DEVELOPERS.md has the recipe.
 type Provider interface {
 	// Name is the provider's name in --geo.providers, metrics and the geo_cache
 	// table ("mmdb", "ipapi").
@@ -28,6 +35,9 @@ type Reloader interface {
 	// Reload reopens the data when it changed on disk, or always when force
 	// is set. It reports whether new data was loaded.
 	Reload(force bool) (bool, error)
+	// CheckInterval is how often the resolver calls Reload(false); 0: never
+	// (Resolver.Reload still does).
+	CheckInterval() time.Duration
 }
 
 // AnswerKind classifies one provider answer.

@@ -2,6 +2,7 @@ package geo
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func TestClassifyLocal(t *testing.T) {
@@ -420,20 +423,30 @@ func TestResolverTrackIsIdempotent(t *testing.T) {
 }
 
 func TestResolverRunStopsAndResolves(t *testing.T) {
-	env := newResolverEnv(t, []string{"mmdb", "ipapi"}, Options{FlushInterval: 20 * time.Millisecond, CheckInterval: 10 * time.Millisecond})
+	env := newResolverEnv(t, []string{"mmdb", "ipapi"}, Options{FlushInterval: 20 * time.Millisecond})
+	env.mmdb.checkInterval = 10 * time.Millisecond
 	r := env.r
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
-	r.Track(netip.MustParseAddr("8.8.8.8"))
-	deadline := time.Now().Add(10 * time.Second)
-	for r.Status().LastFlushedRows != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("not resolved and flushed by Run: %+v", r.Status())
+	defer func() { // also when the wait below fails
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	}()
+	r.Track(netip.MustParseAddr("8.8.8.8"))
+	// Resolved and flushed: the entry's flush is counted (a flush every
+	// 20 ms overwrites LastFlushedRows with 0 soon after, so the counter is
+	// what a poll can see).
+	testkit.Eventually(t, 10*time.Second, func() error {
+		if s, n := r.Status(), testutil.ToFloat64(r.metrics.flushedEntries); s.Resolved != 1 || s.Dirty != 0 || n != 1 {
+			return fmt.Errorf("not resolved and flushed by Run: %+v, %v entries flushed", s, n)
+		}
+		return nil
+	})
 	cancel()
 	select {
 	case <-done:
@@ -444,16 +457,16 @@ func TestResolverRunStopsAndResolves(t *testing.T) {
 
 func TestRetryAtCapped(t *testing.T) {
 	r := &Resolver{negativeTTL: time.Hour}
-	rec := record{at: 1000, failures: 200}
-	if got := r.retryAt(&rec); got != 1000+uint32(maxBackoff/time.Second) {
+	ce := cacheEntry{at: 1000, failures: 200}
+	if got := r.retryAt(&ce); got != 1000+uint32(maxBackoff/time.Second) {
 		t.Fatalf("retryAt = %d", got)
 	}
 }
 
-// TestRecordIsCompact guards the memory tier's layout: 16 bytes a record.
-func TestRecordIsCompact(t *testing.T) {
-	if s := unsafe.Sizeof(record{}); s != 16 {
-		t.Fatalf("record is %d bytes, want 16", s)
+// TestCacheEntryIsCompact guards the memory tier's layout: 16 bytes an entry.
+func TestCacheEntryIsCompact(t *testing.T) {
+	if s := unsafe.Sizeof(cacheEntry{}); s != 16 {
+		t.Fatalf("cacheEntry is %d bytes, want 16", s)
 	}
 }
 

@@ -64,27 +64,27 @@ func (r *Resolver) load(ctx context.Context) error {
 			continue
 		}
 		ip = normalize(ip)
-		rec := record{
+		ce := cacheEntry{
 			asn:      r.asns.intern(string(asn)),
 			provider: r.providerIndex(string(provider)),
 			failures: uint8(min(max(failures, 0), 255)),
 		}
 		switch {
 		case len(code) == 2:
-			rec.country = [2]byte{code[0], code[1]}
-			rec.text = r.strs.intern(string(name))
-			rec.at = unixSeconds(time.Unix(resolvedAt.Int64, 0))
-			rec.failures = 0
-			rec.flags |= flagFinal
-		case rec.failures == 0:
-			rec.text = r.strs.intern(string(message))
-			rec.at = unixSeconds(time.Unix(resolvedAt.Int64, 0))
-			if rec.at != 0 {
-				rec.flags |= flagFinal // private, reserved, invalid
+			ce.country = [2]byte{code[0], code[1]}
+			ce.text = r.texts.intern(string(name))
+			ce.at = unixSeconds(time.Unix(resolvedAt.Int64, 0))
+			ce.failures = 0
+			ce.flags |= flagFinal
+		case ce.failures == 0:
+			ce.text = r.texts.intern(string(message))
+			ce.at = unixSeconds(time.Unix(resolvedAt.Int64, 0))
+			if ce.at != 0 {
+				ce.flags |= flagFinal // private, reserved, invalid
 			}
 		default:
-			rec.text = r.strs.intern(string(message))
-			rec.at = unixSeconds(time.Unix(failedAt.Int64, 0))
+			ce.text = r.texts.intern(string(message))
+			ce.at = unixSeconds(time.Unix(failedAt.Int64, 0))
 		}
 		k := keyOf(ip)
 		if old, dup := r.entries.get(k); dup {
@@ -93,10 +93,10 @@ func (r *Resolver) load(ctx context.Context) error {
 			skipped++
 			continue
 		}
-		r.entries.set(k, rec)
-		if rec.country != ([2]byte{}) {
+		r.entries.set(k, ce)
+		if ce.country != ([2]byte{}) {
 			r.nResolved++
-		} else if !rec.has(flagFinal) {
+		} else if !ce.has(flagFinal) {
 			r.waiting[k] = struct{}{}
 		}
 		loaded++
@@ -165,22 +165,22 @@ func (r *Resolver) copyDirty() []flushRow {
 	defer r.mu.Unlock()
 	rows := make([]flushRow, 0, len(r.dirty))
 	for _, k := range r.dirty {
-		rec, ok := r.entries.get(k)
-		if !ok || !rec.has(flagDirty) {
+		ce, ok := r.entries.get(k)
+		if !ok || !ce.has(flagDirty) {
 			continue
 		}
-		rec.flags &^= flagDirty
-		r.entries.set(k, rec)
+		ce.flags &^= flagDirty
+		r.entries.set(k, ce)
 		rows = append(rows, flushRow{
 			k:          k,
-			country:    countryString(rec.country),
-			name:       r.strs.get(rec.nameIndex()),
-			asn:        r.asns.get(rec.asn),
-			provider:   r.strs.get(uint16(rec.provider)),
-			msg:        r.strs.get(rec.messageIndex()),
-			resolvedAt: rec.resolvedAt(),
-			failedAt:   rec.failedAt(),
-			failures:   rec.failures,
+			country:    countryString(ce.country),
+			name:       r.texts.get(ce.nameIndex()),
+			asn:        r.asns.get(ce.asn),
+			provider:   r.texts.get(uint16(ce.provider)),
+			msg:        r.texts.get(ce.messageIndex()),
+			resolvedAt: ce.resolvedAt(),
+			failedAt:   ce.failedAt(),
+			failures:   ce.failures,
 		})
 	}
 	r.dirty = nil
@@ -193,12 +193,12 @@ func (r *Resolver) restoreDirty(rows []flushRow) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, row := range rows {
-		rec, ok := r.entries.get(row.k)
+		ce, ok := r.entries.get(row.k)
 		if !ok {
 			continue
 		}
-		r.markDirtyLocked(row.k, &rec)
-		r.entries.set(row.k, rec)
+		r.markDirtyLocked(row.k, &ce)
+		r.entries.set(row.k, ce)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func countRows(t testing.TB, db *appdb.DB, where string) int {
@@ -34,7 +35,7 @@ func countRows(t testing.TB, db *appdb.DB, where string) int {
 func TestFlushIsOneCommit(t *testing.T) {
 	env := newResolverEnv(t, []string{"mmdb"}, Options{})
 	r := env.r
-	commits := countCommits(t, r.db)
+	commits := testkit.CountCommits(t, r.db)
 	for _, ip := range globalIPs(50_000) {
 		r.Track(ip)
 	}
@@ -141,7 +142,7 @@ func TestFailedFlushKeepsDirty(t *testing.T) {
 	if _, err := r.db.Writer.ExecContext(ctx, "DROP TRIGGER geo_cache_refuse"); err != nil {
 		t.Fatal(err)
 	}
-	commits := countCommits(t, r.db)
+	commits := testkit.CountCommits(t, r.db)
 	if err := r.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -188,8 +189,8 @@ func TestScrapesNeverWrite(t *testing.T) {
 	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(r.Collector())
-	commits := countCommits(t, r.db)
-	dv := pinDataVersion(t, r.db)
+	commits := testkit.CountCommits(t, r.db)
+	dv := testkit.PinDataVersion(t, r.db)
 	totalChanges := func() int64 {
 		var n int64
 		if err := r.db.Writer.QueryRowContext(ctx, "SELECT total_changes()").Scan(&n); err != nil {
@@ -197,7 +198,7 @@ func TestScrapesNeverWrite(t *testing.T) {
 		}
 		return n
 	}
-	v0, tc0 := dv.get(t), totalChanges()
+	v0, tc0 := dv.Get(t), totalChanges()
 	for range 50 {
 		if known := scrape(t, r, reg, ips); known != len(ips)-1 {
 			t.Fatalf("%d countries known, want %d", known, len(ips)-1)
@@ -205,7 +206,7 @@ func TestScrapesNeverWrite(t *testing.T) {
 		_ = r.Status()
 		r.Lookup(ips[0])
 	}
-	if v1, tc1, c := dv.get(t), totalChanges(), commits.Load(); v1 != v0 || tc1 != tc0 || c != 0 {
+	if v1, tc1, c := dv.Get(t), totalChanges(), commits.Load(); v1 != v0 || tc1 != tc0 || c != 0 {
 		t.Fatalf("scrapes wrote: data_version %d→%d, total_changes %d→%d, %d commits", v0, v1, tc0, tc1, c)
 	}
 	// The check can fail: one flush of something dirty moves all three.
@@ -214,7 +215,7 @@ func TestScrapesNeverWrite(t *testing.T) {
 	if err := r.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v1, tc1, c := dv.get(t), totalChanges(), commits.Load(); v1 == v0 || tc1 != tc0+1 || c != 1 {
+	if v1, tc1, c := dv.Get(t), totalChanges(), commits.Load(); v1 == v0 || tc1 != tc0+1 || c != 1 {
 		t.Fatalf("a real flush was not seen: data_version %d→%d, total_changes %d→%d, %d commits", v0, v1, tc0, tc1, c)
 	}
 }

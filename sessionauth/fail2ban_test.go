@@ -1,7 +1,6 @@
 package sessionauth
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/prometheus/common/promslog"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // Paths of the shipped fail2ban files, relative to this package.
@@ -41,7 +42,7 @@ func requireTool(t *testing.T, bin string) string {
 
 // promslogLogger is the exporter's logger as main builds it for
 // --log.format=format, writing to w.
-func promslogLogger(t *testing.T, format string, w *syncBuffer) *slog.Logger {
+func promslogLogger(t *testing.T, format string, w *testkit.LogBuffer) *slog.Logger {
 	t.Helper()
 	cfg := &promslog.Config{Format: promslog.NewFormat(), Writer: w}
 	if err := cfg.Format.Set(format); err != nil {
@@ -54,7 +55,7 @@ func promslogLogger(t *testing.T, format string, w *syncBuffer) *slog.Logger {
 // fail2ban must count, and lines it must not.
 func attackLog(t *testing.T, format string) (log string, wantHits map[string]int) {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &testkit.LogBuffer{}
 	logger := promslogLogger(t, format, out)
 	withLogger := func(o *Options) { o.Logger = logger }
 
@@ -179,7 +180,7 @@ func TestFail2banJailBans(t *testing.T) {
 	if out, err := exec.Command(client, "-c", etc, "-t").CombinedOutput(); err != nil {
 		t.Fatalf("fail2ban-client -t: %v\n%s", err, out)
 	}
-	var serverOut bytes.Buffer
+	var serverOut testkit.LogBuffer // read while the server writes it
 	cmd := exec.Command(server, "-f", "-x", "-c", etc, "-s", sock, "-p", filepath.Join(dir, "f2b.pid"))
 	cmd.Stdout, cmd.Stderr = &serverOut, &serverOut
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
@@ -205,27 +206,24 @@ func TestFail2banJailBans(t *testing.T) {
 		return string(out)
 	}
 	waitFor := func(what string, ok func(string) bool) string {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			s := status()
-			if ok(s) {
-				return s
+		var s string
+		testkit.Eventually(t, 30*time.Second, func() error {
+			if s = status(); ok(s) {
+				return nil
 			}
 			select {
 			case <-exited:
 				t.Fatalf("fail2ban-server exited: %s", serverOut.String())
 			default:
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; status:\n%s\nserver:\n%s", what, s, serverOut.String())
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return fmt.Errorf("waiting for %s; status:\n%s\nserver:\n%s", what, s, serverOut.String())
+		})
+		return s
 	}
 	waitFor("the jail", func(s string) bool { return strings.Contains(s, "Banned IP list") })
 
 	// The real handler writes to the file fail2ban polls.
-	w := &syncBuffer{}
+	w := &testkit.LogBuffer{}
 	f := newFixture(t, true, func(o *Options) { o.Logger = promslogLogger(t, "logfmt", w) })
 	attempt := func(remote string) {
 		f.do(req{method: "POST", path: PathLogin, body: `{"password":"brute force guess"}`, remote: remote})

@@ -1,7 +1,6 @@
 package sessionauth
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"database/sql"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/bangui/bangui_exporter/geo"
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // testPassword satisfies the password rules.
@@ -148,24 +148,6 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // fakeGeo is a small in-memory Geo.
 type fakeGeo struct {
 	mu         sync.Mutex
@@ -200,7 +182,7 @@ func (g *fakeGeo) ReResolve() int {
 func (g *fakeGeo) Status() geo.Status {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	s := geo.Status{Providers: []geo.ProviderStatus{{Name: "mmdb", Path: "/x.mmdb"}}}
+	s := geo.Status{Providers: []geo.ProviderStatus{{Name: "mmdb", MMDBStatus: &geo.MMDBStatus{Path: "/x.mmdb"}}}}
 	for _, e := range g.entries {
 		if e.CountryCode != "" {
 			s.Resolved++
@@ -232,7 +214,7 @@ type fixture struct {
 	svc   *Service
 	db    *countingDB
 	clock *fakeClock
-	logs  *syncBuffer
+	logs  *testkit.LogBuffer
 	geo   *fakeGeo
 }
 
@@ -248,7 +230,7 @@ func newFixture(t testing.TB, setUp bool, opts ...fixtureOption) *fixture {
 			t.Fatal(err)
 		}
 	}
-	f := &fixture{t: t, db: db, clock: newFakeClock(), logs: &syncBuffer{}, geo: newFakeGeo()}
+	f := &fixture{t: t, db: db, clock: newFakeClock(), logs: &testkit.LogBuffer{}, geo: newFakeGeo()}
 	o := Options{
 		DB:              db.DB,
 		Logger:          slog.New(slog.NewTextHandler(f.logs, nil)),

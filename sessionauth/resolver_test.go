@@ -3,12 +3,14 @@ package sessionauth
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bangui/bangui_exporter/geo"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // switchProvider is a geo.Provider that knows no IP until know is set, then
@@ -76,17 +78,14 @@ func TestWithGeoResolver(t *testing.T) {
 	}
 	waitFor := func(what string, ok func(map[string]any) bool) map[string]any {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			m := lookup()
-			if ok(m) {
-				return m
+		var m map[string]any
+		testkit.Eventually(t, 10*time.Second, func() error {
+			if m = lookup(); ok(m) {
+				return nil
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s: %v", what, m)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+			return fmt.Errorf("waiting for %s: %v", what, m)
+		})
+		return m
 	}
 	first := lookup()
 	if first["known"] != false || first["pending"] != true {
@@ -111,9 +110,9 @@ func TestWithGeoResolver(t *testing.T) {
 	if err := resolver.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var cc string
-	if err := f.db.Reader.QueryRow("SELECT country_code FROM geo_cache WHERE ip = '8.8.4.4'").Scan(&cc); err != nil || cc != "NL" {
-		t.Fatalf("geo_cache: %q (%v)", cc, err)
+	cached, err := geo.ReadCache(context.Background(), f.db.Reader)
+	if err != nil || len(cached) != 1 || cached[0].IP.String() != "8.8.4.4" || cached[0].CountryCode != "NL" {
+		t.Fatalf("geo_cache: %+v (%v)", cached, err)
 	}
 	st = mustDecode[geo.Status](t, f.do(req{method: "GET", path: PathGeoStatus, bearer: tok}))
 	if st.Dirty != 0 || st.LastFlushedRows != 1 || st.LastFlush.IsZero() {

@@ -134,8 +134,11 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if opts.DB == nil {
 		return nil, errors.New("sessionauth: no app database")
 	}
-	if opts.SessionTTL < 0 || opts.SessionCacheTTL < 0 {
-		return nil, fmt.Errorf("sessionauth: negative session TTL (%v) or session cache TTL (%v)", opts.SessionTTL, opts.SessionCacheTTL)
+	if opts.SessionTTL < 0 {
+		return nil, fmt.Errorf("sessionauth: session TTL must not be negative, got %s", opts.SessionTTL)
+	}
+	if opts.SessionCacheTTL < 0 {
+		return nil, fmt.Errorf("sessionauth: session cache TTL must not be negative, got %s", opts.SessionCacheTTL)
 	}
 	if opts.SessionTTL == 0 {
 		opts.SessionTTL = DefaultSessionTTL

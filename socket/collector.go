@@ -12,9 +12,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 )
 
-// Metric descriptions; names and labels are a contract (issue 7).
+// Metric descriptions; names and labels are a contract (dashboards/contract.go).
 var (
 	descServerUp = prometheus.NewDesc("fail2ban_server_up",
 		"1 when fail2ban's socket answered this scrape, 0 otherwise.", nil, nil)
@@ -79,16 +80,13 @@ type Collector struct {
 	// in nanoseconds (0: none).
 	scrapeTimeout atomic.Int64
 
-	mu       sync.Mutex
-	inflight *flight
-	cache    settingsCache
-	lastUp   *bool
-	warned   bool
-}
+	// rounds shares one round of commands between concurrent scrapes.
+	rounds singleflight.Group
 
-type flight struct {
-	done chan struct{}
-	snap snapshot
+	mu     sync.Mutex
+	cache  settingsCache
+	lastUp *bool
+	warned bool
 }
 
 type settingsCache struct {
@@ -196,27 +194,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 // shared runs one round of commands, or waits for the round another
 // concurrent scrape has started and uses its result.
 func (c *Collector) shared() snapshot {
-	c.mu.Lock()
-	if f := c.inflight; f != nil {
+	v, _, _ := c.rounds.Do("round", func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), c.scrapeBudget())
+		defer cancel()
+		snap := c.fetch(ctx)
+		c.mu.Lock()
+		c.logStateLocked(snap)
 		c.mu.Unlock()
-		<-f.done
-		return f.snap
-	}
-	f := &flight{done: make(chan struct{})}
-	c.inflight = f
-	c.mu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), c.scrapeBudget())
-	snap := c.fetch(ctx)
-	cancel()
-
-	c.mu.Lock()
-	c.inflight = nil
-	c.logStateLocked(snap)
-	c.mu.Unlock()
-	f.snap = snap
-	close(f.done)
-	return snap
+		return snap, nil
+	})
+	return v.(snapshot)
 }
 
 // logStateLocked logs once per change between reachable and unreachable.

@@ -25,6 +25,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
@@ -36,27 +37,9 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// logBuffer is a concurrency-safe log sink.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
-func newCollector(t *testing.T, path string, timeout time.Duration) (*Collector, *Client, *logBuffer) {
+func newCollector(t *testing.T, path string, timeout time.Duration) (*Collector, *Client, *testkit.LogBuffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testkit.LogBuffer{}
 	client := New(Options{Path: path, Timeout: timeout})
 	t.Cleanup(func() { _ = client.Close() })
 	coll := NewCollector(client, CollectorOptions{Logger: slog.New(slog.NewTextHandler(logs, nil))})
@@ -250,9 +233,9 @@ func TestSocketMatchesDatabase(t *testing.T) {
 				t.Fatal(err)
 			}
 			// fail2ban writes a ban to its DB shortly after applying it.
-			deadline := time.Now().Add(15 * time.Second)
-			for {
-				socketCounts := scrape(t, coll)["fail2ban_jail_banned_current"]
+			var socketCounts map[string]float64
+			testkit.Eventually(t, 15*time.Second, func() error {
+				socketCounts = scrape(t, coll)["fail2ban_jail_banned_current"]
 				dbCounts := dbCurrentlyBanned(t, sb.DBPath())
 				mismatch := ""
 				for _, jail := range sb.Jails() {
@@ -260,16 +243,13 @@ func TestSocketMatchesDatabase(t *testing.T) {
 						mismatch += fmt.Sprintf(" %s: socket %v, DB %v;", jail, socketCounts[jail], dbCounts[jail])
 					}
 				}
-				if mismatch == "" {
-					if socketCounts["sshd"] == 0 {
-						t.Fatal("no bans counted at all")
-					}
-					return
+				if mismatch != "" {
+					return fmt.Errorf("socket and DB disagree:%s", mismatch)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("socket and DB disagree:%s", mismatch)
-				}
-				time.Sleep(100 * time.Millisecond)
+				return nil
+			})
+			if socketCounts["sshd"] == 0 {
+				t.Fatal("no bans counted at all")
 			}
 		})
 	}

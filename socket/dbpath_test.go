@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func TestResolveDBPath(t *testing.T) {
@@ -43,7 +44,7 @@ func TestResolveDBPath(t *testing.T) {
 			}
 			client := New(Options{Path: path, Timeout: 2 * time.Second})
 			defer func() { _ = client.Close() }()
-			logs := &logBuffer{}
+			logs := &testkit.LogBuffer{}
 			got := ResolveDBPath(context.Background(), client, slog.New(slog.NewTextHandler(logs, nil)), fallback, tt.given)
 			if got != want {
 				t.Fatalf("got %q, want %q; logs:\n%s", got, want, logs)

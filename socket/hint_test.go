@@ -39,8 +39,10 @@ func TestHintNamesTheCause(t *testing.T) {
 	}
 }
 
-// garbagePeer listens on path and answers every connection with bytes that
-// are no pickle, then hangs up.
+// garbagePeer listens on path and answers every request with bytes that
+// are no pickle, then hangs up. It reads the request first: hanging up
+// before the client has written it would make the client's write fail
+// (broken pipe) instead of its read, depending on timing.
 func garbagePeer(t *testing.T, path string) string {
 	t.Helper()
 	ln, err := net.Listen("unix", path)
@@ -54,7 +56,9 @@ func garbagePeer(t *testing.T, path string) string {
 			if err != nil {
 				return
 			}
-			_, _ = conn.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n<F2B_END_COMMAND>"))
+			if readRequest(conn) == nil {
+				_, _ = conn.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n<F2B_END_COMMAND>"))
+			}
 			_ = conn.Close()
 		}
 	}()

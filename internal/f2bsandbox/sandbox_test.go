@@ -3,6 +3,7 @@ package f2bsandbox
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/netip"
 	"net/url"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func testCtx(t *testing.T) context.Context {
@@ -50,17 +53,12 @@ func bipsCount(t *testing.T, db *sql.DB, jail string) int {
 // (fail2ban writes a ban a few ms to ~1 s after it happens).
 func waitBips(t *testing.T, db *sql.DB, jail string, want int) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		got := bipsCount(t, db, jail)
-		if got == want {
-			return
+	testkit.Eventually(t, 15*time.Second, func() error {
+		if got := bipsCount(t, db, jail); got != want {
+			return fmt.Errorf("jail %s: %d currently-banned rows in bips, want %d", jail, got, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("jail %s: %d currently-banned rows in bips, want %d", jail, got, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func mustBanned(ctx context.Context, t *testing.T, s *Sandbox, jail string, want int) {
@@ -390,7 +388,9 @@ func TestSampleIPs(t *testing.T) {
 // interval and deletes the bans rows older than DBPurgeAge, permanent ones
 // included, while bips keeps the bans that are still current.
 func TestSandboxPurge(t *testing.T) {
-	s := StartT(t, Options{DBPurgeAge: "3", PurgeInterval: 500 * time.Millisecond})
+	// dbpurgeage leaves room to count the rows before the purge even on a
+	// loaded machine (with 3 s a slow ban was purged before it was counted).
+	s := StartT(t, Options{DBPurgeAge: "10", PurgeInterval: 500 * time.Millisecond})
 	ctx := testCtx(t)
 	db := openDB(t, s.DBPath())
 	ips := SampleIPs(5)
@@ -412,12 +412,13 @@ func TestSandboxPurge(t *testing.T) {
 	if n := bans(); n != 5 {
 		t.Fatalf("%d bans rows before the purge, want 5", n)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for bans() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("fail2ban did not purge: %d bans rows left after 20 s (dbpurgeage 3 s, purge every 0.5 s)\n%s", bans(), s.serverOutput())
+	if err := testkit.Poll(30*time.Second, func() error {
+		if n := bans(); n != 0 {
+			return fmt.Errorf("fail2ban did not purge: %d bans rows left (dbpurgeage 10 s, purge every 0.5 s)", n)
 		}
-		time.Sleep(100 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatalf("%v\n%s", err, s.serverOutput())
 	}
 	// bips rows of bans still running stay (timeofban + 3*bantime is in
 	// the future; permanent rows are never purged).

@@ -15,10 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/bangui/bangui_exporter/dashboards"
 	"github.com/bangui/bangui_exporter/internal/f2bgen"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 	"github.com/bangui/bangui_exporter/internal/testmmdb"
 )
 
@@ -188,7 +189,7 @@ func TestFleetOnPrometheusAndVictoriaMetrics(t *testing.T) {
 	)
 	stores := []store{prom, vm}
 	for _, s := range stores {
-		waitFor(t, s.name+" to be ready", 60*time.Second, func() error {
+		testkit.EventuallyFor(t, s.name+" to be ready", 60*time.Second, func() error {
 			path := "/-/ready"
 			if s == vm {
 				path = "/health"
@@ -215,7 +216,7 @@ func TestFleetOnPrometheusAndVictoriaMetrics(t *testing.T) {
 		)
 	}
 	for _, s := range stores {
-		waitFor(t, "every exporter up in "+s.name, 90*time.Second, func() error {
+		testkit.EventuallyFor(t, "every exporter up in "+s.name, 90*time.Second, func() error {
 			got, err := vectorBy(t, s.url, `count(up{job="fail2ban"} == 1)`, "")
 			if err != nil {
 				return err
@@ -378,7 +379,7 @@ func fleetTruth(t *testing.T, hosts []fleetHost) fleetTruths {
 	}
 	for _, h := range hosts {
 		// Settled: geo resolution done, the live bans counted.
-		waitFor(t, "exporter "+h.instance+" to settle", 60*time.Second, func() error {
+		testkit.EventuallyFor(t, "exporter "+h.instance+" to settle", 60*time.Second, func() error {
 			fams := exposition(t, h.url)
 			pending := sumBy(fams, "bangui_exporter_geo_pending_ips", "", nil)[""]
 			counted := sumBy(fams, "fail2ban_bans_total", "", nil)[""]

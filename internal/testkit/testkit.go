@@ -80,6 +80,15 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 	}
 }
 
+// EventuallyFor is Eventually with a description of what is awaited in
+// the failure message ("timed out after 1m0s waiting for what: err").
+func EventuallyFor(t testing.TB, what string, timeout time.Duration, cond func() error) {
+	t.Helper()
+	if err := Poll(timeout, cond); err != nil {
+		t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
+	}
+}
+
 // EventuallyTrue is Eventually for a boolean condition described by what.
 func EventuallyTrue(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -795,6 +795,18 @@ services:
 			}
 			return nil
 		})
+		// The image's health check, under compose's own settings (listen
+		// address :9635 from the compose command).
+		id, err := composeEnv("ps", "-q", "bangui_exporter")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testkit.Eventually(t, 90*time.Second, func() error {
+			if status := d.must(t, "inspect", "-f", "{{.State.Health.Status}}", strings.TrimSpace(id)); status != "healthy" {
+				return fmt.Errorf("compose exporter health %s", status)
+			}
+			return nil
+		})
 		// Prometheus (compose's config and rules) scrapes the exporter by
 		// its service name.
 		promURL := fmt.Sprintf("http://127.0.0.1:%d", promPort)

@@ -102,6 +102,7 @@ func run(args []string) int {
 	adminFlags := addAdminFlags(app)
 	socketFlags := addSocketFlags(app)
 	archiveFlags := addArchiveFlags(app)
+	healthcheck := addHealthcheckCommand(app)
 
 	cmd, err := app.Parse(args)
 	if err != nil {
@@ -113,6 +114,8 @@ func run(args []string) int {
 	switch cmd {
 	case serveCmd.FullCommand():
 		applyGCDefault(os.Getenv)
+	case healthcheck.cmd.FullCommand():
+		return runHealthcheck(healthcheck, flags.toolkit, os.Stdout, os.Stderr)
 	default:
 		if code, handled := runAdminCommand(cmd, adminFlags, flags, logger); handled {
 			return code

@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -49,7 +50,7 @@ type promConfig struct {
 }
 
 type composeFile struct {
-	Name     string                    `yaml:"name"`
+	Version  string                    `yaml:"version"`
 	Services map[string]composeService `yaml:"services"`
 	Volumes  map[string]any            `yaml:"volumes"`
 }
@@ -224,6 +225,7 @@ type dashboardProvisioning struct {
 	Providers  []struct {
 		Name                  string `yaml:"name"`
 		Folder                string `yaml:"folder"`
+		FolderUID             string `yaml:"folderUid"`
 		Type                  string `yaml:"type"`
 		DisableDeletion       bool   `yaml:"disableDeletion"`
 		AllowUIUpdates        bool   `yaml:"allowUiUpdates"`
@@ -249,8 +251,30 @@ func TestGrafanaProvisioning(t *testing.T) {
 		t.Fatalf("want apiVersion 1 and one datasource, got %+v", ds)
 	}
 	d := ds.Datasources[0]
-	if d.Type != "prometheus" || d.Access != "proxy" || !d.IsDefault || d.JSONData.HTTPMethod != "POST" {
-		t.Errorf("datasource must be the default prometheus datasource, access proxy, POST: %+v", d)
+	if d.Type != "prometheus" || d.Access != "proxy" || d.JSONData.HTTPMethod != "POST" {
+		t.Errorf("datasource must be a prometheus datasource, access proxy, POST: %+v", d)
+	}
+	// Next to the user's own datasources: never the default (two
+	// provisioned defaults stop Grafana), a name and uid of our own (a
+	// provisioned datasource takes over an existing one of that name/uid).
+	if d.IsDefault || d.UID != "bangui-prometheus" || d.Name == "Prometheus" || !strings.Contains(d.Name, "bangui_exporter") {
+		t.Errorf("datasource must not be the default and have its own name and uid: %+v", d)
+	}
+	// The dashboards reach it through their datasource variable, never a
+	// fixed uid of someone else's datasource.
+	for _, def := range dashboards.All() {
+		data, err := os.ReadFile(filepath.Join(repoRoot(t), "dashboards", def.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`"uid":\s*"([^"]*)"`).FindAllStringSubmatch(string(data), -1) {
+			if strings.Contains(m[0], "prometheus") && m[1] != d.UID {
+				t.Errorf("%s refers to datasource uid %q", def.File, m[1])
+			}
+		}
+		if !strings.Contains(string(data), `"uid": "${datasource}"`) {
+			t.Errorf("%s does not use the datasource variable", def.File)
+		}
 	}
 	if d.JSONData.TimeInterval != prom.Global.ScrapeInterval {
 		t.Errorf("datasource timeInterval %s differs from the scrape interval %s", d.JSONData.TimeInterval, prom.Global.ScrapeInterval)
@@ -274,6 +298,10 @@ func TestGrafanaProvisioning(t *testing.T) {
 	p := dp.Providers[0]
 	if p.Type != "file" || p.Options.Path == "" || p.Folder == "" {
 		t.Errorf("provider must be of type file with a path and a folder: %+v", p)
+	}
+	// A folder of our own, not the General folder or a generic name.
+	if p.Folder != "bangui_exporter" || p.FolderUID != "bangui-exporter" {
+		t.Errorf("dashboards must be provisioned into their own folder: folder %q, uid %q", p.Folder, p.FolderUID)
 	}
 	// Compose mounts both provisioning folders and the dashboards where
 	// the provider looks.
@@ -350,12 +378,21 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("unknown instruction %s", i.cmd)
 		}
 	}
-	if from := instruction(ins, "FROM"); len(from) != 1 || !regexp.MustCompile(`/prometheus/busybox-\$\{OS\}-\$\{ARCH\}:`).MatchString(from[0]) {
-		t.Errorf("FROM %v: want the Prometheus busybox base per OS/ARCH", from)
+	// The base is a build argument whose default is the Prometheus
+	// busybox base of the platform.
+	if from := instruction(ins, "FROM"); !slices.Equal(from, []string{"${BASE}"}) {
+		t.Errorf("FROM %v: want the BASE build argument", from)
+	}
+	if !slices.ContainsFunc(instruction(ins, "ARG"), regexp.MustCompile(`^BASE="[^"]*/prometheus/busybox-\$\{OS\}-\$\{ARCH\}:latest"$`).MatchString) {
+		t.Errorf("ARG %v: want BASE defaulting to the Prometheus busybox base per OS/ARCH", instruction(ins, "ARG"))
+	}
+	// No RUN: the image builds for every platform without emulation.
+	if run := instruction(ins, "RUN"); len(run) != 0 {
+		t.Errorf("RUN %v: an image of another platform cannot run it without emulation", run)
 	}
 	copyArgs := instruction(ins, "COPY")
-	if len(copyArgs) != 1 || copyArgs[0] != ".build/${OS}-${ARCH}/bangui_exporter /bin/bangui_exporter" {
-		t.Errorf("COPY %v: want promu's .build/${OS}-${ARCH}/bangui_exporter", copyArgs)
+	if len(copyArgs) == 0 || copyArgs[0] != ".build/${OS}-${ARCH}/bangui_exporter /bin/bangui_exporter" {
+		t.Errorf("COPY %v: want the binary from .build/${OS}-${ARCH}/bangui_exporter first", copyArgs)
 	}
 	if e := instruction(ins, "EXPOSE"); !slices.Equal(e, []string{"9635"}) {
 		t.Errorf("EXPOSE %v, want 9635", e)
@@ -363,10 +400,13 @@ func TestDockerfile(t *testing.T) {
 	if u := instruction(ins, "USER"); !slices.Equal(u, []string{"nobody"}) {
 		t.Errorf("USER %v, want nobody (non-root by default)", u)
 	}
-	checkDataDirWritable(t, instruction(ins, "RUN"))
+	checkDataDirWritable(t, copyArgs)
+	// The health check is the exporter's own subcommand, reading the
+	// server's flags: no wget (busybox bases differ), no fixed URL.
 	hc := instruction(ins, "HEALTHCHECK")
-	if len(hc) != 1 || !strings.Contains(hc[0], "http://127.0.0.1:9635/-/healthy") {
-		t.Errorf("HEALTHCHECK %v: want a check of /-/healthy on 9635", hc)
+	if len(hc) != 1 || !strings.HasSuffix(hc[0], `CMD ["/bin/bangui_exporter", "healthcheck", "--server-pid=1"]`) ||
+		strings.Contains(hc[0], "wget") || strings.Contains(hc[0], "http") {
+		t.Errorf("HEALTHCHECK %v: want the healthcheck subcommand", hc)
 	}
 	if ep := instruction(ins, "ENTRYPOINT"); !slices.Equal(ep, []string{`["/bin/bangui_exporter"]`}) {
 		t.Errorf("ENTRYPOINT %v", ep)
@@ -443,9 +483,8 @@ func TestDockerCompose(t *testing.T) {
 			}
 		}
 		for _, p := range svc.Ports {
-			parts := strings.Split(p, ":")
-			if len(parts) != 2 || parts[0] != parts[1] {
-				t.Errorf("service %s publishes %q; want HOST:CONTAINER with the same port", name, p)
+			if _, _, err := publishedPort(p); err != nil {
+				t.Errorf("service %s: %v", name, err)
 			}
 		}
 	}
@@ -457,8 +496,17 @@ func TestDockerCompose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("exporter --web.listen-address=%q: %v", listen, err)
 	}
-	if !slices.Contains(exporter.Ports, port+":"+port) {
+	if len(exporter.Ports) != 1 {
+		t.Fatalf("exporter publishes %v, want one port", exporter.Ports)
+	}
+	if _, container, _ := publishedPort(exporter.Ports[0]); container != port {
 		t.Errorf("exporter listens on %s but publishes %v", port, exporter.Ports)
+	}
+	// The exporter's image is the one make docker builds for the host's
+	// architecture (no build here, so no ARCH to get wrong); the
+	// Makefile's comment and docs/deploy.md name the same tag.
+	if exporter.Build != nil || !strings.Contains(exporter.Image, "bangui_exporter:latest") {
+		t.Errorf("exporter image %q: want make docker's bangui_exporter:latest", exporter.Image)
 	}
 	var cfg promConfig
 	decodeStrict(t, "compose/prometheus.yml", &cfg)
@@ -467,11 +515,11 @@ func TestDockerCompose(t *testing.T) {
 	}
 
 	// fail2ban's database and socket are shared through volumes mounted at
-	// the same paths in both containers; the exporter's DB mount is read-only.
+	// the same paths in both containers; the exporter's mounts are read-only.
 	for _, tt := range []struct {
 		flag     string
 		readOnly bool
-	}{{"fail2ban.db", true}, {"fail2ban.socket", false}} {
+	}{{"fail2ban.db", true}, {"fail2ban.socket", true}} {
 		p, ok := flagValue(exporter.Command, tt.flag)
 		if !ok {
 			p = exporterDefaults[tt.flag]
@@ -486,7 +534,7 @@ func TestDockerCompose(t *testing.T) {
 			t.Errorf("--%s=%s: fail2ban does not mount volume %s at the same path", tt.flag, p, em.source)
 		}
 		if tt.readOnly && !em.readOnly {
-			t.Errorf("the exporter must mount fail2ban's database read-only")
+			t.Errorf("the exporter must mount --%s's directory read-only", tt.flag)
 		}
 	}
 	storage, _ := flagValue(exporter.Command, "storage.path")
@@ -500,6 +548,21 @@ func TestDockerCompose(t *testing.T) {
 	if !strings.HasPrefix(mustFlag(t, exporter.Command, "fail2ban.db"), "/var/lib/fail2ban/") {
 		t.Errorf("exporter paths differ from Debian fail2ban's defaults")
 	}
+}
+
+// publishedPort checks a compose port entry: bound to loopback
+// ("127.0.0.1:${VAR:-PORT}:PORT"), the default host port equal to the
+// container port. It returns the host port's default and the container port.
+func publishedPort(p string) (host, container string, err error) {
+	m := regexp.MustCompile(`^127\.0\.0\.1:(?:\$\{[A-Z_]+:-([0-9]+)\}|([0-9]+)):([0-9]+)$`).FindStringSubmatch(p)
+	if m == nil {
+		return "", "", fmt.Errorf("publishes %q; want 127.0.0.1:HOST:CONTAINER (loopback by default)", p)
+	}
+	host = m[1] + m[2]
+	if host != m[3] {
+		return "", "", fmt.Errorf("publishes %q; want the same port on host and container by default", p)
+	}
+	return host, m[3], nil
 }
 
 // exporterDefaults are the defaults of flags the deploy kit relies on
@@ -620,7 +683,9 @@ func runCommand(t *testing.T, name string, args ...string) (string, error) {
 
 // TestComposeFail2banConfig runs fail2ban's own configuration test on the
 // compose stack's jail.local, on top of Debian's fail2ban configuration as
-// the image installs it (the jail's log path pointed at a temporary file).
+// the image installs it: as shipped (the host's journal, which compose
+// mounts with /var/log), and with the auth.log alternative its comment
+// describes (the log path pointed at a temporary file).
 func TestComposeFail2banConfig(t *testing.T) {
 	client := requireTool(t, "fail2ban-client")
 	const debianConfig = "/etc/fail2ban"
@@ -643,20 +708,37 @@ func TestComposeFail2banConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(dir, "auth.log")
-	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
-		t.Fatal(err)
+	// The journal: where compose mounts the host's /var/log.
+	const journalBackend = `backend = systemd[journalpath="/var/log/host/journal"]`
+	if !bytes.Contains(jail, []byte("\n"+journalBackend+"\n")) {
+		t.Fatal("jail.local does not read the host's journal")
 	}
-	if !bytes.Contains(jail, []byte("/var/log/host/auth.log")) {
-		t.Fatal("jail.local does not read the host's auth.log where compose mounts it")
+	if m, ok := mountOf(t, loadCompose(t).Services["fail2ban"], "/var/log/host/journal"); !ok || m.source != "/var/log" || !m.readOnly {
+		t.Errorf("compose does not mount the host's /var/log read-only at /var/log/host")
 	}
-	jail = bytes.ReplaceAll(jail, []byte("/var/log/host/auth.log"), []byte(logPath))
 	if err := os.WriteFile(filepath.Join(dir, "jail.local"), jail, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err := runCommand(t, client, "-c", dir, "-t")
 	if err != nil || !strings.Contains(out, "OK: configuration test is successful") {
-		t.Fatalf("fail2ban-client -t: %v\n%s", err, out)
+		t.Fatalf("fail2ban-client -t (journal): %v\n%s", err, out)
+	}
+	// The auth.log alternative, as the comment tells users to write it.
+	const fileBackend = "#   backend = polling\n#   logpath = /var/log/host/auth.log\n"
+	if !bytes.Contains(jail, []byte(fileBackend)) {
+		t.Fatal("jail.local does not say how to read the host's auth.log")
+	}
+	logPath := filepath.Join(dir, "auth.log")
+	if err := os.WriteFile(logPath, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	jail = bytes.Replace(jail, []byte(journalBackend+"\n"), []byte("backend = polling\nlogpath = "+logPath+"\n"), 1)
+	if err := os.WriteFile(filepath.Join(dir, "jail.local"), jail, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = runCommand(t, client, "-c", dir, "-t")
+	if err != nil || !strings.Contains(out, "OK: configuration test is successful") {
+		t.Fatalf("fail2ban-client -t (auth.log): %v\n%s", err, out)
 	}
 	// And a broken jail is caught.
 	if err := os.WriteFile(filepath.Join(dir, "jail.local"), append(jail, []byte("\n[nosuch]\nenabled = true\nfilter = nosuchfilter\nlogpath = "+logPath+"\n")...), 0o644); err != nil {
@@ -667,41 +749,45 @@ func TestComposeFail2banConfig(t *testing.T) {
 	}
 }
 
-// checkDataDirWritable replays the Dockerfile's chown/chmod of the app
-// database directory and checks, with the kernel's permission rules, that
-// both ways the docs run the image can create the database there: as
-// nobody (the image's USER) and as root with every capability dropped
-// (docker-compose.yml, docs/deploy.md). Root without CAP_DAC_OVERRIDE is
-// judged like any other user: owner, then group, then other bits.
-func checkDataDirWritable(t *testing.T, runs []string) {
+// checkDataDirWritable checks, with the kernel's permission rules, that
+// both ways the docs run the image can create the app database in
+// /var/lib/bangui_exporter: as nobody (the image's USER) and as root with
+// every capability dropped (docker-compose.yml, docs/deploy.md). Root
+// without CAP_DAC_OVERRIDE is judged like any other user: owner, then
+// group, then other bits. The directory comes from make's staging
+// (.build/docker/var-lib/bangui_exporter, `install -d -m MODE`) copied by
+// `COPY --chown=UID:GID`. The real-engine test (docker_test.go) runs both.
+func checkDataDirWritable(t *testing.T, copies []string) {
 	t.Helper()
-	const dir = "/var/lib/bangui_exporter"
-	owner, group, mode := "root", "root", os.FileMode(0o755) // mkdir as root, umask 022
-	seen := false
-	for _, run := range runs {
-		for step := range strings.SplitSeq(run, "&&") {
-			f := strings.Fields(step)
-			if len(f) < 2 || f[len(f)-1] != dir {
-				continue
-			}
-			switch f[0] {
-			case "mkdir":
-				seen = true
-			case "chown":
-				o, g, _ := strings.Cut(f[1], ":")
-				owner, group = o, g
-			case "chmod":
-				m, err := strconv.ParseUint(f[1], 8, 32)
-				if err != nil {
-					t.Fatalf("chmod %s: want an octal mode", f[1])
-				}
-				mode = os.FileMode(m)
+	const staged = ".build/docker/var-lib/"
+	owner, group := "", ""
+	for _, c := range copies {
+		f := strings.Fields(c)
+		if len(f) == 3 && f[1] == staged && f[2] == "/var/lib/" {
+			if ids, ok := strings.CutPrefix(f[0], "--chown="); ok {
+				owner, group, _ = strings.Cut(ids, ":")
 			}
 		}
 	}
-	if !seen {
-		t.Fatalf("the Dockerfile does not create %s", dir)
+	if owner == "" {
+		t.Fatalf("the Dockerfile does not COPY --chown=UID:GID %s /var/lib/", staged)
 	}
+	names := map[string]string{"0": "root", "65534": "nobody"}
+	owner, group = names[owner], names[group]
+	makefile, err := os.ReadFile(filepath.Join(repoRoot(t), "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`install -d -m (0[0-7]+) ` + regexp.QuoteMeta(staged) + `bangui_exporter`).FindSubmatch(makefile)
+	if m == nil {
+		t.Fatalf("the Makefile does not stage %sbangui_exporter with install -d -m", staged)
+	}
+	perm, err := strconv.ParseUint(string(m[1]), 8, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode := os.FileMode(perm)
+	const dir = "/var/lib/bangui_exporter"
 	// uid/gid names in the Prometheus busybox image.
 	users := []struct{ name, user, group string }{
 		{"USER nobody", "nobody", "nobody"},

@@ -58,7 +58,7 @@ func TestOpenOnReadOnlyAndFullFileSystems(t *testing.T) {
 			dir := t.TempDir()
 			cmd := exec.Command(os.Args[0], "-test.run=^TestFileSystemHelper$", "-test.count=1")
 			cmd.Env = append(os.Environ(), fsCaseEnv+"="+tc.name+"|"+tc.path, fsDirEnv+"="+dir)
-			cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+			cmd.SysProcAttr = mountNamespace()
 			out, err := cmd.Output()
 			if ee, ok := errors.AsType[*exec.ExitError](err); ok {
 				t.Fatalf("helper: %v\n%s%s", err, out, ee.Stderr)
@@ -93,20 +93,32 @@ func TestOpenOnReadOnlyAndFullFileSystems(t *testing.T) {
 	}
 }
 
+// mountNamespace starts a child in a mount namespace of its own: as root
+// directly, otherwise inside a user namespace where the caller is root (an
+// unprivileged user may mount a tmpfs there).
+func mountNamespace() *syscall.SysProcAttr {
+	if os.Geteuid() == 0 {
+		return &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	}
+	return &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNS,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}},
+	}
+}
+
 // requireMountNamespace skips (or fails with BANGUI_CI=1) unless this
-// process may create a mount namespace and mount in it (root).
+// process may create a mount namespace and mount in it.
 func requireMountNamespace(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command("/bin/true")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
-	err := cmd.Run()
-	if err == nil && os.Geteuid() == 0 {
+	// Private first: nothing mounted in the namespace propagates out.
+	cmd := exec.Command("/bin/sh", "-c", `mount --make-rprivate / && mount -t tmpfs tmpfs "$1"`, "sh", t.TempDir())
+	cmd.SysProcAttr = mountNamespace()
+	out, err := cmd.CombinedOutput()
+	if err == nil {
 		return
 	}
-	msg := "needs root to mount a tmpfs in a private mount namespace"
-	if err != nil {
-		msg += ": " + err.Error()
-	}
+	msg := fmt.Sprintf("cannot mount a tmpfs in a private mount namespace (as root, or in an unprivileged user namespace): %v %s", err, out)
 	if os.Getenv("BANGUI_CI") == "1" {
 		t.Fatal(msg)
 	}

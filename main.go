@@ -44,6 +44,9 @@ type coreFlags struct {
 	defaultBantime  *time.Duration
 	windows         *[]string
 	chunkSize       *int
+
+	// maxConnections is --web.max-connections (main_server.go).
+	maxConnections *int
 }
 
 func addCoreFlags(app *kingpin.Application) *coreFlags {
@@ -63,6 +66,7 @@ func addCoreFlags(app *kingpin.Application) *coreFlags {
 			Default("20000").Int(),
 	}
 	app.GetFlag("fail2ban.db").IsSetByUser(&f.fail2banDBGiven)
+	f.maxConnections = addServerFlags(app)
 	return f
 }
 
@@ -251,13 +255,9 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	e.goBackground(phaseWorkers, f2b.Warm)
 	e.start(ctx)
 
-	server := &http.Server{
-		Handler:           e.mux,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelError),
-	}
+	server := newHTTPServer(e.mux, "/api/", logger)
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- web.ListenAndServe(server, flags.toolkit, logger) }()
+	go func() { serveErr <- listenAndServe(server, flags.toolkit, *flags.maxConnections, logger) }()
 
 	select {
 	case err := <-serveErr:

@@ -284,8 +284,10 @@ func TestWrongPasswordBacksOffPerClient(t *testing.T) {
 	if n := strings.Count(logs, `msg="admin API authentication failed" client=203.0.113.5 action=login reason=wrong_password`); n != 6 {
 		t.Fatalf("%d wrong_password lines for the attacker, want 6:\n%s", n, logs)
 	}
-	if n := strings.Count(logs, `msg="admin API authentication failed" client=203.0.113.5 action=login reason=throttled`); n != 11 {
-		t.Fatalf("%d throttled lines, want 11", n)
+	// One throttled line per wait (the first refused retry of each of the
+	// six waits), not one per refused retry (11).
+	if n := strings.Count(logs, `msg="admin API authentication failed" client=203.0.113.5 action=login reason=throttled`); n != 6 {
+		t.Fatalf("%d throttled lines, want 6", n)
 	}
 	if strings.Contains(logs, "wrong password guess") {
 		t.Fatal("a password was logged")
@@ -298,7 +300,7 @@ func TestLimiterDelayCapAndForget(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	var last time.Duration
 	for range 30 {
-		if w := l.begin(a, now); w != 0 {
+		if w := l.begin(a, now).wait; w != 0 {
 			t.Fatalf("begin refused after waiting: %v", w)
 		}
 		last = l.end(a, now, attemptFailed)
@@ -307,20 +309,20 @@ func TestLimiterDelayCapAndForget(t *testing.T) {
 	if last != backoffMax {
 		t.Fatalf("delay after 30 failures = %v, want the cap %v", last, backoffMax)
 	}
-	if w := l.begin(a, now.Add(-time.Second)); w != time.Second {
+	if w := l.begin(a, now.Add(-time.Second)).wait; w != time.Second {
 		t.Fatalf("wait = %v", w)
 	}
 	// One attempt in flight per client.
-	if w := l.begin(a, now); w != 0 {
+	if w := l.begin(a, now).wait; w != 0 {
 		t.Fatal(w)
 	}
-	if w := l.begin(a, now); w == 0 {
+	if w := l.begin(a, now).wait; w == 0 {
 		t.Fatal("second concurrent attempt allowed")
 	}
 	l.end(a, now, attemptFailed)
 	// After backoffForget without failures the client starts afresh.
 	now = now.Add(backoffForget)
-	if w := l.begin(a, now); w != 0 {
+	if w := l.begin(a, now).wait; w != 0 {
 		t.Fatal(w)
 	}
 	if d := l.end(a, now, attemptFailed); d != backoffBase {
@@ -383,7 +385,7 @@ func TestLimiterAbortedAttemptKeepsBackoff(t *testing.T) {
 	now = now.Add(backoffBase)
 	l.begin(a, now)
 	l.end(a, now, attemptAborted)
-	if w := l.begin(a, now); w != 0 {
+	if w := l.begin(a, now).wait; w != 0 {
 		t.Fatalf("aborted attempt left the client in flight: %v", w)
 	}
 	if d := l.end(a, now, attemptFailed); d != 2*backoffBase {

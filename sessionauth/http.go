@@ -1,7 +1,6 @@
 package sessionauth
 
 import (
-	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -47,6 +46,7 @@ const (
 	msgInternal       = "internal error"
 	msgNotFound       = "not found"
 	msgTooMany        = "too many attempts; retry later"
+	msgBusy           = "too many logins in progress; retry later"
 	msgBadContentType = "Content-Type must be application/json"
 	msgBadOrigin      = "cross-origin request refused"
 	msgBodyTooLarge   = "request body larger than 64 KiB"
@@ -113,9 +113,32 @@ func (s *Service) internalError(w http.ResponseWriter, r *http.Request, err erro
 	writeError(w, http.StatusInternalServerError, msgInternal)
 }
 
+// retryAfterValue is wait in whole seconds, rounded up, at least 1.
+func retryAfterValue(wait time.Duration) string {
+	return strconv.FormatInt(max(1, int64(math.Ceil(wait.Seconds()))), 10)
+}
+
 func writeTooMany(w http.ResponseWriter, wait time.Duration) {
-	w.Header().Set("Retry-After", strconv.FormatInt(int64(math.Ceil(wait.Seconds())), 10))
+	w.Header().Set("Retry-After", retryAfterValue(wait))
 	writeError(w, http.StatusTooManyRequests, msgTooMany)
+}
+
+// writeAuthFailed answers a failed login or setup: 401, with Retry-After
+// when the client must now wait before its next attempt is checked.
+func writeAuthFailed(w http.ResponseWriter, wait time.Duration) {
+	if wait > 0 {
+		w.Header().Set("Retry-After", retryAfterValue(wait))
+	}
+	writeError(w, http.StatusUnauthorized, msgAuthFailed)
+}
+
+// throttled answers an attempt the limiter refused, and logs it as a
+// failure when it is the first refusal of the client's current wait.
+func (s *Service) throttled(w http.ResponseWriter, client netip.Addr, action string, v verdict) {
+	if v.log {
+		s.logFailure(client, action, "throttled")
+	}
+	writeTooMany(w, v.wait)
 }
 
 // requireSetUp answers 503 until the admin password exists.
@@ -238,17 +261,45 @@ func (s *Service) logFailure(client netip.Addr, action, reason string) {
 	s.logger.Warn(LogFailedAuth, "client", clientString(client), "action", action, "reason", reason)
 }
 
-// hashWithSlot runs fn (a bcrypt computation) when one of the CPU slots is
-// free, or gives up when the request is cancelled.
-func (s *Service) hashWithSlot(ctx context.Context, fn func()) error {
-	select {
-	case s.hashSlots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+// checkPassword runs check (a bcrypt computation) through the password
+// gate. When the gate refuses, it answers the request (503 with Retry-After,
+// or nothing for a cancelled request), ends the client's attempt and
+// returns false.
+func (s *Service) checkPassword(w http.ResponseWriter, r *http.Request, client netip.Addr, suspect bool, check func()) bool {
+	network, _ := networkKey(client)
+	refusal := s.gate.run(r.Context(), network, suspect, check)
+	if refusal == nil {
+		return true
 	}
-	defer func() { <-s.hashSlots }()
-	fn()
-	return nil
+	if refusal.cancelled {
+		s.limiter.end(client, s.now(), attemptAborted)
+		writeError(w, http.StatusServiceUnavailable, "request cancelled")
+		return false
+	}
+	// The password was not checked: no failure, but the client is told
+	// when to come back, and a retry before that is refused (and logged).
+	s.limiter.refused(client, s.now(), refusal.retryAfter)
+	s.logSaturation(refusal.retryAfter)
+	s.logger.Debug("admin API password check refused: all password check slots busy", "client", clientString(client), "retry_after", refusal.retryAfter)
+	w.Header().Set("Retry-After", retryAfterValue(refusal.retryAfter))
+	writeError(w, http.StatusServiceUnavailable, msgBusy)
+	return false
+}
+
+// saturationLogInterval bounds the saturation warnings.
+const saturationLogInterval = time.Minute
+
+// logSaturation warns, at most once per saturationLogInterval, that logins
+// are being refused because every password check slot is taken.
+func (s *Service) logSaturation(retryAfter time.Duration) {
+	now := time.Now().UnixNano()
+	last := s.saturatedLogged.Load()
+	if last != 0 && now-last < int64(saturationLogInterval) || !s.saturatedLogged.CompareAndSwap(last, now) {
+		return
+	}
+	st := s.gate.stats()
+	s.logger.Warn("admin API logins refused with 503: every password check slot is busy and the queue is full (a login flood?)",
+		"slots", s.gate.workers, "queue", s.gate.queueMax, "retry_after", retryAfter, "refused_total", st.refused)
 }
 
 type setupRequest struct {
@@ -277,42 +328,41 @@ func (s *Service) handleSetup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	client := s.clientAddr(r)
-	if wait := s.limiter.begin(client, s.now()); wait > 0 {
-		s.logFailure(client, "setup", "throttled")
-		writeTooMany(w, wait)
+	v := s.limiter.begin(client, s.now())
+	if v.wait > 0 {
+		s.throttled(w, client, "setup", v)
 		return
 	}
-	outcome := attemptAborted
-	defer func() { s.limiter.end(client, s.now(), outcome) }()
-
 	given := sha256.Sum256([]byte(req.SetupToken))
 	s.setupMu.Lock()
 	tokenOK := s.setupTokenSet && subtle.ConstantTimeCompare(given[:], s.setupTokenHash[:]) == 1
 	s.setupMu.Unlock()
 	if !tokenOK && s.setupDone.Load() {
 		// A concurrent setup completed (and spent the token) meanwhile.
+		s.limiter.end(client, s.now(), attemptAborted)
 		writeError(w, http.StatusConflict, msgAlreadySetUp)
 		return
 	}
 	if !tokenOK {
-		outcome = attemptFailed
+		wait := s.limiter.end(client, s.now(), attemptFailed)
 		s.logFailure(client, "setup", "invalid_setup_token")
-		writeError(w, http.StatusUnauthorized, msgAuthFailed)
+		writeAuthFailed(w, wait)
 		return
 	}
-	outcome = attemptSucceeded // the token was right; a weak password is no attack
 	if err := ValidatePassword(req.Password); err != nil {
+		// The token was right; a weak password is no attack.
+		s.limiter.end(client, s.now(), attemptSucceeded)
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	var hash []byte
 	var hashErr error
-	if err := s.hashWithSlot(ctx, func() {
+	if !s.checkPassword(w, r, client, false, func() {
 		hash, hashErr = bcrypt.GenerateFromPassword([]byte(req.Password), s.hashCost)
-	}); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "request cancelled")
+	}) {
 		return
 	}
+	s.limiter.end(client, s.now(), attemptSucceeded)
 	if hashErr != nil {
 		s.internalError(w, r, fmt.Errorf("hash password: %w", hashErr))
 		return
@@ -365,38 +415,40 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := r.Context()
 	client := s.clientAddr(r)
-	if wait := s.limiter.begin(client, s.now()); wait > 0 {
-		s.logFailure(client, "login", "throttled")
-		writeTooMany(w, wait)
+	v := s.limiter.begin(client, s.now())
+	if v.wait > 0 {
+		s.throttled(w, client, "login", v)
 		return
 	}
-	// Errors on our side leave the client's backoff as it was.
-	outcome := attemptAborted
-	defer func() { s.limiter.end(client, s.now(), outcome) }()
-
-	hash, err := readPasswordHash(ctx, s.db)
-	if err != nil {
-		s.internalError(w, r, err)
+	// The hash is read only once the check has a slot: a flood reaches
+	// neither the database nor bcrypt beyond the gate's bound.
+	var hash []byte
+	var readErr, cmpErr error
+	if !s.checkPassword(w, r, client, v.suspect, func() {
+		if hash, readErr = readPasswordHash(ctx, s.db); readErr == nil {
+			cmpErr = bcrypt.CompareHashAndPassword(hash, []byte(req.Password))
+		}
+	}) {
 		return
 	}
-	var cmpErr error
-	if err := s.hashWithSlot(ctx, func() {
-		cmpErr = bcrypt.CompareHashAndPassword(hash, []byte(req.Password))
-	}); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "request cancelled")
+	if readErr != nil {
+		// Errors on our side leave the client's backoff as it was.
+		s.limiter.end(client, s.now(), attemptAborted)
+		s.internalError(w, r, readErr)
 		return
 	}
 	if cmpErr != nil {
 		if !errors.Is(cmpErr, bcrypt.ErrMismatchedHashAndPassword) {
+			s.limiter.end(client, s.now(), attemptAborted)
 			s.internalError(w, r, fmt.Errorf("compare password: %w", cmpErr))
 			return
 		}
-		outcome = attemptFailed
+		wait := s.limiter.end(client, s.now(), attemptFailed)
 		s.logFailure(client, "login", "wrong_password")
-		writeError(w, http.StatusUnauthorized, msgAuthFailed)
+		writeAuthFailed(w, wait)
 		return
 	}
-	outcome = attemptSucceeded
+	s.limiter.end(client, s.now(), attemptSucceeded)
 
 	token, err := newToken()
 	if err != nil {
@@ -434,26 +486,39 @@ func (s *Service) handleLogin(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// maxSessionCookies bounds how many bangui_session cookies of one request
+// are checked (each unknown one may cost a database query).
+const maxSessionCookies = 4
+
 // authenticate finds the request's session: from `Authorization: Bearer`,
-// else from the cookie. A cookie-authenticated POST must also pass the CSRF
-// rules. It answers the request itself when it returns false.
+// else from the first valid of its session cookies. A cookie-authenticated
+// POST must also pass the CSRF rules. It answers the request itself when it
+// returns false.
 func (s *Service) authenticate(w http.ResponseWriter, r *http.Request) ([sha256.Size]byte, session, bool) {
 	var none [sha256.Size]byte
 	if !s.requireSetUp(w, r) {
 		return none, session{}, false
 	}
-	token, viaCookie, present := sessionToken(r)
-	h, ok := parseToken(token)
-	if !present || !ok {
-		unauthorized(w)
-		return none, session{}, false
+	tokens, viaCookie := sessionTokens(r)
+	var h [sha256.Size]byte
+	var sess session
+	found := false
+	for _, token := range tokens {
+		var ok bool
+		if h, ok = parseToken(token); !ok {
+			continue
+		}
+		var err error
+		sess, found, err = s.validate(r.Context(), h)
+		if err != nil {
+			s.internalError(w, r, err)
+			return none, session{}, false
+		}
+		if found {
+			break
+		}
 	}
-	sess, ok, err := s.validate(r.Context(), h)
-	if err != nil {
-		s.internalError(w, r, err)
-		return none, session{}, false
-	}
-	if !ok {
+	if !found {
 		unauthorized(w)
 		return none, session{}, false
 	}
@@ -463,21 +528,25 @@ func (s *Service) authenticate(w http.ResponseWriter, r *http.Request) ([sha256.
 	return h, sess, true
 }
 
-// sessionToken returns the Bearer token or, without one, the session
-// cookie. Another Authorization scheme (Basic, from the exporter-toolkit
-// web config wrapping the listener) is left to that layer.
-func sessionToken(r *http.Request) (token string, viaCookie, present bool) {
+// sessionTokens returns the Bearer token or, without one, the values of the
+// session cookies (a browser may send several: one per path or domain that
+// set it, most specific first), at most maxSessionCookies. Another
+// Authorization scheme (Basic, from the exporter-toolkit web config wrapping
+// the listener) is left to that layer.
+func sessionTokens(r *http.Request) (tokens []string, viaCookie bool) {
 	for _, auth := range r.Header.Values("Authorization") {
 		scheme, tok, _ := strings.Cut(auth, " ")
 		if strings.EqualFold(scheme, "Bearer") {
-			return strings.TrimSpace(tok), false, true
+			return []string{strings.TrimSpace(tok)}, false
 		}
 	}
-	c, err := r.Cookie(CookieName)
-	if err != nil {
-		return "", false, false
+	for _, c := range r.CookiesNamed(CookieName) {
+		if len(tokens) == maxSessionCookies {
+			break
+		}
+		tokens = append(tokens, c.Value)
 	}
-	return c.Value, true, true
+	return tokens, len(tokens) > 0
 }
 
 func unauthorized(w http.ResponseWriter) {

@@ -12,9 +12,14 @@
 // session and evicts it from the cache at once.
 //
 // Only the SHA-256 of a session token is stored; the password is stored as a
-// bcrypt hash (cost DefaultHashCost). Failed logins back off exponentially
-// per client address and are logged as one stable line (LogFailedAuth) that
-// the fail2ban filter in deploy/fail2ban matches.
+// bcrypt hash (cost DefaultHashCost). At most GOMAXPROCS password checks run
+// at once behind a short bounded queue; beyond it a login is refused at once
+// with 503 and Retry-After, and a session never waits behind password checks.
+// Failed logins back off exponentially per client address and per network
+// (IPv4 /24, IPv6 /48, from a higher threshold), and are logged as one stable
+// line (LogFailedAuth) that the fail2ban filter in deploy/fail2ban matches:
+// one per failure, and one per wait for a client that retries before its
+// Retry-After.
 package sessionauth
 
 import (
@@ -98,9 +103,12 @@ type Service struct {
 	proxies    []netip.Prefix
 	geo        Geo
 	hashCost   int
-	// hashSlots bounds concurrent bcrypt computations (CPU).
-	hashSlots chan struct{}
-	limiter   *limiter
+	// gate bounds concurrent bcrypt computations (CPU) and their queue.
+	gate    *passwordGate
+	limiter *limiter
+	// saturatedLogged is when the gate's saturation was last logged (Unix
+	// nanoseconds).
+	saturatedLogged atomic.Int64
 
 	// setupDone caches "the admin password exists"; it only ever goes from
 	// false to true.
@@ -161,7 +169,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 		proxies:    opts.TrustedProxies,
 		geo:        opts.Geo,
 		hashCost:   opts.hashCost,
-		hashSlots:  make(chan struct{}, max(1, runtime.GOMAXPROCS(0))),
+		gate:       newPasswordGate(runtime.GOMAXPROCS(0)),
 		limiter:    newLimiter(),
 		cache:      make(map[[sha256.Size]byte]session),
 	}

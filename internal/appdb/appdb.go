@@ -12,11 +12,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
@@ -31,16 +34,41 @@ type DB struct {
 }
 
 // Open opens (creating it and its directory when missing) the application
-// database at path.
-func Open(ctx context.Context, path string) (*DB, error) {
+// database at path. The file is created with mode 0600 before SQLite opens
+// it. When the open fails, the error names the path and, when it can be
+// told, the cause (a read-only file system, a full disk, a directory that
+// is not writable); whatever this call created (the file, its -wal and
+// -shm, missing directories) is removed again.
+func Open(ctx context.Context, path string) (db *DB, err error) {
 	if path == "" {
 		return nil, errors.New("appdb: empty storage path")
 	}
-	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return nil, fmt.Errorf("appdb: create directory %s: %w", dir, err)
-		}
+	dir := filepath.Dir(path)
+	createdDir := firstMissing(dir)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("appdb: storage %s: create directory: %w", path, err)
 	}
+	created, err := createFile(path)
+	if err != nil {
+		removeDirs(dir, createdDir)
+		return nil, fmt.Errorf("appdb: storage %s: %w", path, err)
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		err = explain(path, err)
+		if created {
+			for _, suffix := range []string{"", "-wal", "-shm", "-journal"} {
+				_ = os.Remove(path + suffix)
+			}
+			removeDirs(dir, createdDir)
+		}
+	}()
+	return open(ctx, path)
+}
+
+func open(ctx context.Context, path string) (*DB, error) {
 	w, err := sql.Open("sqlite", dsn(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("appdb: open %s: %w", path, err)
@@ -68,6 +96,70 @@ func Open(ctx context.Context, path string) (*DB, error) {
 	}
 	r.SetMaxOpenConns(4)
 	return &DB{Writer: w, Reader: r, path: path}, nil
+}
+
+// createFile creates path with mode 0600 when it is missing (created
+// true), or checks that the existing file can be opened for writing. The
+// error is the operating system's, which names the path and the cause
+// (e.g. "open /x/bangui.sqlite3: read-only file system").
+func createFile(path string) (created bool, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(path, os.O_RDWR, 0)
+	} else if err == nil {
+		created = true
+	}
+	if err != nil {
+		return false, err
+	}
+	return created, f.Close()
+}
+
+// explain adds to an error of SQLite what it does not say: whether the
+// directory (where SQLite creates the -wal and -shm files) is writable,
+// and whether the file system is full.
+func explain(path string, err error) error {
+	dir := filepath.Dir(path)
+	var causes []string
+	if aerr := unix.Access(dir, unix.W_OK); aerr != nil {
+		causes = append(causes, fmt.Sprintf("directory %s is not writable: %v", dir, aerr))
+	}
+	var st unix.Statfs_t
+	if serr := unix.Statfs(dir, &st); serr == nil && st.Bavail == 0 {
+		causes = append(causes, fmt.Sprintf("no space left on the file system of %s", dir))
+	}
+	if len(causes) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, strings.Join(causes, "; "))
+}
+
+// firstMissing is the outermost missing directory of dir's ancestors (and
+// dir itself), or "" when dir exists.
+func firstMissing(dir string) string {
+	missing := ""
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			return missing
+		}
+		missing = d
+		if parent := filepath.Dir(d); parent == d {
+			return missing
+		}
+	}
+}
+
+// removeDirs removes dir and its parents up to and including top, the
+// directories Open created; "" removes nothing. Only empty directories go.
+func removeDirs(dir, top string) {
+	if top == "" {
+		return
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if os.Remove(d) != nil || d == top || filepath.Dir(d) == d {
+			return
+		}
+	}
 }
 
 func dsn(path string, readOnly bool) string {

@@ -1,8 +1,6 @@
 package sessionauth
 
 import (
-	"github.com/bangui/bangui_exporter/internal/testkit"
-
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,6 +22,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 	"golang.org/x/sys/unix"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // threadCPU is the CPU time the calling OS thread has used.

@@ -27,6 +27,7 @@ var _ collector.FinalCountryLookup = (*geo.Resolver)(nil)
 type geoFlags struct {
 	providers         *string
 	mmdb              *string
+	mmdbGiven         bool // --geo.mmdb set by the user (even to ""): no discovery
 	mmdbCheckInterval *time.Duration
 	ipapiURL          *string
 	ipapiKey          *string
@@ -44,7 +45,7 @@ type geoPart struct {
 }
 
 func addGeoFlags(app *kingpin.Application) *geoFlags {
-	return &geoFlags{
+	f := &geoFlags{
 		providers: app.Flag("geo.providers",
 			"Country providers in the order they are asked, comma-separated: mmdb, ipapi; 'none' disables country resolution. A provider without its flag (--geo.mmdb, --geo.ipapi.url) is left out.").
 			Default("mmdb,ipapi").String(),
@@ -75,6 +76,8 @@ func addGeoFlags(app *kingpin.Application) *geoFlags {
 			"Maximum IPs waiting for each provider; more wait in a backlog and are queued when there is room.").
 			Default(fmt.Sprint(geo.DefaultQueueSize)).Int(),
 	}
+	app.GetFlag("geo.mmdb").IsSetByUser(&f.mmdbGiven)
+	return f
 }
 
 // parseGeoProviders validates --geo.providers; nil means disabled.
@@ -120,11 +123,11 @@ func (e *exporter) setupGeo(ctx context.Context, f *geoFlags) error {
 	for _, name := range names {
 		switch name {
 		case "mmdb":
-			if *f.mmdb == "" {
-				logger.Info("no --geo.mmdb given: the local database provider is off")
+			path := discoverMMDB(f, logger)
+			if path == "" {
 				continue
 			}
-			mmdb, err = geo.OpenMMDB(*f.mmdb, logger, nil)
+			mmdb, err = geo.OpenMMDB(path, logger, nil)
 			if err != nil {
 				return fmt.Errorf("--geo.mmdb: %w", err)
 			}
@@ -148,6 +151,7 @@ func (e *exporter) setupGeo(ctx context.Context, f *geoFlags) error {
 			providers = append(providers, p)
 		}
 	}
+	e.noteNetworkCountries(logger, mmdb != nil, providers)
 	if len(providers) == 0 {
 		return fmt.Errorf("--geo.providers=%s: none of them is configured (set --geo.mmdb or --geo.ipapi.url, or use --geo.providers=none)", *f.providers)
 	}

@@ -6,6 +6,7 @@
 #   make bench     Go benchmarks and the whole-process benchmark
 #   make generate  regenerate the Grafana dashboards
 #   make lint      golangci-lint
+#   make package   the Debian package (nfpm) in .build/deb, checked by lintian
 
 GO        ?= go
 TOOLS     := $(GO) tool -modfile=tools/go.mod
@@ -16,7 +17,7 @@ TEST_TIMEOUT ?= 60m
 # BANGUI_CI=1 turns every "tool not installed, skipping" into a failure.
 export BANGUI_CI
 
-.PHONY: all build test test-short demo bench bench-go bench-process generate lint tarball clean
+.PHONY: all build test test-short demo bench bench-go bench-process generate lint tarball package clean
 
 all: build test
 
@@ -50,6 +51,10 @@ lint:
 
 tarball: build
 	$(TOOLS) promu tarball --prefix . .
+
+package:
+	./deploy/debian/build.sh .build/deb
+	lintian --fail-on error,warning .build/deb/*.deb
 
 clean:
 	rm -f $(BIN) *.test

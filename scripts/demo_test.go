@@ -174,7 +174,8 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-exited:
+	case err := <-exited:
+		t.Logf("demo exited after SIGINT: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatalf("the demo did not stop within 60 s of SIGINT:\n%s", out)
 	}

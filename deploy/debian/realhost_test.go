@@ -285,6 +285,16 @@ func TestRealHost(t *testing.T) {
 
 	// fail2ban restarts: the exporter recovers by itself, without restart.
 	mainPID := c.must("systemctl", "show", "-p", "MainPID", "--value", "bangui_exporter.service")
+
+	// systemctl reload reopens the country database (SIGHUP) in place.
+	c.must("systemctl", "reload", "bangui_exporter.service")
+	testkit.Eventually(t, 30*time.Second, func() error {
+		j := c.must("journalctl", "-u", "bangui_exporter.service", "--no-pager", "-o", "cat")
+		if !strings.Contains(j, "SIGHUP") {
+			return fmt.Errorf("no reload in the journal yet")
+		}
+		return nil
+	})
 	start = time.Now()
 	c.must("systemctl", "restart", "fail2ban.service")
 	checkNumbers("after systemctl restart fail2ban")

@@ -160,6 +160,11 @@ func cachedRootfs(t *testing.T) string {
 		t.Fatal(err)
 	}
 	defer func() { _ = os.RemoveAll(tmp) }()
+	// The rootfs' own / : MkdirTemp's 0700 would keep every non-root
+	// service (dbus-daemon as messagebus) out of the whole tree.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(t.Context(), 40*time.Minute)
 	defer cancel()
@@ -193,6 +198,9 @@ func copyRootfs(t *testing.T, cached string) string {
 	start := time.Now()
 	if out, err := exec.CommandContext(t.Context(), "cp", "-a", "--reflink=auto", cached, root).CombinedOutput(); err != nil {
 		t.Fatalf("copy the rootfs: %v\n%s", err, out)
+	}
+	if err := os.Chmod(root, 0o755); err != nil { // the container's /
+		t.Fatal(err)
 	}
 	t.Logf("rootfs copied in %s", time.Since(start).Round(100*time.Millisecond))
 	return root

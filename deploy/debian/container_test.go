@@ -42,7 +42,8 @@ func bootContainer(t *testing.T, root string) *container {
 	c.nspawn = exec.Command("systemd-nspawn", "-D", root, "-b", "--machine="+name, "--register=no", "--keep-unit", "--console=pipe")
 	c.nspawn.Stdin = nil
 	c.nspawn.Stdout, c.nspawn.Stderr = logFile, logFile
-	c.nspawn.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// If the test process dies, nspawn shuts the container down (SIGTERM).
+	c.nspawn.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	start := time.Now()
 	if err := c.nspawn.Start(); err != nil {
 		t.Fatal(err)
@@ -146,8 +147,10 @@ func (c *container) writeFile(p, content string, mode os.FileMode) {
 }
 
 // stop shuts the container down cleanly (SIGTERM to nspawn: systemd's
-// shutdown), killing it after a minute.
+// shutdown), killing it after a minute. A container whose nspawn died
+// keeps running in its own PID namespace: its PID 1 is killed then.
 func (c *container) stop() {
+	defer c.killOrphan()
 	select {
 	case <-c.exited:
 		return
@@ -161,4 +164,18 @@ func (c *container) stop() {
 		_ = c.nspawn.Process.Kill()
 		<-c.exited
 	}
+}
+
+// killOrphan kills the container's PID 1 (and so its whole PID namespace)
+// if it outlived nspawn.
+func (c *container) killOrphan() {
+	if c.pid1 == 0 {
+		return
+	}
+	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", c.pid1))
+	if err != nil || strings.TrimSuffix(root, " (deleted)") != c.root {
+		return // gone, or the pid was reused by another process
+	}
+	c.t.Logf("the container's PID 1 (%d) outlived systemd-nspawn: killing it", c.pid1)
+	_ = syscall.Kill(c.pid1, syscall.SIGKILL)
 }

@@ -7,6 +7,7 @@
 #   make generate  regenerate the mixin: dashboards and rules (mixin/, dashboards/*.json, deploy/prometheus/rules/)
 #   make lint      golangci-lint
 #   make docker    the Docker image for this host's architecture (docker-all: amd64, arm64, armv7)
+#   make package   the Debian package (nfpm) in .build/deb, checked by lintian
 
 GO        ?= go
 TOOLS     := $(GO) tool -modfile=tools/go.mod
@@ -17,7 +18,7 @@ TEST_TIMEOUT ?= 60m
 # BANGUI_CI=1 turns every "tool not installed, skipping" into a failure.
 export BANGUI_CI
 
-.PHONY: FORCE all build test test-short demo bench bench-go bench-process generate lint tarball clean docker docker-all docker-stage
+.PHONY: FORCE all build test test-short demo bench bench-go bench-process generate lint tarball clean docker docker-all docker-stage package
 
 # Docker images (deploy/Dockerfile). DOCKER_BASE replaces the base image
 # (default: the Prometheus busybox image of each platform), e.g. a local
@@ -38,6 +39,7 @@ GO_LDFLAGS := -X github.com/prometheus/common/version.Version=$(shell cat VERSIO
 	-X github.com/prometheus/common/version.BuildDate=$(shell date -u +%Y%m%d-%H:%M:%S)
 goarch = $(if $(filter armv7,$(1)),arm,$(1))
 goarm  = $(if $(filter armv7,$(1)),7,)
+.PHONY: all build test test-short demo bench bench-go bench-process generate lint tarball package clean
 
 all: build test
 
@@ -103,6 +105,9 @@ FORCE:
 
 # Keep the binaries (make would delete them as intermediate files).
 .PRECIOUS: .build/linux-%/$(BIN)
+package:
+	./deploy/debian/build.sh .build/deb
+	lintian --fail-on error,warning .build/deb/*.deb
 
 clean:
 	rm -f $(BIN) *.test

@@ -44,6 +44,7 @@ type coreFlags struct {
 	defaultBantime  *time.Duration
 	windows         *[]string
 	chunkSize       *int
+	enablePprof     *bool
 
 	// maxConnections is --web.max-connections (main_server.go).
 	maxConnections *int
@@ -64,6 +65,7 @@ func addCoreFlags(app *kingpin.Application) *coreFlags {
 			Default("24h", "7d", "30d", "365d").Strings(),
 		chunkSize: app.Flag("fail2ban.read-chunk", "Rows read per read transaction; keeps each lock on fail2ban's database short.").
 			Default("20000").Int(),
+		enablePprof: addPprofFlag(app),
 	}
 	app.GetFlag("fail2ban.db").IsSetByUser(&f.fail2banDBGiven)
 	f.maxConnections = addServerFlags(app)
@@ -86,6 +88,9 @@ type exporter struct {
 	wrapMetrics []func(http.Handler) http.Handler
 	// geo is what the geo part shares with later parts (the admin API).
 	geo geoPart
+	// landingNotes are shown on the landing page (e.g. where countries
+	// come from).
+	landingNotes []string
 }
 
 func main() {
@@ -96,6 +101,7 @@ func run(args []string) int {
 	app := kingpin.New(exporterName, "Prometheus exporter for fail2ban: bans per jail and per country, read-only from fail2ban's database.")
 	promslogConfig := &promslog.Config{}
 	promslogflag.AddFlags(app, promslogConfig)
+	setVersionInfo()
 	app.Version(version.Print(exporterName))
 	app.HelpFlag.Short('h')
 
@@ -180,6 +186,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	// shutdown it does nothing.
 	defer e.shutdown(logger)
 	e.registry.MustRegister(versioncollector.NewCollector(exporterName))
+	registerRuntimeCollectors(e.registry)
 
 	db, err := appdb.Open(ctx, *flags.storagePath)
 	if err != nil {
@@ -237,12 +244,17 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		}
 		_, _ = io.WriteString(w, "Ready\n")
 	})
+	if *flags.enablePprof {
+		registerPprof(e.mux)
+	}
 	if *flags.metricsPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "bangui_exporter",
 			Description: "Prometheus exporter for fail2ban: bans per jail and per country",
 			Version:     version.Info(),
 			Links:       e.landingLinks(*flags.metricsPath, adminFlags),
+			Profiling:   landingProfiling(*flags.enablePprof),
+			ExtraHTML:   landingNotesHTML(e.landingNotes),
 		})
 		if err != nil {
 			return fmt.Errorf("landing page: %w", err)

@@ -32,8 +32,8 @@ type adminFlags struct {
 func addAdminFlags(app *kingpin.Application) *adminFlags {
 	af := &adminFlags{
 		enableAPI: app.Flag("web.enable-admin-api",
-			"Serve the admin API under /api/ (setup, login, logout, geo re-resolve, status, lookup); --no-web.enable-admin-api removes /api/ entirely.").
-			Default("true").Bool(),
+			"Serve the admin API under /api/ (setup, login, logout, geo re-resolve, status, lookup). Off by default, like Prometheus' flag of the same name: without it /api/ does not exist.").
+			Default("false").Bool(),
 		sessionTTL: app.Flag("admin.session-ttl", "Lifetime of an admin API session.").
 			Default(sessionauth.DefaultSessionTTL.String()).Duration(),
 		sessionCacheTTL: app.Flag("admin.session-cache-ttl",
@@ -139,7 +139,7 @@ func readPasswordFrom(r io.Reader) (string, error) {
 // setupAdmin mounts the admin API under /api/ on e.mux.
 func (e *exporter) setupAdmin(ctx context.Context, af *adminFlags, _ *coreFlags) error {
 	if !*af.enableAPI {
-		e.logger.Info("admin API disabled (--no-web.enable-admin-api)")
+		e.logger.Info("admin API disabled (enable it with --web.enable-admin-api)")
 		return nil
 	}
 	proxies, err := sessionauth.ParseTrustedProxies(*af.trustedProxies)

@@ -337,6 +337,7 @@ func TestAdminEndToEnd(t *testing.T) {
 		"--fail2ban.db", f2bDB,
 		"--geo.providers=mmdb", "--geo.mmdb", mmdb, "--geo.mmdb.check-interval=0",
 		"--geo.flush-interval=300ms", "--geo.negative-ttl=1h",
+		"--web.enable-admin-api",
 	)
 	if strings.Contains(p.logs.String(), "setup_token") {
 		t.Fatal("a setup token was logged although the password exists")
@@ -433,14 +434,14 @@ var setupTokenLogRE = regexp.MustCompile(`setup_token=(\S+)`)
 
 // TestAdminSetupTokenAndDisabledAPI covers the other way to set the
 // password (the one-time setup token from the log), geo disabled, and
-// --no-web.enable-admin-api.
+// the API off: by default and with --no-web.enable-admin-api.
 func TestAdminSetupTokenAndDisabledAPI(t *testing.T) {
 	bin := buildExporter(t)
 	dir := t.TempDir()
 	storage := filepath.Join(dir, "bangui.sqlite3")
 	f2bDB := f2bgen.GenerateT(t, f2bgen.DefaultSpec(50, time.Now()))
 
-	p := startExporter(t, bin, "--storage.path", storage, "--fail2ban.db", f2bDB, "--geo.providers=none")
+	p := startExporter(t, bin, "--storage.path", storage, "--fail2ban.db", f2bDB, "--geo.providers=none", "--web.enable-admin-api")
 	var token string
 	p.waitLog("the setup token", func(l string) bool {
 		m := setupTokenLogRE.FindStringSubmatch(l)
@@ -467,9 +468,18 @@ func TestAdminSetupTokenAndDisabledAPI(t *testing.T) {
 	_ = resp.Body.Close()
 	p.stop()
 
-	off := startExporter(t, bin, "--storage.path", storage, "--fail2ban.db", f2bDB, "--geo.providers=none", "--no-web.enable-admin-api")
+	for _, args := range [][]string{nil, {"--no-web.enable-admin-api"}} {
+		off := startExporter(t, bin, append([]string{"--storage.path", storage, "--fail2ban.db", f2bDB, "--geo.providers=none"}, args...)...)
+		assertNoAdminAPI(t, off.base)
+		off.stop()
+	}
+}
+
+// assertNoAdminAPI checks that /api/ does not exist on the exporter at base.
+func assertNoAdminAPI(t *testing.T, base string) {
+	t.Helper()
 	for _, path := range []string{"/api/auth/session", "/api/setup", "/api/geo/status"} {
-		resp, err := http.Get(off.base + path)
+		resp, err := http.Get(base + path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -479,7 +489,6 @@ func TestAdminSetupTokenAndDisabledAPI(t *testing.T) {
 			t.Fatalf("%s with the API disabled: %d %s", path, resp.StatusCode, body)
 		}
 	}
-	off.stop()
 }
 
 func TestReadPasswordFrom(t *testing.T) {
@@ -508,9 +517,10 @@ func TestAdminFlags(t *testing.T) {
 		enabled bool
 		proxies []string
 	}{
-		{nil, true, nil},
+		{nil, false, nil},
+		{[]string{"--web.enable-admin-api"}, true, nil},
 		{[]string{"--no-web.enable-admin-api"}, false, nil},
-		{[]string{"--web.trusted-proxies=10.0.0.0/8,::1", "--web.trusted-proxies", "192.0.2.1"}, true, []string{"10.0.0.0/8,::1", "192.0.2.1"}},
+		{[]string{"--web.trusted-proxies=10.0.0.0/8,::1", "--web.trusted-proxies", "192.0.2.1"}, false, []string{"10.0.0.0/8,::1", "192.0.2.1"}},
 	}
 	for _, c := range cases {
 		app := kingpinApp()

@@ -128,6 +128,7 @@ func (e *exporter) setupGeo(ctx context.Context, f *geoFlags) error {
 		}
 		providers = append(providers, p)
 	}
+	e.noteNetworkCountries(logger, providers)
 	if len(providers) == 0 {
 		_ = closeAll()
 		return fmt.Errorf("--geo.providers=%s: none of them is configured (set one of %s, or use --geo.providers=none)", *f.providers, geoProviderEnableFlags())

@@ -62,11 +62,12 @@ func geoProviderEnableFlags() string {
 // mmdbFlags are the flags of the local MaxMind-format database provider.
 type mmdbFlags struct {
 	path          *string
+	pathGiven     bool // --geo.mmdb set by the user (even to ""): no discovery
 	checkInterval *time.Duration
 }
 
 func addMMDBFlags(app *kingpin.Application) geoProviderConfig {
-	return &mmdbFlags{
+	f := &mmdbFlags{
 		path: app.Flag("geo.mmdb",
 			"Path of a MaxMind-format country database (GeoLite2/GeoIP2 Country or City, DB-IP lite, ip-location-db). A new file put in place by rename is picked up without restart (timer, or SIGHUP); a file missing at start is loaded when it appears.").
 			Default("").String(),
@@ -74,17 +75,19 @@ func addMMDBFlags(app *kingpin.Application) geoProviderConfig {
 			"How often --geo.mmdb is checked for a new file; 0 disables the timer (SIGHUP still reloads).").
 			Default(geo.DefaultCheckInterval.String()).Duration(),
 	}
+	app.GetFlag("geo.mmdb").IsSetByUser(&f.pathGiven)
+	return f
 }
 
 func (f *mmdbFlags) open(_ context.Context, logger *slog.Logger) (geo.Provider, error) {
-	if *f.path == "" {
-		logger.Info("no --geo.mmdb given: the local database provider is off")
+	path := discoverMMDB(*f.path, f.pathGiven, logger)
+	if path == "" {
 		return nil, nil
 	}
 	if *f.checkInterval < 0 {
 		return nil, fmt.Errorf("--geo.mmdb.check-interval must not be negative, got %s", *f.checkInterval)
 	}
-	m, err := geo.NewMMDB(geo.MMDBOptions{Path: *f.path, CheckInterval: *f.checkInterval, Logger: logger})
+	m, err := geo.NewMMDB(geo.MMDBOptions{Path: path, CheckInterval: *f.checkInterval, Logger: logger})
 	if err != nil {
 		return nil, fmt.Errorf("--geo.mmdb: %w", err)
 	}

@@ -338,7 +338,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	}
 	// Every flag the deploy kit passes exists in the binary.
 	u := unitDirectives(t, "systemd/bangui_exporter.service")
-	kitArgs := strings.Fields(strings.Join(u["Service.ExecStart"], " "))[1:]
+	kitArgs := unitExecArgs(t, u)[1:]
 	kitArgs = append(kitArgs, loadCompose(t).Services["bangui_exporter"].Command...)
 	for _, a := range kitArgs {
 		name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")

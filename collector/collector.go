@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/bangui/bangui_exporter/collector/archive"
 )
@@ -59,9 +60,8 @@ type Exporter struct {
 	logger    *slog.Logger
 	now       func() time.Time
 
-	// refreshMu serialises refreshes; flight lets concurrent scrapes share one.
-	flightMu sync.Mutex
-	flight   *refreshCall
+	// flight lets concurrent scrapes share one refresh (Refresh).
+	flight singleflight.Group
 
 	ready atomic.Bool
 
@@ -108,10 +108,6 @@ type Exporter struct {
 	// testHookBeforeSettle, when set, runs before settle's read
 	// transaction (tests interleave fail2ban's writes there).
 	testHookBeforeSettle func()
-}
-
-type refreshCall struct {
-	done chan struct{}
 }
 
 // NewExporter returns an Exporter for opts. countries answers countries from

@@ -168,11 +168,7 @@ func (x *Exporter) apply(table string, rows []row, now int64) {
 
 // consistent reports whether the engine holds what tr says table holds.
 func (x *Exporter) consistent(table string, tr *tailRead) bool {
-	eng := x.eng
-	count, high, fps := int64(len(eng.events)), eng.bansHigh(), eng.bansFP
-	if table == "bips" {
-		count, high, fps = int64(eng.liveRecs), eng.bipsHigh(), eng.bipsFP
-	}
+	count, high, fps := x.eng.tableState(table)
 	if tr.shape.count != count || tr.shape.max != high {
 		return false
 	}
@@ -184,10 +180,7 @@ func (x *Exporter) consistent(table string, tr *tailRead) bool {
 func (x *Exporter) reconcile(ctx context.Context, table string, sh tableShape, now int64) error {
 	x.reconciles[table]++
 	eng := x.eng
-	ours := eng.bansFP
-	if table == "bips" {
-		ours = eng.bipsFP
-	}
+	_, _, ours := eng.tableState(table)
 	// Ranges of rowids per fingerprint query: each is its own short read.
 	span := int64(x.opts.ChunkSize)
 	span = max(span>>bucketShift, 1) << bucketShift

@@ -578,6 +578,35 @@ func (e *engine) oldestBan() (int64, bool) {
 	return 0, false
 }
 
+// endStartupRead ends the initial load: rows read from now on are new ban
+// events (they count in bans_total and are no longer looked up among the
+// events loaded from the archive), and a backfill's range is fixed.
+func (e *engine) endStartupRead() {
+	e.live = true
+	e.stored = 0
+	e.endBackfillRange()
+}
+
+// keepHistory turns the archive's mode on: ban events stay in the windows
+// after their rows leave fail2ban's bans table, until they leave the longest
+// window.
+func (e *engine) keepHistory() { e.keep = true }
+
+// sizes is what the engine holds: rows of bans, live rows of bips (schema 4)
+// and distinct IPs.
+func (e *engine) sizes() (bansRows, bipsRows, ips int) {
+	return len(e.events), e.liveRecs, len(e.ipIndex)
+}
+
+// tableState is what settle compares with the database's shape of table:
+// the engine's row count, highest rowid and bucket fingerprints.
+func (e *engine) tableState(table string) (count, high int64, fps map[int64]fingerprint) {
+	if table == "bips" {
+		return int64(e.liveRecs), e.bipsHigh(), e.bipsFP
+	}
+	return int64(len(e.events)), e.bansHigh(), e.bansFP
+}
+
 // snapshot is a copy of the aggregates for one scrape.
 type snapshot struct {
 	jails      []string

@@ -162,7 +162,7 @@ func (x *Exporter) offerArchive(events []archive.Event) {
 // the first engine, from the previous engine's carry after a reload (which
 // also holds events not yet written to the archive).
 func (x *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) error {
-	eng.keep = true
+	eng.keepHistory()
 	if x.historyLoaded {
 		if x.carry != nil {
 			for i := range x.carry.kept {

@@ -56,36 +56,20 @@ func (x *Exporter) Close() error {
 }
 
 // Refresh brings the engine up to date. Concurrent callers share one refresh:
-// a caller arriving while one runs waits for it instead of starting another.
+// a caller arriving while one runs waits for it, and gives up when its own
+// ctx ends, instead of starting another. All of them return its error.
 func (x *Exporter) Refresh(ctx context.Context) error {
-	x.flightMu.Lock()
-	if c := x.flight; c != nil {
-		x.flightMu.Unlock()
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		x.mu.Lock()
-		defer x.mu.Unlock()
-		if !x.up {
-			return errors.New(x.lastErrMsg)
-		}
-		return nil
+	ch := x.flight.DoChan("refresh", func() (any, error) {
+		offers, err := x.refreshAndTake(ctx)
+		x.offerArchive(offers.all())
+		return nil, err
+	})
+	select {
+	case r := <-ch:
+		return r.Err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	c := &refreshCall{done: make(chan struct{})}
-	x.flight = c
-	x.flightMu.Unlock()
-	defer func() {
-		x.flightMu.Lock()
-		x.flight = nil
-		x.flightMu.Unlock()
-		close(c.done)
-	}()
-
-	offers, err := x.refreshAndTake(ctx)
-	x.offerArchive(offers.all())
-	return err
 }
 
 // refreshAndTake refreshes under the lock and returns the ban events read
@@ -100,9 +84,8 @@ func (x *Exporter) refreshAndTake(ctx context.Context) (offers offerBatch, err e
 		return offerBatch{}, err
 	}
 	offers = x.eng.takeOffer()
-	if startup && x.loaded && x.eng.backfill != nil && !x.closed {
+	if startup && x.loaded && !x.closed && x.eng.bindBackfill(x.src.dev, x.src.ino) {
 		eng, octx := x.eng, x.offerCtx
-		eng.backfill.dev, eng.backfill.ino = x.src.dev, x.src.ino
 		x.offerWG.Go(func() { x.runBackfill(octx, eng) })
 	}
 	if startup && len(offers.chunks) > 0 && !x.closed {
@@ -248,11 +231,10 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 	src.dataVersion, src.hasVersion = version, true
 	if !x.loaded {
 		x.loaded = true
-		eng.live = true
-		eng.stored = 0 // rows read from now on are new events
 		eng.endStartupRead()
-		x.loadedNow = []any{"schema", src.schema, "bans_rows", len(eng.events), "bips_rows", eng.liveRecs, "ips", len(eng.ipIndex)}
-		if len(eng.events)+eng.liveRecs >= freeAfterLoadRows {
+		bansRows, bipsRows, ips := eng.sizes()
+		x.loadedNow = []any{"schema", src.schema, "bans_rows", bansRows, "bips_rows", bipsRows, "ips", ips}
+		if bansRows+bipsRows >= freeAfterLoadRows {
 			// A large load leaves several times the engine's size as
 			// garbage (rows, driver values): give those pages back to
 			// the OS at once rather than keep them resident until the
@@ -281,6 +263,6 @@ func (x *Exporter) reserve(ctx context.Context) error {
 		}
 	}
 	x.eng.reserve(bans.count, bips.count)
-	x.eng.startBackfill(bans.count-int64(x.eng.stored), x.backfillAbove)
+	x.eng.startBackfill(bans.count, x.backfillAbove)
 	return nil
 }

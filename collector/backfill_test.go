@@ -14,11 +14,11 @@ import (
 )
 
 // archivedEvents reads every event of the archive.
-func archivedEvents(t *testing.T, store *archive.Store) map[banEvent]archive.Event {
+func archivedEvents(t *testing.T, store *archive.Store) map[naiveBanEvent]archive.Event {
 	t.Helper()
-	out := map[banEvent]archive.Event{}
+	out := map[naiveBanEvent]archive.Event{}
 	err := store.Load(context.Background(), time.Time{}, func(ev archive.Event) error {
-		out[banEvent{jail: ev.Jail, ip: ev.IP, tob: ev.TimeOfBan}] = ev
+		out[naiveBanEvent{jail: ev.Jail, ip: ev.IP, tob: ev.TimeOfBan}] = ev
 		return nil
 	})
 	if err != nil {
@@ -42,11 +42,13 @@ func TestArchiveBackfill(t *testing.T) {
 		// during runs at the second backfill step (one chunk is done);
 		// it returns the events whose rows it deleted before the
 		// backfill could read them (archived with bantime -2).
-		during func(t *testing.T, e *env) map[banEvent]bool
+		during func(t *testing.T, e *env) map[naiveBanEvent]bool
 	}{
 		{"undisturbed", nil},
-		{"purge and unban, then a scrape", func(t *testing.T, e *env) map[banEvent]bool {
-			gone := e.rowsWhere(t, func(ev banEvent) bool { return ev.tob < e.now-5*86400 || ev.ip == netip.MustParseAddr("198.51.100.7") })
+		{"purge and unban, then a scrape", func(t *testing.T, e *env) map[naiveBanEvent]bool {
+			gone := e.rowsWhere(t, func(ev naiveBanEvent) bool {
+				return ev.tob < e.now-5*86400 || ev.ip == netip.MustParseAddr("198.51.100.7")
+			})
 			e.d.purge(e.now, 5*86400)
 			e.d.unban("sshd", "198.51.100.7")
 			e.d.unban("nginx", "198.51.100.7")
@@ -55,12 +57,12 @@ func TestArchiveBackfill(t *testing.T) {
 			}
 			return gone
 		}},
-		{"purge without a scrape", func(t *testing.T, e *env) map[banEvent]bool {
-			gone := e.rowsWhere(t, func(ev banEvent) bool { return ev.tob < e.now-5*86400 })
+		{"purge without a scrape", func(t *testing.T, e *env) map[naiveBanEvent]bool {
+			gone := e.rowsWhere(t, func(ev naiveBanEvent) bool { return ev.tob < e.now-5*86400 })
 			e.d.purge(e.now, 5*86400)
 			return gone
 		}},
-		{"new bans meanwhile", func(t *testing.T, e *env) map[banEvent]bool {
+		{"new bans meanwhile", func(t *testing.T, e *env) map[naiveBanEvent]bool {
 			e.ban("sshd", "203.0.113.50", e.now, 600)
 			e.ban("nginx", "203.0.113.51", e.now, -1)
 			if err := e.run.x.Refresh(context.Background()); err != nil {
@@ -68,8 +70,8 @@ func TestArchiveBackfill(t *testing.T) {
 			}
 			return nil
 		}},
-		{"file replaced, then a scrape", func(t *testing.T, e *env) map[banEvent]bool {
-			gone := e.rowsWhere(t, func(banEvent) bool { return true })
+		{"file replaced, then a scrape", func(t *testing.T, e *env) map[naiveBanEvent]bool {
+			gone := e.rowsWhere(t, func(naiveBanEvent) bool { return true })
 			fresh := newF2BDB(t, 4)
 			fresh.addJail("sshd", true)
 			fresh.ban("sshd", "203.0.113.60", e.now, 600)
@@ -79,13 +81,13 @@ func TestArchiveBackfill(t *testing.T) {
 			if err := os.Rename(fresh.path, e.d.path); err != nil {
 				t.Fatal(err)
 			}
-			e.history[banEvent{jail: "sshd", ip: netip.MustParseAddr("203.0.113.60"), tob: e.now}] = true
+			e.history[naiveBanEvent{jail: "sshd", ip: netip.MustParseAddr("203.0.113.60"), tob: e.now}] = true
 			if err := e.run.x.Refresh(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			return gone
 		}},
-		{"exporter closed", func(t *testing.T, e *env) map[banEvent]bool {
+		{"exporter closed", func(t *testing.T, e *env) map[naiveBanEvent]bool {
 			done := make(chan error, 1)
 			go func() { done <- e.run.x.Close() }()
 			// Close waits for the backfill: give it the time to start.
@@ -99,14 +101,14 @@ func TestArchiveBackfill(t *testing.T) {
 			d.addJail("sshd", true)
 			d.addJail("nginx", true)
 			clk := newClock(1_790_000_000)
-			e := &env{d: d, now: clk.Now().Unix(), history: map[banEvent]bool{}}
+			e := &env{d: d, now: clk.Now().Unix(), history: map[naiveBanEvent]bool{}}
 			e.run = newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "7d", "30d")}, clk, nil)
 			e.run.x.backfillAbove, e.run.x.backfillChunk = 50, 40
 			for i := range 300 {
 				jail := []string{"sshd", "nginx"}[i%2]
 				e.ban(jail, fmt.Sprintf("198.51.100.%d", i%40+1), e.now-int64(i)*2000, []int64{600, 3600, -1}[i%3])
 			}
-			var gone map[banEvent]bool
+			var gone map[naiveBanEvent]bool
 			var once sync.Once
 			steps := 0
 			e.run.x.testHookBackfillStep = func() {
@@ -125,9 +127,9 @@ func TestArchiveBackfill(t *testing.T) {
 			if len(got) != len(e.history) {
 				t.Errorf("archived %d events, want %d", len(got), len(e.history))
 			}
-			rows := map[banEvent]int64{} // bantime of every ban written
+			rows := map[naiveBanEvent]int64{} // bantime of every ban written
 			for i := range 300 {
-				rows[banEvent{jail: []string{"sshd", "nginx"}[i%2], ip: netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i%40+1)), tob: e.now - int64(i)*2000}] = []int64{600, 3600, -1}[i%3]
+				rows[naiveBanEvent{jail: []string{"sshd", "nginx"}[i%2], ip: netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i%40+1)), tob: e.now - int64(i)*2000}] = []int64{600, 3600, -1}[i%3]
 			}
 			unknown := 0
 			for ev := range e.history {
@@ -158,18 +160,18 @@ type backfillEnv struct {
 	d       *f2bDB
 	run     *archiveRun
 	now     int64
-	history map[banEvent]bool // every event the engine counted
+	history map[naiveBanEvent]bool // every event the engine counted
 }
 
 // ban writes a ban and records it in history.
 func (e *backfillEnv) ban(jail, ip string, tob, bantime int64) {
 	e.d.ban(jail, ip, tob, bantime)
-	e.history[banEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
+	e.history[naiveBanEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
 }
 
 // rowsWhere returns the events of the rows of bans matching keep.
-func (e *backfillEnv) rowsWhere(t *testing.T, keep func(banEvent) bool) map[banEvent]bool {
-	out := map[banEvent]bool{}
+func (e *backfillEnv) rowsWhere(t *testing.T, keep func(naiveBanEvent) bool) map[naiveBanEvent]bool {
+	out := map[naiveBanEvent]bool{}
 	for ev := range bansEvents(t, e.d) {
 		if keep(ev) {
 			out[ev] = true

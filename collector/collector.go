@@ -145,7 +145,7 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 }
 
 // Describe implements prometheus.Collector.
-func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
+func (ex *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{upDesc, jailEnabledDesc, bannedDesc, recentDesc, bansTotalDesc, oldestDesc,
 		readDurationDesc, lastSuccessDesc, readErrorsDesc, skippedDesc, rowsDesc, ipsDesc, reconcileDesc, schemaDesc} {
 		ch <- d
@@ -153,21 +153,21 @@ func (x *Exporter) Describe(ch chan<- *prometheus.Desc) {
 }
 
 // Collect implements prometheus.Collector.
-func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
+func (ex *Exporter) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_ = x.Refresh(ctx) // the error is in fail2ban_up and the error counter
+	_ = ex.Refresh(ctx) // the error is in fail2ban_up and the error counter
 
-	x.mu.Lock()
-	up, snap, jails := x.up, x.snap, x.jails
-	readErrors := cloneMap(x.readErrors)
-	reconciles := cloneMap(x.reconciles)
-	dur, last := x.lastDur, x.lastSuccess
+	ex.mu.Lock()
+	up, snap, jails := ex.up, ex.snap, ex.jails
+	readErrors := cloneMap(ex.readErrors)
+	reconciles := cloneMap(ex.reconciles)
+	dur, last := ex.lastDur, ex.lastSuccess
 	schema := 0
-	if x.src != nil {
-		schema = x.src.schema
+	if ex.src != nil {
+		schema = ex.src.schema
 	}
-	x.mu.Unlock()
+	ex.mu.Unlock()
 
 	ch <- gauge(upDesc, boolFloat(up))
 	ch <- gauge(readDurationDesc, dur.Seconds())
@@ -199,16 +199,16 @@ func (x *Exporter) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(bannedDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country])
 	}
 	for w, counts := range snap.windows {
-		label := x.opts.Windows[w].Label
+		label := ex.opts.Windows[w].Label
 		for k, v := range counts {
 			ch <- prometheus.MustNewConstMetric(recentDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country], label)
 		}
 	}
 	oldest, haveOldest := snap.oldest, snap.haveOldest
-	if x.opts.Archive != nil {
+	if ex.opts.Archive != nil {
 		// The archive may reach further back than the longest window the
 		// engine holds.
-		if o := x.opts.Archive.Oldest(); !o.IsZero() && (!haveOldest || o.Unix() < oldest) {
+		if o := ex.opts.Archive.Oldest(); !o.IsZero() && (!haveOldest || o.Unix() < oldest) {
 			oldest, haveOldest = o.Unix(), true
 		}
 	}
@@ -235,4 +235,4 @@ func boolFloat(b bool) float64 {
 }
 
 // String describes the exporter for logs.
-func (x *Exporter) String() string { return fmt.Sprintf("fail2ban exporter for %s", x.opts.DBPath) }
+func (ex *Exporter) String() string { return fmt.Sprintf("fail2ban exporter for %s", ex.opts.DBPath) }

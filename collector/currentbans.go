@@ -6,26 +6,26 @@ import (
 	"slices"
 )
 
-// record is one row of bips (schema 4) or, for schema 2, the latest ban of
+// bipsRow is one row of bips (schema 4) or, for schema 2, the latest ban of
 // an (ip, jail) pair derived from bans.
-type record struct {
-	rowid   int64
-	bantime int64
-	tob     uint32
-	ip      uint32
-	mix     int32
-	jail    uint16
-	skip    uint8
-	state   uint8 // recBanned, recDead: one byte keeps a record at 32 bytes
+type bipsRow struct {
+	rowid     int64
+	bantime   int64
+	timeOfBan uint32
+	ip        uint32
+	mix       int32
+	jail      uint16
+	skip      uint8
+	state     uint8 // recBanned, recDead: one byte keeps a record at 32 bytes
 }
 
 const (
-	recBanned uint8 = 1 << iota // counted in banned right now
-	recDead                     // removed; kept until compaction
+	bipsBanned uint8 = 1 << iota // counted in banned right now
+	bipsDead                     // removed; kept until compaction
 )
 
-func (r *record) banned() bool { return r.state&recBanned != 0 }
-func (r *record) dead() bool   { return r.state&recDead != 0 }
+func (r *bipsRow) banned() bool { return r.state&bipsBanned != 0 }
+func (r *bipsRow) dead() bool   { return r.state&bipsDead != 0 }
 
 type pairKey struct {
 	ip   uint32
@@ -53,17 +53,17 @@ func (h *expiryHeap) Pop() any {
 
 // ---- bips / current bans ------------------------------------------------
 
-func isBanned(rec *record, now int64) bool {
-	return rec.bantime <= -1 || int64(rec.tob)+rec.bantime > now
+func isBanned(rec *bipsRow, now int64) bool {
+	return rec.bantime <= -1 || int64(rec.timeOfBan)+rec.bantime > now
 }
 
-func (e *engine) setBanned(rec *record, banned bool) {
+func (e *engine) setBanned(rec *bipsRow, banned bool) {
 	if rec.banned() == banned {
 		return
 	}
-	rec.state ^= recBanned
+	rec.state ^= bipsBanned
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
-	jc := jcKey{jail: rec.jail, country: e.ips[rec.ip].country}
+	jc := seriesKey{jail: rec.jail, country: e.ips[rec.ip].country}
 	if banned {
 		e.bannedRefs[pk]++
 		if e.bannedRefs[pk] == 1 {
@@ -80,129 +80,129 @@ func (e *engine) setBanned(rec *record, banned bool) {
 	}
 }
 
-// findRecord returns the index of the live record with rowid, or -1.
-func (e *engine) findRecord(rowid int64) int {
-	i, found := slices.BinarySearchFunc(e.records, rowid, func(r record, id int64) int { return cmp.Compare(r.rowid, id) })
-	if !found || e.records[i].dead() {
+// findBipsRow returns the index of the live record with rowid, or -1.
+func (e *engine) findBipsRow(rowid int64) int {
+	i, found := slices.BinarySearchFunc(e.bipsRows, rowid, func(r bipsRow, id int64) int { return cmp.Compare(r.rowid, id) })
+	if !found || e.bipsRows[i].dead() {
 		return -1
 	}
 	return i
 }
 
-// newRecord builds the record of one bips row (schema 4). A row for a pair
+// newBipsRow builds the record of one bips row (schema 4). A row for a pair
 // that already has an older record replaces it: fail2ban writes bips with
 // INSERT OR REPLACE, which deletes the old row, so the old record goes at
 // once rather than being found missing by reconciliation later. The caller
 // places the record in rowid order and then calls activateRecord.
-func (e *engine) newRecord(r *row, now int64) record {
-	rec := record{rowid: r.Rowid, mix: rowMix(r), ip: noIP, bantime: r.Bantime}
+func (e *engine) newBipsRow(r *sourceRow, now int64) bipsRow {
+	rec := bipsRow{rowid: r.Rowid, mix: rowMix(r), ip: noIP, bantime: r.Bantime}
 	addr, reason := classify(r, true)
 	if reason != "" {
 		rec.skip = skipIndex(reason)
 		return rec
 	}
-	rec.tob = uint32(r.TimeOfBan)
+	rec.timeOfBan = uint32(r.TimeOfBan)
 	rec.jail = e.jail(r.Jail)
 	rec.ip = e.internIP(addr)
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
-	if old, ok := e.recByPair[pk]; ok && old < r.Rowid {
+	if old, ok := e.latestBipsRow[pk]; ok && old < r.Rowid {
 		// The same spelling (same length) is the same primary key; two
 		// spellings of one address are two rows and both stay.
-		if idx := e.findRecord(old); idx >= 0 && e.lenPart(idx) == 5*r.IPLen+7*r.JailLen {
-			e.removeRecordAt(idx, now)
+		if idx := e.findBipsRow(old); idx >= 0 && e.spellingMix(idx) == 5*r.IPLen+7*r.JailLen {
+			e.removeBipsRowAt(idx, now)
 		}
 	}
 	return rec
 }
 
-// lenPart is the part of the mix of the record at idx that comes from the
+// spellingMix is the part of the mix of the record at idx that comes from the
 // spellings of its ip and jail.
-func (e *engine) lenPart(idx int) int64 {
-	rec := &e.records[idx]
-	return int64(rec.mix) - int64(rec.tob)%fingerprintModulus - 3*(rec.bantime%fingerprintModulus)
+func (e *engine) spellingMix(idx int) int64 {
+	rec := &e.bipsRows[idx]
+	return int64(rec.mix) - int64(rec.timeOfBan)%fingerprintModulus - 3*(rec.bantime%fingerprintModulus)
 }
 
-// activateRecord counts the placed record at idx.
-func (e *engine) activateRecord(idx int, now int64) {
-	rec := &e.records[idx]
+// activateBipsRow counts the placed record at idx.
+func (e *engine) activateBipsRow(idx int, now int64) {
+	rec := &e.bipsRows[idx]
 	addFP(e.bipsFP, rec.rowid, rec.mix, 1)
-	e.liveRecs++
+	e.liveBipsRows++
 	if rec.skip != 0 {
 		e.addSkip("bips", rec.skip, 1)
 		return
 	}
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
-	if old, ok := e.recByPair[pk]; !ok || old < rec.rowid {
-		e.recByPair[pk] = rec.rowid
+	if old, ok := e.latestBipsRow[pk]; !ok || old < rec.rowid {
+		e.latestBipsRow[pk] = rec.rowid
 	}
 	e.setBanned(rec, isBanned(rec, now))
 	if rec.banned() && rec.bantime > -1 {
-		heap.Push(&e.expiries, expiry{at: int64(rec.tob) + rec.bantime, rowid: rec.rowid})
+		heap.Push(&e.expiries, expiry{at: int64(rec.timeOfBan) + rec.bantime, rowid: rec.rowid})
 	}
 }
 
-// removeRecordAt takes the record at idx out of every aggregate and marks it
+// removeBipsRowAt takes the record at idx out of every aggregate and marks it
 // dead; compact drops it later.
-func (e *engine) removeRecordAt(idx int, _ int64) {
-	rec := &e.records[idx]
+func (e *engine) removeBipsRowAt(idx int, _ int64) {
+	rec := &e.bipsRows[idx]
 	if rec.dead() {
 		return
 	}
 	addFP(e.bipsFP, rec.rowid, rec.mix, -1)
-	rec.state |= recDead
-	e.deadRecs++
-	e.liveRecs--
+	rec.state |= bipsDead
+	e.deadBipsRows++
+	e.liveBipsRows--
 	if rec.skip != 0 {
 		e.addSkip("bips", rec.skip, -1)
 		return
 	}
 	e.setBanned(rec, false)
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
-	if e.recByPair[pk] == rec.rowid {
-		delete(e.recByPair, pk)
+	if e.latestBipsRow[pk] == rec.rowid {
+		delete(e.latestBipsRow, pk)
 	}
 	e.releaseIP(rec.ip)
 }
 
-// v2Latest records a ban event for schema 2, where a pair is banned while
+// deriveSchema2Ban records a ban event for schema 2, where a pair is banned while
 // its latest ban plus the default bantime lies in the future (fail2ban
 // 0.9/0.10's own rule). Derived records get increasing synthetic rowids.
-func (e *engine) v2Latest(pk pairKey, tob uint32, now int64) {
-	if rowid, ok := e.recByPair[pk]; ok {
-		rec := &e.records[e.findRecord(rowid)]
-		if rec.tob >= tob {
+func (e *engine) deriveSchema2Ban(pk pairKey, timeOfBan uint32, now int64) {
+	if rowid, ok := e.latestBipsRow[pk]; ok {
+		rec := &e.bipsRows[e.findBipsRow(rowid)]
+		if rec.timeOfBan >= timeOfBan {
 			return
 		}
-		rec.tob = tob
+		rec.timeOfBan = timeOfBan
 		e.setBanned(rec, isBanned(rec, now))
 	} else {
-		e.synth++
+		e.lastDerivedRowid++
 		e.ips[pk.ip].refs++
-		e.records = append(e.records, record{rowid: e.synth, tob: tob, bantime: e.defaultBanSec, ip: pk.ip, jail: pk.jail})
-		e.liveRecs++
-		e.recByPair[pk] = e.synth
-		last := &e.records[len(e.records)-1]
+		e.bipsRows = append(e.bipsRows, bipsRow{rowid: e.lastDerivedRowid, timeOfBan: timeOfBan, bantime: e.defaultBanSec, ip: pk.ip, jail: pk.jail})
+		e.liveBipsRows++
+		e.latestBipsRow[pk] = e.lastDerivedRowid
+		last := &e.bipsRows[len(e.bipsRows)-1]
 		e.setBanned(last, isBanned(last, now))
 	}
-	heap.Push(&e.expiries, expiry{at: int64(tob) + e.defaultBanSec, rowid: e.recByPair[pk]})
+	heap.Push(&e.expiries, expiry{at: int64(timeOfBan) + e.defaultBanSec, rowid: e.latestBipsRow[pk]})
 }
 
-// rebuildV2 recomputes the schema-2 derived records from the events, after
+// rebuildSchema2Bans recomputes the schema-2 derived records from the events, after
 // deletions.
-func (e *engine) rebuildV2(now int64) {
-	for i := range e.records {
-		if !e.records[i].dead() {
-			e.setBanned(&e.records[i], false)
-			e.releaseIP(e.records[i].ip)
+func (e *engine) rebuildSchema2Bans(now int64) {
+	for i := range e.bipsRows {
+		if !e.bipsRows[i].dead() {
+			e.setBanned(&e.bipsRows[i], false)
+			e.releaseIP(e.bipsRows[i].ip)
 		}
 	}
-	e.records = e.records[:0]
-	e.deadRecs, e.liveRecs = 0, 0
-	clear(e.recByPair)
+	e.bipsRows = e.bipsRows[:0]
+	e.deadBipsRows, e.liveBipsRows = 0, 0
+	clear(e.latestBipsRow)
 	e.expiries = e.expiries[:0]
-	for i := range e.events {
-		if ev := &e.events[i]; ev.skip == 0 {
-			e.v2Latest(pairKey{ip: ev.ip, jail: ev.jail}, ev.tob, now)
+	for i := range e.bansRows {
+		if ev := &e.bansRows[i]; ev.skip == 0 {
+			e.deriveSchema2Ban(pairKey{ip: ev.ip, jail: ev.jail}, ev.timeOfBan, now)
 		}
 	}
 }
@@ -210,14 +210,14 @@ func (e *engine) rebuildV2(now int64) {
 // recountBanned re-evaluates every record, after the clock went backwards.
 func (e *engine) recountBanned(now int64) {
 	e.expiries = e.expiries[:0]
-	for i := range e.records {
-		rec := &e.records[i]
+	for i := range e.bipsRows {
+		rec := &e.bipsRows[i]
 		if rec.dead() || rec.skip != 0 {
 			continue
 		}
 		e.setBanned(rec, isBanned(rec, now))
 		if rec.banned() && rec.bantime > -1 {
-			e.expiries = append(e.expiries, expiry{at: int64(rec.tob) + rec.bantime, rowid: rec.rowid})
+			e.expiries = append(e.expiries, expiry{at: int64(rec.timeOfBan) + rec.bantime, rowid: rec.rowid})
 		}
 	}
 	heap.Init(&e.expiries)

@@ -9,17 +9,17 @@ import (
 // readNew reads the rows of table above the engine's high-water mark in
 // chunks, each chunk its own short read. Reading the next chunk overlaps
 // with applying the previous one.
-func (x *Exporter) readNew(ctx context.Context, table string, now int64) error {
-	high := x.eng.high(table)
+func (ex *Exporter) readNew(ctx context.Context, table string, now int64) error {
+	high := ex.eng.high(table)
 	type chunk struct {
-		rows []row
+		rows []sourceRow
 		err  error
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	chunks := make(chan chunk, 1)
 	// Applied chunks' buffers go back to the reader: an initial load of a
 	// million rows reuses three buffers instead of growing one per chunk.
-	free := make(chan []row, 3)
+	free := make(chan []sourceRow, 3)
 	readerDone := make(chan struct{})
 	// The reader must be finished with the connection before anyone else
 	// uses it.
@@ -29,18 +29,18 @@ func (x *Exporter) readNew(ctx context.Context, table string, now int64) error {
 		defer close(chunks)
 		after := high
 		for {
-			var buf []row
+			var buf []sourceRow
 			select {
 			case buf = <-free:
 			default:
 			}
-			rows, err := x.src.readAfter(ctx, buf, table, after, x.opts.ChunkSize)
+			rows, err := ex.src.readAfter(ctx, buf, table, after, ex.opts.ChunkSize)
 			select {
 			case chunks <- chunk{rows: rows, err: err}:
 			case <-ctx.Done():
 				return
 			}
-			if err != nil || len(rows) < x.opts.ChunkSize {
+			if err != nil || len(rows) < ex.opts.ChunkSize {
 				return
 			}
 			after = rows[len(rows)-1].Rowid
@@ -50,7 +50,7 @@ func (x *Exporter) readNew(ctx context.Context, table string, now int64) error {
 		if c.err != nil {
 			return c.err
 		}
-		x.apply(table, c.rows, now)
+		ex.apply(table, c.rows, now)
 		select {
 		case free <- c.rows:
 		default:
@@ -70,21 +70,21 @@ const settleAttempts = 3
 // exporter reads is never mistaken for a deletion. A table whose shape
 // differs from the engine's lost or changed rows (unban, purge, reused
 // rowids) and is reconciled.
-func (x *Exporter) settle(ctx context.Context, now int64) error {
+func (ex *Exporter) settle(ctx context.Context, now int64) error {
 	tables := []string{"bans"}
-	if x.src.schema == 4 {
+	if ex.src.schema == 4 {
 		tables = append(tables, "bips")
 	}
 	for attempt := 1; ; attempt++ {
-		if x.testHookBeforeSettle != nil {
-			x.testHookBeforeSettle()
+		if ex.testHookBeforeSettle != nil {
+			ex.testHookBeforeSettle()
 		}
-		tails, more, err := x.readTails(ctx, tables)
+		tails, more, err := ex.readTails(ctx, tables)
 		if err != nil {
 			return err
 		}
 		for i, t := range tables {
-			x.apply(t, tails[i].rows, now)
+			ex.apply(t, tails[i].rows, now)
 		}
 		if more {
 			if attempt == settleAttempts {
@@ -94,15 +94,15 @@ func (x *Exporter) settle(ctx context.Context, now int64) error {
 				return nil
 			}
 			for _, t := range tables {
-				if err := x.readNew(ctx, t, now); err != nil {
+				if err := ex.readNew(ctx, t, now); err != nil {
 					return err
 				}
 			}
 			continue
 		}
 		for i, t := range tables {
-			if !x.consistent(t, &tails[i]) {
-				if err := x.reconcile(ctx, t, tails[i].shape, now); err != nil {
+			if !ex.consistent(t, &tails[i]) {
+				if err := ex.reconcile(ctx, t, tails[i].shape, now); err != nil {
 					return err
 				}
 			}
@@ -113,7 +113,7 @@ func (x *Exporter) settle(ctx context.Context, now int64) error {
 
 // tailRead is what settle reads of one table in its transaction.
 type tailRead struct {
-	rows  []row // rows above the engine's high-water mark
+	rows  []sourceRow // rows above the engine's high-water mark
 	shape tableShape
 	topFP fingerprint // of the bucket of shape.max
 }
@@ -124,8 +124,8 @@ type tailRead struct {
 // what was read. The transaction holds a SHARED lock for a few
 // milliseconds: a row count through the smallest index, two rowid lookups,
 // one bucket's fingerprint.
-func (x *Exporter) readTails(ctx context.Context, tables []string) (tails []tailRead, more bool, err error) {
-	conn := x.src.conn
+func (ex *Exporter) readTails(ctx context.Context, tables []string) (tails []tailRead, more bool, err error) {
+	conn := ex.src.conn
 	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
 		return nil, false, fmt.Errorf("begin read: %w", err)
 	}
@@ -135,16 +135,16 @@ func (x *Exporter) readTails(ctx context.Context, tables []string) (tails []tail
 	tails = make([]tailRead, len(tables))
 	for i, t := range tables {
 		tr := &tails[i]
-		if tr.rows, err = x.src.readAfter(ctx, nil, t, x.eng.high(t), x.opts.ChunkSize); err != nil {
+		if tr.rows, err = ex.src.readAfter(ctx, nil, t, ex.eng.high(t), ex.opts.ChunkSize); err != nil {
 			return nil, false, err
 		}
-		more = more || len(tr.rows) >= x.opts.ChunkSize
+		more = more || len(tr.rows) >= ex.opts.ChunkSize
 		if tr.shape, err = readShape(ctx, conn, t); err != nil {
 			return nil, false, err
 		}
 		if tr.shape.count > 0 {
 			top := bucketOf(tr.shape.max)
-			fps, err := x.src.fingerprints(ctx, t, top<<bucketShift, (top+1)<<bucketShift-1)
+			fps, err := ex.src.fingerprints(ctx, t, top<<bucketShift, (top+1)<<bucketShift-1)
 			if err != nil {
 				return nil, false, err
 			}
@@ -155,20 +155,20 @@ func (x *Exporter) readTails(ctx context.Context, tables []string) (tails []tail
 }
 
 // apply adds rows read above the engine's high-water mark of table.
-func (x *Exporter) apply(table string, rows []row, now int64) {
+func (ex *Exporter) apply(table string, rows []sourceRow, now int64) {
 	if len(rows) == 0 {
 		return
 	}
 	if table == "bans" {
-		x.eng.appendBans(rows, now)
+		ex.eng.appendBans(rows, now)
 	} else {
-		x.eng.appendBips(rows, now)
+		ex.eng.appendBips(rows, now)
 	}
 }
 
 // consistent reports whether the engine holds what tr says table holds.
-func (x *Exporter) consistent(table string, tr *tailRead) bool {
-	count, high, fps := x.eng.tableState(table)
+func (ex *Exporter) consistent(table string, tr *tailRead) bool {
+	count, high, fps := ex.eng.tableState(table)
 	if tr.shape.count != count || tr.shape.max != high {
 		return false
 	}
@@ -177,17 +177,17 @@ func (x *Exporter) consistent(table string, tr *tailRead) bool {
 
 // reconcile compares the fingerprints of every bucket of table with the
 // engine's and rereads the buckets that differ.
-func (x *Exporter) reconcile(ctx context.Context, table string, sh tableShape, now int64) error {
-	x.reconciles[table]++
-	eng := x.eng
+func (ex *Exporter) reconcile(ctx context.Context, table string, sh tableShape, now int64) error {
+	ex.reconciles[table]++
+	eng := ex.eng
 	_, _, ours := eng.tableState(table)
 	// Ranges of rowids per fingerprint query: each is its own short read.
-	span := int64(x.opts.ChunkSize)
+	span := int64(ex.opts.ChunkSize)
 	span = max(span>>bucketShift, 1) << bucketShift
 	theirs := map[int64]fingerprint{}
 	if sh.count > 0 {
 		for lo := (sh.min >> bucketShift) << bucketShift; lo <= sh.max; lo += span {
-			fps, err := x.src.fingerprints(ctx, table, lo, lo+span-1)
+			fps, err := ex.src.fingerprints(ctx, table, lo, lo+span-1)
 			if err != nil {
 				return err
 			}
@@ -207,10 +207,10 @@ func (x *Exporter) reconcile(ctx context.Context, table string, sh tableShape, n
 	}
 	for _, b := range differ {
 		lo, hi := b<<bucketShift, (b+1)<<bucketShift-1
-		var rows []row
+		var rows []sourceRow
 		if _, ok := theirs[b]; ok {
 			var err error
-			if rows, err = x.src.readRange(ctx, table, lo, hi); err != nil {
+			if rows, err = ex.src.readRange(ctx, table, lo, hi); err != nil {
 				return err
 			}
 		}
@@ -220,6 +220,6 @@ func (x *Exporter) reconcile(ctx context.Context, table string, sh tableShape, n
 			eng.replaceBipsRange(lo, hi, rows, now)
 		}
 	}
-	x.logger.Debug("reconciled fail2ban table", "table", table, "buckets", len(differ))
+	ex.logger.Debug("reconciled fail2ban table", "table", table, "buckets", len(differ))
 	return nil
 }

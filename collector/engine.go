@@ -26,12 +26,12 @@ const (
 	skipInvalidBantime = "invalid_bantime"
 )
 
-// row is one row of fail2ban's bans or bips table as the source read it.
+// sourceRow is one sourceRow of fail2ban's bans or bips table as the source read it.
 // Numbers are SQLite's CAST(x AS INTEGER) of the column, so the engine's
 // fingerprints equal those SQLite computes.
 // The flags come last so the struct has no padding between fields (88
 // bytes rather than 120): the source holds a chunk of them at a time.
-type row struct {
+type sourceRow struct {
 	Rowid      int64
 	TimeOfBan  int64
 	Bantime    int64
@@ -50,14 +50,14 @@ type row struct {
 // noIP marks a stored row that was skipped.
 const noIP = math.MaxUint32
 
-// event is one row of bans.
-type event struct {
-	rowid int64
-	mix   int32
-	tob   uint32
-	ip    uint32 // noIP for a skipped row
-	jail  uint16
-	skip  uint8 // index into skipReasons plus one; 0 when counted
+// bansRow is one row of bans.
+type bansRow struct {
+	rowid     int64
+	mix       int32
+	timeOfBan uint32
+	ip        uint32 // noIP for a skipped row
+	jail      uint16
+	skip      uint8 // index into skipReasons plus one; 0 when counted
 }
 
 var skipReasons = []string{skipNullJail, skipNullIP, skipInvalidIP, skipInvalidTime, skipInvalidBantime}
@@ -80,7 +80,7 @@ type engine struct {
 	defaultBanSec int64
 	// keep is true with the archive on: ban events stay in the windows
 	// after their rows leave fail2ban's bans, until they leave the longest
-	// window (tobEntry.kept).
+	// window (banEvent.kept).
 	keep bool
 	// offer collects, with keep, the ban events of the rows counted since
 	// the last takeOffer, for the archive, in chunks of offerChunkLen.
@@ -102,51 +102,51 @@ type engine struct {
 	ipFree  []uint32
 
 	// bans
-	events  []event    // sorted by rowid
-	byTob   []tobEntry // sorted by compareTob
-	deadTob int        // entries of byTob with count 0
-	newTob  []tobEntry // added rows not yet merged into byTob
-	tobTail []tobEntry // scratch of mergeTob
-	born    []tobEntry // scratch of mergeTob
-	cursors []int      // per window: first index of byTob inside the window
-	tobHint int        // where searchTob starts: the last position found
-	// stored counts the entries of byTob loaded from the archive (stored)
+	bansRows      []bansRow  // sorted by rowid
+	banEvents     []banEvent // sorted by compareBanEvents
+	deadBanEvents int        // entries of banEvents with count 0
+	newBanEvents  []banEvent // added rows not yet merged into banEvents
+	mergeTail     []banEvent // scratch of mergeBanEvents
+	mergeBorn     []banEvent // scratch of mergeBanEvents
+	cursors       []int      // per window: first index of banEvents inside the window
+	searchHint    int        // where searchBanEvent starts: the last position found
+	// fromArchive counts the entries of banEvents loaded from the archive (fromArchive)
 	// until the initial load ends; 0 afterwards, when rows are
 	// new events and no longer looked up.
-	stored      int
+	fromArchive int
 	lastNow     int64
-	windowCount []map[jcKey]int
+	windowCount []map[seriesKey]int
 	bansFP      map[int64]fingerprint
 
 	// bips (schema 4) or derived latest bans (schema 2)
-	records    []record // sorted by rowid
-	deadRecs   int
-	liveRecs   int
-	recByPair  map[pairKey]int64 // pair → rowid of its latest record
-	expiries   expiryHeap
-	bannedRefs map[pairKey]uint16 // banned records per pair
-	bannedNow  map[jcKey]int
-	bipsFP     map[int64]fingerprint
-	synth      int64 // last rowid given to a derived schema-2 record
+	bipsRows         []bipsRow // sorted by rowid
+	deadBipsRows     int
+	liveBipsRows     int
+	latestBipsRow    map[pairKey]int64 // pair → rowid of its latest record
+	expiries         expiryHeap
+	bannedRefs       map[pairKey]uint16 // banned records per pair
+	bannedNow        map[seriesKey]int
+	bipsFP           map[int64]fingerprint
+	lastDerivedRowid int64 // last rowid given to a derived schema-2 record
 
 	skipped map[[2]string]int // (table, reason) → rows
 
 	// bans_total
 	live       bool // past the initial load: new events count into bans_total
-	bansTotal  map[jcKey]uint64
+	bansTotal  map[seriesKey]uint64
 	pending    []pendingBan
 	pendingAge time.Duration
 	// reread holds the ban events a reconciliation took out and is about
 	// to read again: they are not new and must not count in bans_total.
-	reread map[eventKey]struct{}
+	reread map[banEventKey]struct{}
 }
 
-// eventKey names one distinct ban event independently of IP indices (an IP
+// banEventKey names one distinct ban event independently of IP indices (an IP
 // index can be freed and reused while a range is replaced).
-type eventKey struct {
-	addr netip.Addr
-	tob  uint32
-	jail uint16
+type banEventKey struct {
+	addr      netip.Addr
+	timeOfBan uint32
+	jail      uint16
 }
 
 type pendingBan struct {
@@ -161,7 +161,7 @@ type pendingBan struct {
 type engineCarry struct {
 	jailNames    []string
 	countryNames []string
-	bansTotal    map[jcKey]uint64
+	bansTotal    map[seriesKey]uint64
 	// kept are the events counted in the longest window (archive on).
 	kept []archive.Event
 	// offer are events not yet handed to the archive (jail indices of
@@ -180,19 +180,19 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 		countryNames:  []string{UnknownCountry},
 		ipIndex:       map[ipKey]uint32{},
 		cursors:       make([]int, len(windows)),
-		windowCount:   make([]map[jcKey]int, len(windows)),
+		windowCount:   make([]map[seriesKey]int, len(windows)),
 		bansFP:        map[int64]fingerprint{},
-		recByPair:     map[pairKey]int64{},
+		latestBipsRow: map[pairKey]int64{},
 		bannedRefs:    map[pairKey]uint16{},
-		bannedNow:     map[jcKey]int{},
+		bannedNow:     map[seriesKey]int{},
 		bipsFP:        map[int64]fingerprint{},
 		skipped:       map[[2]string]int{},
-		bansTotal:     map[jcKey]uint64{},
+		bansTotal:     map[seriesKey]uint64{},
 		pendingAge:    2 * time.Minute,
 		countryGen:    countries.Generation(),
 	}
 	for i := range e.windowCount {
-		e.windowCount[i] = map[jcKey]int{}
+		e.windowCount[i] = map[seriesKey]int{}
 		if windows[i].Length > windows[e.longest].Length {
 			e.longest = i
 		}
@@ -218,29 +218,29 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 // twice the room they need. A few percent of headroom takes in new bans for
 // a while before the first growth.
 func (e *engine) reserve(bans, bips int64) {
-	if len(e.events) == 0 && bans > 0 {
-		e.events = make([]event, 0, room(bans))
-		// byTob may already hold the archive's events (loadHistory),
+	if len(e.bansRows) == 0 && bans > 0 {
+		e.bansRows = make([]bansRow, 0, room(bans))
+		// banEvents may already hold the archive's events (loadHistory),
 		// most of them the same events as the rows: room for the larger
 		// of the two.
-		e.reserveTob(max(int64(len(e.byTob)), bans))
+		e.reserveBanEvents(max(int64(len(e.banEvents)), bans))
 	}
-	if len(e.records) == 0 && bips > 0 {
-		e.records = make([]record, 0, room(bips))
+	if len(e.bipsRows) == 0 && bips > 0 {
+		e.bipsRows = make([]bipsRow, 0, room(bips))
 		// One entry per (ip, jail) pair: bips has one row per pair.
-		e.recByPair = make(map[pairKey]int64, bips)
+		e.latestBipsRow = make(map[pairKey]int64, bips)
 	}
 }
 
-// reserveTob makes room in byTob for n entries in one allocation (with
+// reserveBanEvents makes room in banEvents for n entries in one allocation (with
 // headroom when it has to grow). Before the archive's events are loaded it is sized from the
-// archive's event count, so the load neither doubles byTob step by step nor
+// archive's event count, so the load neither doubles banEvents step by step nor
 // copies it again for the rows of bans, which are mostly the same events.
-func (e *engine) reserveTob(n int64) {
-	if int64(cap(e.byTob)) < n {
-		grown := make([]tobEntry, len(e.byTob), room(n))
-		copy(grown, e.byTob)
-		e.byTob = grown
+func (e *engine) reserveBanEvents(n int64) {
+	if int64(cap(e.banEvents)) < n {
+		grown := make([]banEvent, len(e.banEvents), room(n))
+		copy(grown, e.banEvents)
+		e.banEvents = grown
 	}
 }
 
@@ -263,10 +263,10 @@ func (e *engine) carry() *engineCarry {
 		e.backfill = nil
 	}
 	if e.keep {
-		e.mergeTob(e.lastNow)
-		for i := e.cursors[e.longest]; i < len(e.byTob); i++ {
-			if t := &e.byTob[i]; t.alive() {
-				c.kept = append(c.kept, archive.Event{Jail: e.jailNames[t.jail], IP: e.ips[t.ip].key.addr(), TimeOfBan: int64(t.tob)})
+		e.mergeBanEvents(e.lastNow)
+		for i := e.cursors[e.longest]; i < len(e.banEvents); i++ {
+			if t := &e.banEvents[i]; t.alive() {
+				c.kept = append(c.kept, archive.Event{Jail: e.jailNames[t.jail], IP: e.ips[t.ip].key.addr(), TimeOfBan: int64(t.timeOfBan)})
 			}
 		}
 	}
@@ -274,7 +274,7 @@ func (e *engine) carry() *engineCarry {
 }
 
 // classify validates r and returns its skip reason ("" when countable).
-func classify(r *row, needBantime bool) (netip.Addr, string) {
+func classify(r *sourceRow, needBantime bool) (netip.Addr, string) {
 	switch {
 	case r.JailNull:
 		return netip.Addr{}, skipNullJail
@@ -304,10 +304,10 @@ func (e *engine) addSkip(table string, reason uint8, delta int) {
 
 // ---- bans -------------------------------------------------------------
 
-// addEvent takes one bans row into account and returns its event; the
-// caller stores it in rowid order and calls mergeTob after the batch.
-func (e *engine) addEvent(r *row, now int64) event {
-	ev := event{rowid: r.Rowid, mix: rowMix(r), ip: noIP}
+// addBansRow takes one bans row into account and returns its event; the
+// caller stores it in rowid order and calls mergeBanEvents after the batch.
+func (e *engine) addBansRow(r *sourceRow, now int64) bansRow {
+	ev := bansRow{rowid: r.Rowid, mix: rowMix(r), ip: noIP}
 	addr, reason := classify(r, false)
 	if reason != "" {
 		ev.skip = skipIndex(reason)
@@ -316,23 +316,23 @@ func (e *engine) addEvent(r *row, now int64) event {
 	}
 	ev.jail = e.jail(r.Jail)
 	ev.ip = e.internIP(addr)
-	ev.tob = uint32(r.TimeOfBan)
-	e.newTob = append(e.newTob, tobEntry{tob: ev.tob, ip: ev.ip, jail: ev.jail, count: 1})
+	ev.timeOfBan = uint32(r.TimeOfBan)
+	e.newBanEvents = append(e.newBanEvents, banEvent{timeOfBan: ev.timeOfBan, ip: ev.ip, jail: ev.jail, count: 1})
 	// A startup read in backfill mode offers nothing (the backfill reads
 	// its rows again); rows read later are offered as always.
-	if e.keep && (e.backfill == nil || e.live) && !e.archived(ev.tob, ev.jail, ev.ip) {
-		e.addOffer(pendingOffer{ip: keyOf(addr), bantime: rowBantime(r), bancount: r.Bancount, tob: ev.tob, jail: ev.jail})
+	if e.keep && (e.backfill == nil || e.live) && !e.isFromArchive(ev.timeOfBan, ev.jail, ev.ip) {
+		e.addOffer(pendingOffer{ip: keyOf(addr), bantime: rowBantime(r), bancount: r.Bancount, timeOfBan: ev.timeOfBan, jail: ev.jail})
 	}
 	if e.schema == 2 {
-		e.v2Latest(pairKey{ip: ev.ip, jail: ev.jail}, ev.tob, now)
+		e.deriveSchema2Ban(pairKey{ip: ev.ip, jail: ev.jail}, ev.timeOfBan, now)
 	}
 	return ev
 }
 
-// removeEvent takes a stored event out of every aggregate. byTob must be
-// merged (newTob empty). With the archive on, the event's entry is kept: it
+// removeBansRow takes a stored event out of every aggregate. banEvents must be
+// merged (newBanEvents empty). With the archive on, the event's entry is kept: it
 // stays in the windows until it leaves the longest one.
-func (e *engine) removeEvent(ev *event, now int64) {
+func (e *engine) removeBansRow(ev *bansRow, now int64) {
 	if ev.skip != 0 {
 		e.addSkip("bans", ev.skip, -1)
 		return
@@ -340,23 +340,23 @@ func (e *engine) removeEvent(ev *event, now int64) {
 	if e.backfill != nil {
 		e.backfill.removed(e, ev)
 	}
-	key := tobEntry{tob: ev.tob, ip: ev.ip, jail: ev.jail}
-	i, found := slices.BinarySearchFunc(e.byTob, &key, func(a tobEntry, b *tobEntry) int { return compareTob(&a, b) })
-	if found && e.byTob[i].count > 0 {
-		t := &e.byTob[i]
+	key := banEvent{timeOfBan: ev.timeOfBan, ip: ev.ip, jail: ev.jail}
+	i, found := slices.BinarySearchFunc(e.banEvents, &key, func(a banEvent, b *banEvent) int { return compareBanEvents(&a, b) })
+	if found && e.banEvents[i].count > 0 {
+		t := &e.banEvents[i]
 		t.count--
 		if t.count == 0 && t.kept {
-			if !e.inWindow(e.longest, int64(t.tob), now) {
+			if !e.inWindow(e.longest, int64(t.timeOfBan), now) {
 				e.dropKept(t)
 			}
 		} else if t.count == 0 {
-			jc := jcKey{jail: t.jail, country: e.ips[t.ip].country}
+			jc := seriesKey{jail: t.jail, country: e.ips[t.ip].country}
 			for w := range e.windows {
-				if e.inWindow(w, int64(t.tob), now) {
+				if e.inWindow(w, int64(t.timeOfBan), now) {
 					e.decWindow(w, jc)
 				}
 			}
-			e.deadTob++
+			e.deadBanEvents++
 		}
 	}
 	e.releaseIP(ev.ip)
@@ -377,11 +377,11 @@ func (e *engine) advance(now int64) {
 	}
 	for e.expiries.Len() > 0 && e.expiries[0].at <= now {
 		x := heap.Pop(&e.expiries).(expiry)
-		idx := e.findRecord(x.rowid)
+		idx := e.findBipsRow(x.rowid)
 		if idx < 0 {
 			continue
 		}
-		rec := &e.records[idx]
+		rec := &e.bipsRows[idx]
 		if rec.skip != 0 || isBanned(rec, now) {
 			// Stale entry: the record moved on and has a newer entry.
 			continue
@@ -392,9 +392,9 @@ func (e *engine) advance(now int64) {
 	for w := range e.windows {
 		limit := now - int64(e.windows[w].Length/time.Second)
 		c := e.cursors[w]
-		for c < len(e.byTob) && int64(e.byTob[c].tob) < limit {
-			if t := &e.byTob[c]; t.alive() {
-				e.decWindow(w, jcKey{jail: t.jail, country: e.ips[t.ip].country})
+		for c < len(e.banEvents) && int64(e.banEvents[c].timeOfBan) < limit {
+			if t := &e.banEvents[c]; t.alive() {
+				e.decWindow(w, seriesKey{jail: t.jail, country: e.ips[t.ip].country})
 			}
 			c++
 		}
@@ -404,7 +404,7 @@ func (e *engine) advance(now int64) {
 		// Kept entries without rows that left the longest window are
 		// history no window counts any more.
 		for c := from; c < e.cursors[e.longest]; c++ {
-			if t := &e.byTob[c]; t.kept && t.count == 0 {
+			if t := &e.banEvents[c]; t.kept && t.count == 0 {
 				e.dropKept(t)
 			}
 		}
@@ -416,26 +416,26 @@ func (e *engine) advance(now int64) {
 
 // compact drops dead entries once they are a quarter of their slice.
 func (e *engine) compact() {
-	if e.deadTob > 1024 && e.deadTob > len(e.byTob)/4 {
-		out := e.byTob[:0]
-		for _, t := range e.byTob {
+	if e.deadBanEvents > 1024 && e.deadBanEvents > len(e.banEvents)/4 {
+		out := e.banEvents[:0]
+		for _, t := range e.banEvents {
 			if t.alive() {
 				out = append(out, t)
 			}
 		}
-		e.byTob = slices.Clip(out)
-		e.deadTob = 0
+		e.banEvents = slices.Clip(out)
+		e.deadBanEvents = 0
 		e.resetCursors(e.lastNow)
 	}
-	if e.deadRecs > 1024 && e.deadRecs > len(e.records)/4 {
-		out := e.records[:0]
-		for _, r := range e.records {
+	if e.deadBipsRows > 1024 && e.deadBipsRows > len(e.bipsRows)/4 {
+		out := e.bipsRows[:0]
+		for _, r := range e.bipsRows {
 			if !r.dead() {
 				out = append(out, r)
 			}
 		}
-		e.records = slices.Clip(out)
-		e.deadRecs = 0
+		e.bipsRows = slices.Clip(out)
+		e.deadBipsRows = 0
 	}
 }
 
@@ -459,7 +459,7 @@ func (e *engine) settlePending(now int64, all bool) {
 			settled = settled || c != ""
 		}
 		if settled {
-			e.bansTotal[jcKey{jail: p.jail, country: e.country(c)}]++
+			e.bansTotal[seriesKey{jail: p.jail, country: e.country(c)}]++
 			continue
 		}
 		keep = append(keep, p)
@@ -471,81 +471,81 @@ func (e *engine) settlePending(now int64, all bool) {
 
 // appendBans adds bans rows whose rowids are above every stored one, in
 // rowid order.
-func (e *engine) appendBans(rows []row, now int64) {
+func (e *engine) appendBans(rows []sourceRow, now int64) {
 	for i := range rows {
-		ev := e.addEvent(&rows[i], now)
+		ev := e.addBansRow(&rows[i], now)
 		addFP(e.bansFP, ev.rowid, ev.mix, 1)
-		e.events = append(e.events, ev)
+		e.bansRows = append(e.bansRows, ev)
 	}
-	e.mergeTob(now)
+	e.mergeBanEvents(now)
 }
 
 // appendBips adds bips rows whose rowids are above every stored one, in
 // rowid order.
-func (e *engine) appendBips(rows []row, now int64) {
+func (e *engine) appendBips(rows []sourceRow, now int64) {
 	for i := range rows {
-		e.records = append(e.records, e.newRecord(&rows[i], now))
-		e.activateRecord(len(e.records)-1, now)
+		e.bipsRows = append(e.bipsRows, e.newBipsRow(&rows[i], now))
+		e.activateBipsRow(len(e.bipsRows)-1, now)
 	}
 }
 
 // replaceBansRange makes the stored bans rows with rowids in [lo, hi] equal
 // to rows (sorted by rowid).
-func (e *engine) replaceBansRange(lo, hi int64, rows []row, now int64) {
-	e.mergeTob(now)
-	i := sort.Search(len(e.events), func(k int) bool { return e.events[k].rowid >= lo })
-	j := sort.Search(len(e.events), func(k int) bool { return e.events[k].rowid > hi })
+func (e *engine) replaceBansRange(lo, hi int64, rows []sourceRow, now int64) {
+	e.mergeBanEvents(now)
+	i := sort.Search(len(e.bansRows), func(k int) bool { return e.bansRows[k].rowid >= lo })
+	j := sort.Search(len(e.bansRows), func(k int) bool { return e.bansRows[k].rowid > hi })
 	if e.live && j > i {
-		e.reread = make(map[eventKey]struct{}, j-i)
+		e.reread = make(map[banEventKey]struct{}, j-i)
 		for k := i; k < j; k++ {
-			if ev := &e.events[k]; ev.skip == 0 {
-				e.reread[eventKey{addr: e.ips[ev.ip].key.addr(), tob: ev.tob, jail: ev.jail}] = struct{}{}
+			if ev := &e.bansRows[k]; ev.skip == 0 {
+				e.reread[banEventKey{addr: e.ips[ev.ip].key.addr(), timeOfBan: ev.timeOfBan, jail: ev.jail}] = struct{}{}
 			}
 		}
 	}
 	for k := i; k < j; k++ {
-		addFP(e.bansFP, e.events[k].rowid, e.events[k].mix, -1)
-		e.removeEvent(&e.events[k], now)
+		addFP(e.bansFP, e.bansRows[k].rowid, e.bansRows[k].mix, -1)
+		e.removeBansRow(&e.bansRows[k], now)
 	}
-	added := make([]event, 0, len(rows))
+	added := make([]bansRow, 0, len(rows))
 	for k := range rows {
-		ev := e.addEvent(&rows[k], now)
+		ev := e.addBansRow(&rows[k], now)
 		addFP(e.bansFP, ev.rowid, ev.mix, 1)
 		added = append(added, ev)
 	}
-	e.events = slices.Replace(e.events, i, j, added...)
-	e.mergeTob(now)
+	e.bansRows = slices.Replace(e.bansRows, i, j, added...)
+	e.mergeBanEvents(now)
 	e.reread = nil
 	if j > i && e.schema == 2 {
-		e.rebuildV2(now)
+		e.rebuildSchema2Bans(now)
 	}
 }
 
 // replaceBipsRange makes the stored bips rows with rowids in [lo, hi] equal
 // to rows (sorted by rowid).
-func (e *engine) replaceBipsRange(lo, hi int64, rows []row, now int64) {
-	i := sort.Search(len(e.records), func(k int) bool { return e.records[k].rowid >= lo })
-	j := sort.Search(len(e.records), func(k int) bool { return e.records[k].rowid > hi })
+func (e *engine) replaceBipsRange(lo, hi int64, rows []sourceRow, now int64) {
+	i := sort.Search(len(e.bipsRows), func(k int) bool { return e.bipsRows[k].rowid >= lo })
+	j := sort.Search(len(e.bipsRows), func(k int) bool { return e.bipsRows[k].rowid > hi })
 	for k := i; k < j; k++ {
-		e.removeRecordAt(k, now)
+		e.removeBipsRowAt(k, now)
 	}
-	added := make([]record, 0, len(rows))
+	added := make([]bipsRow, 0, len(rows))
 	for k := range rows {
-		added = append(added, e.newRecord(&rows[k], now))
+		added = append(added, e.newBipsRow(&rows[k], now))
 	}
 	// Every record of the range is dead now: drop them, put the new ones
 	// in place and count them.
-	e.deadRecs -= j - i
-	e.records = slices.Replace(e.records, i, j, added...)
+	e.deadBipsRows -= j - i
+	e.bipsRows = slices.Replace(e.bipsRows, i, j, added...)
 	for k := i; k < i+len(added); k++ {
-		e.activateRecord(k, now)
+		e.activateBipsRow(k, now)
 	}
 }
 
 // bansHigh is the highest stored bans rowid (0 when none).
 func (e *engine) bansHigh() int64 {
-	if n := len(e.events); n > 0 {
-		return e.events[n-1].rowid
+	if n := len(e.bansRows); n > 0 {
+		return e.bansRows[n-1].rowid
 	}
 	return 0
 }
@@ -560,9 +560,9 @@ func (e *engine) high(table string) int64 {
 
 // bipsHigh is the highest live bips rowid (0 when none).
 func (e *engine) bipsHigh() int64 {
-	for k := len(e.records) - 1; k >= 0; k-- {
-		if !e.records[k].dead() {
-			return e.records[k].rowid
+	for k := len(e.bipsRows) - 1; k >= 0; k-- {
+		if !e.bipsRows[k].dead() {
+			return e.bipsRows[k].rowid
 		}
 	}
 	return 0
@@ -570,9 +570,9 @@ func (e *engine) bipsHigh() int64 {
 
 // oldestBan is the timeofban of the oldest counted ban event.
 func (e *engine) oldestBan() (int64, bool) {
-	for i := range e.byTob {
-		if e.byTob[i].alive() {
-			return int64(e.byTob[i].tob), true
+	for i := range e.banEvents {
+		if e.banEvents[i].alive() {
+			return int64(e.banEvents[i].timeOfBan), true
 		}
 	}
 	return 0, false
@@ -583,7 +583,7 @@ func (e *engine) oldestBan() (int64, bool) {
 // events loaded from the archive), and a backfill's range is fixed.
 func (e *engine) endStartupRead() {
 	e.live = true
-	e.stored = 0
+	e.fromArchive = 0
 	e.endBackfillRange()
 }
 
@@ -595,25 +595,25 @@ func (e *engine) keepHistory() { e.keep = true }
 // sizes is what the engine holds: rows of bans, live rows of bips (schema 4)
 // and distinct IPs.
 func (e *engine) sizes() (bansRows, bipsRows, ips int) {
-	return len(e.events), e.liveRecs, len(e.ipIndex)
+	return len(e.bansRows), e.liveBipsRows, len(e.ipIndex)
 }
 
 // tableState is what settle compares with the database's shape of table:
 // the engine's row count, highest rowid and bucket fingerprints.
 func (e *engine) tableState(table string) (count, high int64, fps map[int64]fingerprint) {
 	if table == "bips" {
-		return int64(e.liveRecs), e.bipsHigh(), e.bipsFP
+		return int64(e.liveBipsRows), e.bipsHigh(), e.bipsFP
 	}
-	return int64(len(e.events)), e.bansHigh(), e.bansFP
+	return int64(len(e.bansRows)), e.bansHigh(), e.bansFP
 }
 
 // snapshot is a copy of the aggregates for one scrape.
 type snapshot struct {
 	jails      []string
 	countries  []string
-	bannedNow  map[jcKey]int
-	windows    []map[jcKey]int
-	bansTotal  map[jcKey]uint64
+	bannedNow  map[seriesKey]int
+	windows    []map[seriesKey]int
+	bansTotal  map[seriesKey]uint64
 	oldest     int64
 	haveOldest bool
 	skipped    map[[2]string]int
@@ -629,8 +629,8 @@ func (e *engine) snapshot() *snapshot {
 		bannedNow: cloneMap(e.bannedNow),
 		bansTotal: cloneMap(e.bansTotal),
 		skipped:   cloneMap(e.skipped),
-		bansRows:  len(e.events),
-		bipsRows:  e.liveRecs,
+		bansRows:  len(e.bansRows),
+		bipsRows:  e.liveBipsRows,
 		ips:       len(e.ipIndex),
 	}
 	if e.schema == 2 {

@@ -20,7 +20,7 @@ const fingerprintModulus = 1000003
 
 // rowMix is the part of a row's fingerprint beyond its rowid: it changes
 // when timeofban, bantime, the ip's or the jail's spelling change.
-func rowMix(r *row) int32 {
+func rowMix(r *sourceRow) int32 {
 	return int32(r.TimeOfBan%fingerprintModulus + 3*(r.Bantime%fingerprintModulus) + 5*r.IPLen + 7*r.JailLen)
 }
 

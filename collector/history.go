@@ -17,23 +17,23 @@ import (
 // left out: no window counts them. stored is true for events read from the
 // archive itself (not carried over a reload, where some may not be written
 // yet): rows of bans with the same event are then not offered again. The
-// caller calls mergeTob after the batch.
+// caller calls mergeBanEvents after the batch.
 func (e *engine) addArchived(ev *archive.Event, now int64, stored bool) {
 	addr := ev.IP.Unmap().WithZone("")
 	if ev.Jail == "" || !addr.IsValid() || ev.TimeOfBan > math.MaxUint32 || !e.inWindow(e.longest, ev.TimeOfBan, now) {
 		return
 	}
-	e.newTob = append(e.newTob, tobEntry{tob: uint32(ev.TimeOfBan), ip: e.internIP(addr), jail: e.jail(ev.Jail), kept: true, stored: stored})
+	e.newBanEvents = append(e.newBanEvents, banEvent{timeOfBan: uint32(ev.TimeOfBan), ip: e.internIP(addr), jail: e.jail(ev.Jail), kept: true, fromArchive: stored})
 }
 
-// archived reports whether the ban event (tob, jail, ip) was loaded from the
-// archive: it is stored there already. byTob holds the loaded events merged.
-func (e *engine) archived(tob uint32, jail uint16, ip uint32) bool {
-	if e.stored == 0 {
+// isFromArchive reports whether the ban event (timeOfBan, jail, ip) was loaded from the
+// archive: it is stored there already. banEvents holds the loaded events merged.
+func (e *engine) isFromArchive(timeOfBan uint32, jail uint16, ip uint32) bool {
+	if e.fromArchive == 0 {
 		return false
 	}
-	i, found := e.searchTob(&tobEntry{tob: tob, jail: jail, ip: ip})
-	return found && e.byTob[i].stored
+	i, found := e.searchBanEvent(&banEvent{timeOfBan: timeOfBan, jail: jail, ip: ip})
+	return found && e.banEvents[i].fromArchive
 }
 
 // pendingOffer is a ban event waiting to be offered to the archive: 40
@@ -41,11 +41,11 @@ func (e *engine) archived(tob uint32, jail uint16, ip uint32) bool {
 // netip.Addr the garbage collector scans. A startup read that archives a
 // million rows holds them all until the archive takes them.
 type pendingOffer struct {
-	ip       ipKey
-	bantime  int64
-	bancount int64
-	tob      uint32
-	jail     uint16
+	ip        ipKey
+	bantime   int64
+	bancount  int64
+	timeOfBan uint32
+	jail      uint16
 }
 
 // offerChunkLen is the length of a chunk of offers. The offers of a read are
@@ -99,7 +99,7 @@ func convertOffers(offers []pendingOffer, jails []string) []archive.Event {
 	out := make([]archive.Event, len(offers))
 	for k := range offers {
 		o := &offers[k]
-		out[k] = archive.Event{Jail: jails[o.jail], IP: o.ip.addr(), TimeOfBan: int64(o.tob), Bantime: o.bantime, Bancount: o.bancount}
+		out[k] = archive.Event{Jail: jails[o.jail], IP: o.ip.addr(), TimeOfBan: int64(o.timeOfBan), Bantime: o.bantime, Bancount: o.bancount}
 	}
 	return out
 }
@@ -139,49 +139,49 @@ const (
 // offerArchive hands the ban events of a refresh to the archive's queue,
 // after those a full queue did not take last time. Add never touches
 // SQLite: this is cheap on a scrape.
-func (x *Exporter) offerArchive(events []archive.Event) {
-	if x.opts.Archive == nil {
+func (ex *Exporter) offerArchive(events []archive.Event) {
+	if ex.opts.Archive == nil {
 		return
 	}
-	x.archMu.Lock()
-	defer x.archMu.Unlock()
-	if len(events) == 0 && len(x.archPending) == 0 {
+	ex.archMu.Lock()
+	defer ex.archMu.Unlock()
+	if len(events) == 0 && len(ex.archPending) == 0 {
 		return
 	}
-	all := append(x.archPending, events...)
-	n := x.opts.Archive.Add(all...)
+	all := append(ex.archPending, events...)
+	n := ex.opts.Archive.Add(all...)
 	rest := all[n:]
 	if len(rest) > maxArchPending {
 		rest = rest[len(rest)-maxArchPending:]
 	}
-	x.archPending = slices.Clone(rest)
+	ex.archPending = slices.Clone(rest)
 }
 
 // loadHistory puts the archived ban events of the longest window into a new
 // engine, before its first read of fail2ban's database: from the archive for
 // the first engine, from the previous engine's carry after a reload (which
 // also holds events not yet written to the archive).
-func (x *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) error {
+func (ex *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) error {
 	eng.keepHistory()
-	if x.historyLoaded {
-		if x.carry != nil {
-			for i := range x.carry.kept {
-				eng.addArchived(&x.carry.kept[i], now, false)
+	if ex.historyLoaded {
+		if ex.carry != nil {
+			for i := range ex.carry.kept {
+				eng.addArchived(&ex.carry.kept[i], now, false)
 			}
 		}
-		eng.mergeTob(now)
+		eng.mergeBanEvents(now)
 		return nil
 	}
 	start := time.Now()
-	since := time.Unix(now, 0).Add(-Longest(x.opts.Windows))
+	since := time.Unix(now, 0).Add(-Longest(ex.opts.Windows))
 	// The archive's count includes events older than the longest window
 	// (retention is longer): a little more room than the load needs.
-	eng.reserveTob(x.opts.Archive.Count())
+	eng.reserveBanEvents(ex.opts.Archive.Count())
 	n := 0
-	err := x.opts.Archive.Load(ctx, since, func(ev archive.Event) error {
+	err := ex.opts.Archive.Load(ctx, since, func(ev archive.Event) error {
 		eng.addArchived(&ev, now, true)
 		if n++; n%archive.DefaultLoadChunk == 0 {
-			eng.mergeTob(now)
+			eng.mergeBanEvents(now)
 		}
 		return nil
 	})
@@ -190,8 +190,8 @@ func (x *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) erro
 		// without the history would show truncated windows as complete.
 		return fmt.Errorf("load the ban archive: %w", err)
 	}
-	eng.mergeTob(now)
-	x.historyLoaded = true
-	x.logger.Info("loaded the ban archive's events of the longest window", "events", n, "since", since.UTC().Format(time.RFC3339), "duration", time.Since(start).Round(time.Millisecond))
+	eng.mergeBanEvents(now)
+	ex.historyLoaded = true
+	ex.logger.Info("loaded the ban archive's events of the longest window", "events", n, "since", since.UTC().Format(time.RFC3339), "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -132,7 +132,7 @@ func TestWithRealFail2ban(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "incfast's second ban in bips", func() bool {
-		count, bantime := bipsRow(t, s.DBPath(), "incfast", again)
+		count, bantime := readBipsRow(t, s.DBPath(), "incfast", again)
 		return count >= 2 && bantime > 4
 	})
 	if got := agree("incfast: second, longer ban", 10*time.Second); got["incfast"] != 1 {
@@ -232,8 +232,8 @@ func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
 	}
 }
 
-// bipsRow reads the bancount and bantime of one bips row, read-only.
-func bipsRow(t *testing.T, path, jail, ip string) (count, bantime int64) {
+// readBipsRow reads the bancount and bantime of one bips row, read-only.
+func readBipsRow(t *testing.T, path, jail, ip string) (count, bantime int64) {
 	t.Helper()
 	u := url.URL{Scheme: "file", Path: path, OmitHost: true, RawQuery: "mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)"}
 	db, err := sql.Open("sqlite", u.String())
@@ -281,7 +281,7 @@ func TestArchiveWithRealFail2banPurge(t *testing.T) {
 	defer func() { p.stop() }()
 
 	db := openReadOnly(t, s.DBPath())
-	history := map[banEvent]bool{}
+	history := map[naiveBanEvent]bool{}
 	// seen polls until history (every event seen in fail2ban's bans at a
 	// poll) holds n events and the exporter's 24h window all of them.
 	seen := func(what string, n int) {
@@ -380,7 +380,7 @@ func openReadOnly(t *testing.T, path string) *sql.DB {
 }
 
 // readBansEvents is bansEvents on a read-only connection.
-func readBansEvents(t *testing.T, db *sql.DB) map[banEvent]bool {
+func readBansEvents(t *testing.T, db *sql.DB) map[naiveBanEvent]bool {
 	t.Helper()
 	return bansEvents(t, &f2bDB{t: t, db: db, schema: 4})
 }

@@ -24,8 +24,8 @@ type ipInfo struct {
 	refs    uint32 // events and records referencing this IP
 }
 
-// jcKey is a (jail, country) pair: the label set of the engine's series.
-type jcKey struct {
+// seriesKey is a (jail, country) pair: the label set of the engine's series.
+type seriesKey struct {
 	jail    uint16
 	country uint16
 }
@@ -138,7 +138,7 @@ func (e *engine) refreshCountries() {
 	}
 	for pk := range e.bannedRefs {
 		if old, ok := changed[pk.ip]; ok {
-			jc := jcKey{jail: pk.jail, country: old}
+			jc := seriesKey{jail: pk.jail, country: old}
 			if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
 				delete(e.bannedNow, jc)
 			}
@@ -149,18 +149,18 @@ func (e *engine) refreshCountries() {
 	}
 	for pk := range e.bannedRefs {
 		if _, ok := changed[pk.ip]; ok {
-			e.bannedNow[jcKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
+			e.bannedNow[seriesKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
 		}
 	}
 	for w := range e.windows {
-		for j := e.cursors[w]; j < len(e.byTob); j++ {
-			t := &e.byTob[j]
+		for j := e.cursors[w]; j < len(e.banEvents); j++ {
+			t := &e.banEvents[j]
 			old, ok := changed[t.ip]
 			if !ok || !t.alive() {
 				continue
 			}
-			e.decWindow(w, jcKey{jail: t.jail, country: old})
-			e.windowCount[w][jcKey{jail: t.jail, country: e.ips[t.ip].country}]++
+			e.decWindow(w, seriesKey{jail: t.jail, country: old})
+			e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
 		}
 	}
 }

@@ -9,16 +9,16 @@ import (
 
 // Ready reports whether fail2ban's database was read successfully once.
 // It never waits for a refresh in progress.
-func (x *Exporter) Ready() bool {
-	return x.ready.Load()
+func (ex *Exporter) Ready() bool {
+	return ex.ready.Load()
 }
 
 // Warm reads the database at start so /-/ready turns true without waiting for
 // a scrape, retrying until the first success or ctx ends.
-func (x *Exporter) Warm(ctx context.Context) {
+func (ex *Exporter) Warm(ctx context.Context) {
 	delay := time.Second
 	for {
-		if err := x.Refresh(ctx); err == nil || ctx.Err() != nil {
+		if err := ex.Refresh(ctx); err == nil || ctx.Err() != nil {
 			return
 		}
 		select {
@@ -34,34 +34,34 @@ func (x *Exporter) Warm(ctx context.Context) {
 // With the archive on, it first waits (bounded) until the events of a
 // startup read are in the archive's queue: the archive's Run must still run,
 // and its final flush, after Close, writes them.
-func (x *Exporter) Close() error {
-	x.mu.Lock()
-	x.closed = true
-	if x.src != nil {
-		x.src.close()
-		x.src = nil
+func (ex *Exporter) Close() error {
+	ex.mu.Lock()
+	ex.closed = true
+	if ex.src != nil {
+		ex.src.close()
+		ex.src = nil
 	}
-	x.mu.Unlock()
+	ex.mu.Unlock()
 	done := make(chan struct{})
-	go func() { x.offerWG.Wait(); close(done) }()
+	go func() { ex.offerWG.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(closeOfferWait):
-		x.logger.Warn("ban archive: stopped offering the startup read's events; those still in fail2ban's database are offered again at the next start")
-		x.offerCancel()
+		ex.logger.Warn("ban archive: stopped offering the startup read's events; those still in fail2ban's database are offered again at the next start")
+		ex.offerCancel()
 		<-done
 	}
-	x.offerCancel()
+	ex.offerCancel()
 	return nil
 }
 
 // Refresh brings the engine up to date. Concurrent callers share one refresh:
 // a caller arriving while one runs waits for it, and gives up when its own
 // ctx ends, instead of starting another. All of them return its error.
-func (x *Exporter) Refresh(ctx context.Context) error {
-	ch := x.flight.DoChan("refresh", func() (any, error) {
-		offers, err := x.refreshAndTake(ctx)
-		x.offerArchive(offers.all())
+func (ex *Exporter) Refresh(ctx context.Context) error {
+	ch := ex.flight.DoChan("refresh", func() (any, error) {
+		offers, err := ex.refreshAndTake(ctx)
+		ex.offerArchive(offers.all())
 		return nil, err
 	})
 	select {
@@ -75,22 +75,22 @@ func (x *Exporter) Refresh(ctx context.Context) error {
 // refreshAndTake refreshes under the lock and returns the ban events read
 // for the archive; those of a startup read are handed to a background
 // AddWait here, under the lock, so Close can wait for them.
-func (x *Exporter) refreshAndTake(ctx context.Context) (offers offerBatch, err error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	startup := !x.loaded
-	err = x.refreshOnce(ctx)
-	if x.opts.Archive == nil || x.eng == nil {
+func (ex *Exporter) refreshAndTake(ctx context.Context) (offers offerBatch, err error) {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	startup := !ex.loaded
+	err = ex.refreshOnce(ctx)
+	if ex.opts.Archive == nil || ex.eng == nil {
 		return offerBatch{}, err
 	}
-	offers = x.eng.takeOffer()
-	if startup && x.loaded && !x.closed && x.eng.bindBackfill(x.src.dev, x.src.ino) {
-		eng, octx := x.eng, x.offerCtx
-		x.offerWG.Go(func() { x.runBackfill(octx, eng) })
+	offers = ex.eng.takeOffer()
+	if startup && ex.loaded && !ex.closed && ex.eng.bindBackfill(ex.src.dev, ex.src.ino) {
+		eng, octx := ex.eng, ex.offerCtx
+		ex.offerWG.Go(func() { ex.runBackfill(octx, eng) })
 	}
-	if startup && len(offers.chunks) > 0 && !x.closed {
-		store, logger, octx, batch := x.opts.Archive, x.logger, x.offerCtx, offers
-		x.offerWG.Go(func() {
+	if startup && len(offers.chunks) > 0 && !ex.closed {
+		store, logger, octx, batch := ex.opts.Archive, ex.logger, ex.offerCtx, offers
+		ex.offerWG.Go(func() {
 			// Each chunk is released once queued: memory falls as
 			// the archive catches up.
 			for i := range batch.chunks {
@@ -106,93 +106,93 @@ func (x *Exporter) refreshAndTake(ctx context.Context) (offers offerBatch, err e
 	return offers, err
 }
 
-// refreshOnce is one refresh; x.mu is held.
-func (x *Exporter) refreshOnce(ctx context.Context) error {
-	if x.closed {
-		x.up = false
+// refreshOnce is one refresh; ex.mu is held.
+func (ex *Exporter) refreshOnce(ctx context.Context) error {
+	if ex.closed {
+		ex.up = false
 		return errors.New("exporter closed")
 	}
-	if x.opts.DBPath == "" {
-		x.up = false
-		x.lastErrMsg = "no fail2ban database configured"
-		return errors.New(x.lastErrMsg)
+	if ex.opts.DBPath == "" {
+		ex.up = false
+		ex.lastErrMsg = "no fail2ban database configured"
+		return errors.New(ex.lastErrMsg)
 	}
 	start := time.Now()
-	err := x.refreshLocked(ctx)
-	x.lastDur = time.Since(start)
+	err := ex.refreshLocked(ctx)
+	ex.lastDur = time.Since(start)
 	if err != nil {
 		kind := classifyError(err)
-		x.readErrors[kind]++
-		x.up = false
-		if kind != x.lastErrKind {
-			x.logger.Error("cannot read fail2ban's database; fail2ban_up is 0 until it can", "path", x.opts.DBPath, "kind", string(kind), "err", err)
+		ex.readErrors[kind]++
+		ex.up = false
+		if kind != ex.lastErrKind {
+			ex.logger.Error("cannot read fail2ban's database; fail2ban_up is 0 until it can", "path", ex.opts.DBPath, "kind", string(kind), "err", err)
 		}
-		x.lastErrKind = kind
-		x.lastErrMsg = err.Error()
+		ex.lastErrKind = kind
+		ex.lastErrMsg = err.Error()
 		if kind == kindSchema || kind == kindMissing || kind == kindCorrupt || kind == kindPermission {
 			// Start over from a fresh open once the file is good again.
-			x.dropSource()
+			ex.dropSource()
 		}
 		return err
 	}
 	// One line per state change: the first complete read, or the recovery
 	// (with what a complete reread found, when there was one).
-	switch loaded := x.loadedNow; {
-	case x.lastErrKind != "":
-		x.logger.Info("fail2ban's database is readable again", append([]any{"path", x.opts.DBPath}, loaded...)...)
-		x.lastErrKind = ""
+	switch loaded := ex.loadedNow; {
+	case ex.lastErrKind != "":
+		ex.logger.Info("fail2ban's database is readable again", append([]any{"path", ex.opts.DBPath}, loaded...)...)
+		ex.lastErrKind = ""
 	case loaded != nil:
-		x.logger.Info("read fail2ban's database", append([]any{"path", x.opts.DBPath}, loaded...)...)
+		ex.logger.Info("read fail2ban's database", append([]any{"path", ex.opts.DBPath}, loaded...)...)
 	}
-	x.loadedNow = nil
-	x.up = true
-	x.ready.Store(true)
-	x.lastSuccess = x.now()
-	x.snap = x.eng.snapshot()
+	ex.loadedNow = nil
+	ex.up = true
+	ex.ready.Store(true)
+	ex.lastSuccess = ex.now()
+	ex.snap = ex.eng.snapshot()
 	return nil
 }
 
-func (x *Exporter) dropSource() {
-	if x.src != nil {
-		x.src.close()
-		x.src = nil
+func (ex *Exporter) dropSource() {
+	if ex.src != nil {
+		ex.src.close()
+		ex.src = nil
 	}
-	if x.eng != nil {
-		x.carry = x.eng.carry()
+	if ex.eng != nil {
+		ex.carry = ex.eng.carry()
 	}
-	x.eng = nil
-	x.loaded = false
+	ex.eng = nil
+	ex.loaded = false
 }
 
-func (x *Exporter) refreshLocked(ctx context.Context) error {
-	now := x.now().Unix()
-	if x.src != nil {
-		replaced, err := x.src.replaced()
+func (ex *Exporter) refreshLocked(ctx context.Context) error {
+	now := ex.now().Unix()
+	if ex.src != nil {
+		replaced, err := ex.src.replaced()
 		if err != nil {
 			return err
 		}
 		if replaced {
-			x.logger.Warn("fail2ban's database file was replaced; reading the new one from scratch", "path", x.opts.DBPath)
-			x.dropSource()
+			ex.logger.Warn("fail2ban's database file was replaced; reading the new one from scratch", "path", ex.opts.DBPath)
+			ex.dropSource()
 		}
 	}
-	if x.src == nil {
-		src, err := openSource(ctx, x.opts.DBPath)
+	if ex.src == nil {
+		src, err := openSource(ctx, ex.opts.DBPath)
 		if err != nil {
 			return err
 		}
-		eng := newEngine(x.countries, x.opts.Windows, src.schema, x.opts.DefaultBantime, x.carry)
-		if x.opts.Archive != nil {
-			if err := x.loadHistory(ctx, eng, now); err != nil {
+		eng := newEngine(ex.countries, ex.opts.Windows, src.schema, ex.opts.DefaultBantime, ex.carry)
+		if ex.opts.Archive != nil {
+			if err := ex.loadHistory(ctx, eng, now); err != nil {
 				src.close()
 				return err
 			}
 		}
-		x.src, x.eng = src, eng
-		x.carry = nil
-		x.loaded = false
+		ex.src, ex.eng = src, eng
+		ex.carry = nil
+		ex.loaded = false
 	}
-	src, eng := x.src, x.eng
+	src, eng := ex.src, ex.eng
 
 	version, err := src.currentVersion(ctx)
 	if err != nil {
@@ -200,7 +200,7 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 	}
 	eng.advance(now)
 	eng.refreshCountries()
-	if x.loaded && src.hasVersion && version == src.dataVersion {
+	if ex.loaded && src.hasVersion && version == src.dataVersion {
 		return nil
 	}
 
@@ -208,32 +208,32 @@ func (x *Exporter) refreshLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !x.loaded {
-		if err := x.reserve(ctx); err != nil {
+	if !ex.loaded {
+		if err := ex.reserve(ctx); err != nil {
 			return err
 		}
 	}
-	if err := x.readNew(ctx, "bans", now); err != nil {
+	if err := ex.readNew(ctx, "bans", now); err != nil {
 		return err
 	}
 	if src.schema == 4 {
-		if err := x.readNew(ctx, "bips", now); err != nil {
+		if err := ex.readNew(ctx, "bips", now); err != nil {
 			return err
 		}
 	}
-	if err := x.settle(ctx, now); err != nil {
+	if err := ex.settle(ctx, now); err != nil {
 		return err
 	}
 	// New bans whose country is already known (or final) count in
 	// bans_total in this very scrape.
 	eng.settlePending(now, false)
-	x.jails = jails
+	ex.jails = jails
 	src.dataVersion, src.hasVersion = version, true
-	if !x.loaded {
-		x.loaded = true
+	if !ex.loaded {
+		ex.loaded = true
 		eng.endStartupRead()
 		bansRows, bipsRows, ips := eng.sizes()
-		x.loadedNow = []any{"schema", src.schema, "bans_rows", bansRows, "bips_rows", bipsRows, "ips", ips}
+		ex.loadedNow = []any{"schema", src.schema, "bans_rows", bansRows, "bips_rows", bipsRows, "ips", ips}
 		if bansRows+bipsRows >= freeAfterLoadRows {
 			// A large load leaves several times the engine's size as
 			// garbage (rows, driver values): give those pages back to
@@ -251,18 +251,18 @@ const freeAfterLoadRows = 1 << 16
 
 // reserve sizes the engine for the initial load from the tables' row
 // counts (SQLite counts through the smallest index without reading rows).
-func (x *Exporter) reserve(ctx context.Context) error {
-	bans, err := readShape(ctx, x.src.conn, "bans")
+func (ex *Exporter) reserve(ctx context.Context) error {
+	bans, err := readShape(ctx, ex.src.conn, "bans")
 	if err != nil {
 		return err
 	}
 	var bips tableShape
-	if x.src.schema == 4 {
-		if bips, err = readShape(ctx, x.src.conn, "bips"); err != nil {
+	if ex.src.schema == 4 {
+		if bips, err = readShape(ctx, ex.src.conn, "bips"); err != nil {
 			return err
 		}
 	}
-	x.eng.reserve(bans.count, bips.count)
-	x.eng.startBackfill(bans.count, x.backfillAbove)
+	ex.eng.reserve(bans.count, bips.count)
+	ex.eng.startBackfill(bans.count, ex.backfillAbove)
 	return nil
 }

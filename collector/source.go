@@ -229,7 +229,7 @@ func (s *source) rowColumns(table string) string {
 }
 
 // scanRows appends the rows of query to out (a buffer to reuse, may be nil).
-func (s *source) scanRows(ctx context.Context, out []row, table, query string, args ...any) ([]row, error) {
+func (s *source) scanRows(ctx context.Context, out []sourceRow, table, query string, args ...any) ([]sourceRow, error) {
 	rs, err := s.conn.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", table, err)
@@ -237,7 +237,7 @@ func (s *source) scanRows(ctx context.Context, out []row, table, query string, a
 	defer rs.Close()
 	hasBantime := table != "bans" || s.schema != 2
 	for rs.Next() {
-		var r row
+		var r sourceRow
 		if err := rs.Scan(&r.Rowid, &r.JailNull, &r.Jail, &r.IPNull, &r.IP, &r.TimeValid, &r.TimeOfBan, &r.BanValid, &r.Bantime, &r.IPLen, &r.JailLen, &r.Bancount); err != nil {
 			return nil, fmt.Errorf("read %s: %w", table, err)
 		}
@@ -252,13 +252,13 @@ func (s *source) scanRows(ctx context.Context, out []row, table, query string, a
 
 // readAfter reads at most limit rows of table with rowid > after into buf
 // (reused from its start; nil allocates).
-func (s *source) readAfter(ctx context.Context, buf []row, table string, after int64, limit int) ([]row, error) {
+func (s *source) readAfter(ctx context.Context, buf []sourceRow, table string, after int64, limit int) ([]sourceRow, error) {
 	q := "SELECT " + s.rowColumns(table) + " FROM " + table + " WHERE rowid > ? ORDER BY rowid LIMIT ?"
 	return s.scanRows(ctx, buf[:0], table, q, after, limit)
 }
 
 // readRange reads the rows of table with rowid in [lo, hi].
-func (s *source) readRange(ctx context.Context, table string, lo, hi int64) ([]row, error) {
+func (s *source) readRange(ctx context.Context, table string, lo, hi int64) ([]sourceRow, error) {
 	q := "SELECT " + s.rowColumns(table) + " FROM " + table + " WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
 	return s.scanRows(ctx, nil, table, q, lo, hi)
 }

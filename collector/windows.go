@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// tobEntry is one distinct ban event (jail, ip, timeofban) in time order,
+// banEvent is one distinct ban event (jail, ip, timeofban) in time order,
 // for the trailing windows. Exact duplicate rows (fail2ban issue 1844) share
 // one entry: count is the number of rows. With the archive on, kept entries
 // are archived history: they stay counted after their rows left bans (purge,
@@ -16,20 +16,20 @@ import (
 // dropped at the next compaction. stored marks an event loaded from the
 // archive at start: a row of bans with the same event is not offered to the
 // archive again.
-type tobEntry struct {
-	tob    uint32
-	ip     uint32
-	count  uint32
-	jail   uint16
-	kept   bool
-	stored bool
+type banEvent struct {
+	timeOfBan   uint32
+	ip          uint32
+	count       uint32
+	jail        uint16
+	kept        bool
+	fromArchive bool
 }
 
 // alive reports whether t counts in the windows.
-func (t *tobEntry) alive() bool { return t.count > 0 || t.kept }
+func (t *banEvent) alive() bool { return t.count > 0 || t.kept }
 
-func compareTob(a, b *tobEntry) int {
-	if c := cmp.Compare(a.tob, b.tob); c != 0 {
+func compareBanEvents(a, b *banEvent) int {
+	if c := cmp.Compare(a.timeOfBan, b.timeOfBan); c != 0 {
 		return c
 	}
 	if c := cmp.Compare(a.jail, b.jail); c != 0 {
@@ -38,29 +38,29 @@ func compareTob(a, b *tobEntry) int {
 	return cmp.Compare(a.ip, b.ip)
 }
 
-// searchTob finds key in byTob like a binary search, but gallops out from
+// searchBanEvent finds key in banEvents like a binary search, but gallops out from
 // the position of the previous search first: rows of bans come in rowid
 // order, which is nearly timeofban order, so consecutive searches land
 // close together and touch a few cache lines instead of twenty.
-func (e *engine) searchTob(key *tobEntry) (int, bool) {
-	n := len(e.byTob)
+func (e *engine) searchBanEvent(key *banEvent) (int, bool) {
+	n := len(e.banEvents)
 	lo, hi := 0, n
-	if h := e.tobHint; h < n {
-		if compareTob(&e.byTob[h], key) <= 0 {
-			// byTob[lo] <= key; find hi with key < byTob[hi].
+	if h := e.searchHint; h < n {
+		if compareBanEvents(&e.banEvents[h], key) <= 0 {
+			// banEvents[lo] <= key; find hi with key < banEvents[hi].
 			lo = h
 			for step := 1; lo+step < n; step *= 2 {
-				if compareTob(&e.byTob[lo+step], key) > 0 {
+				if compareBanEvents(&e.banEvents[lo+step], key) > 0 {
 					hi = lo + step
 					break
 				}
 				lo += step
 			}
 		} else {
-			// key < byTob[hi]; find lo with byTob[lo] <= key.
+			// key < banEvents[hi]; find lo with banEvents[lo] <= key.
 			hi = h
 			for step := 1; hi-step >= 0; step *= 2 {
-				if compareTob(&e.byTob[hi-step], key) <= 0 {
+				if compareBanEvents(&e.banEvents[hi-step], key) <= 0 {
 					lo = hi - step
 					break
 				}
@@ -68,48 +68,48 @@ func (e *engine) searchTob(key *tobEntry) (int, bool) {
 			}
 		}
 	}
-	i, found := slices.BinarySearchFunc(e.byTob[lo:hi], key, func(a tobEntry, b *tobEntry) int { return compareTob(&a, b) })
-	e.tobHint = lo + i
+	i, found := slices.BinarySearchFunc(e.banEvents[lo:hi], key, func(a banEvent, b *banEvent) int { return compareBanEvents(&a, b) })
+	e.searchHint = lo + i
 	return lo + i, found
 }
 
 // dropKept ends a kept entry without rows that left the longest window.
-func (e *engine) dropKept(t *tobEntry) {
+func (e *engine) dropKept(t *banEvent) {
 	t.kept = false
-	e.deadTob++
+	e.deadBanEvents++
 	e.releaseIP(t.ip)
 }
 
-func (e *engine) inWindow(w int, tob, now int64) bool {
-	return tob >= now-int64(e.windows[w].Length/time.Second)
+func (e *engine) inWindow(w int, timeOfBan, now int64) bool {
+	return timeOfBan >= now-int64(e.windows[w].Length/time.Second)
 }
 
-func (e *engine) decWindow(w int, jc jcKey) {
+func (e *engine) decWindow(w int, jc seriesKey) {
 	m := e.windowCount[w]
 	if m[jc]--; m[jc] <= 0 {
 		delete(m, jc)
 	}
 }
 
-// mergeTob merges newTob into byTob. Only the entries of byTob not older
+// mergeBanEvents merges newBanEvents into banEvents. Only the entries of banEvents not older
 // than the oldest new event move: they are copied aside and merged with the
 // sorted batch back into place, so a batch costs O(m log m + k) where k is
 // the number of stored entries newer than the batch's oldest — small, since
 // new bans are recent — rather than O(n) for the whole slice. Events that
 // become distinct (count 0 → 1) are counted in their windows and, past the
 // initial load, in bans_total.
-func (e *engine) mergeTob(now int64) {
-	if len(e.newTob) == 0 {
+func (e *engine) mergeBanEvents(now int64) {
+	if len(e.newBanEvents) == 0 {
 		return
 	}
-	added := e.newTob
-	slices.SortFunc(added, func(a, b tobEntry) int { return compareTob(&a, &b) })
+	added := e.newBanEvents
+	slices.SortFunc(added, func(a, b banEvent) int { return compareBanEvents(&a, &b) })
 	// Fold duplicates within the batch.
 	folded := added[:1]
 	for _, t := range added[1:] {
-		if last := &folded[len(folded)-1]; compareTob(last, &t) == 0 {
+		if last := &folded[len(folded)-1]; compareBanEvents(last, &t) == 0 {
 			last.count += t.count
-			last.stored = last.stored || t.stored
+			last.fromArchive = last.fromArchive || t.fromArchive
 			if t.kept {
 				e.foldKept(last)
 			}
@@ -128,15 +128,15 @@ func (e *engine) mergeTob(now int64) {
 			}
 		}
 	}
-	born := e.born[:0] // entries that start counting
-	n := len(e.byTob)
-	p := sort.Search(n, func(i int) bool { return compareTob(&e.byTob[i], &added[0]) >= 0 })
+	born := e.mergeBorn[:0] // entries that start counting
+	n := len(e.banEvents)
+	p := sort.Search(n, func(i int) bool { return compareBanEvents(&e.banEvents[i], &added[0]) >= 0 })
 	if p == n {
-		e.byTob = append(e.byTob, added...)
+		e.banEvents = append(e.banEvents, added...)
 		born = append(born, added...)
 	} else {
-		tail := append(e.tobTail[:0], e.byTob[p:]...)
-		out := e.byTob[:p]
+		tail := append(e.mergeTail[:0], e.banEvents[p:]...)
+		out := e.banEvents[:p]
 		i, j := 0, 0
 		for i < len(tail) || j < len(added) {
 			var c int
@@ -146,7 +146,7 @@ func (e *engine) mergeTob(now int64) {
 			case j == len(added):
 				c = -1
 			default:
-				c = compareTob(&tail[i], &added[j])
+				c = compareBanEvents(&tail[i], &added[j])
 			}
 			switch {
 			case c < 0:
@@ -160,12 +160,12 @@ func (e *engine) mergeTob(now int64) {
 				t := tail[i]
 				if !t.alive() {
 					born = append(born, added[j])
-					e.deadTob--
+					e.deadBanEvents--
 				}
 				t.count += added[j].count
-				if added[j].stored && !t.stored {
-					t.stored = true
-					e.stored++
+				if added[j].fromArchive && !t.fromArchive {
+					t.fromArchive = true
+					e.fromArchive++
 				}
 				if added[j].kept {
 					e.foldKept(&t)
@@ -175,35 +175,35 @@ func (e *engine) mergeTob(now int64) {
 				j++
 			}
 		}
-		e.byTob = out
-		e.tobTail = keepBuffer(tail)
+		e.banEvents = out
+		e.mergeTail = keepBuffer(tail)
 	}
-	e.newTob = keepBuffer(e.newTob)
+	e.newBanEvents = keepBuffer(e.newBanEvents)
 	for _, t := range born {
-		if t.stored {
-			e.stored++
+		if t.fromArchive {
+			e.fromArchive++
 		}
-		jc := jcKey{jail: t.jail, country: e.ips[t.ip].country}
+		jc := seriesKey{jail: t.jail, country: e.ips[t.ip].country}
 		for w := range e.windows {
-			if e.inWindow(w, int64(t.tob), now) {
+			if e.inWindow(w, int64(t.timeOfBan), now) {
 				e.windowCount[w][jc]++
 			}
 		}
 		if e.live {
 			addr := e.ips[t.ip].key.addr()
-			if _, ok := e.reread[eventKey{addr: addr, tob: t.tob, jail: t.jail}]; !ok {
+			if _, ok := e.reread[banEventKey{addr: addr, timeOfBan: t.timeOfBan, jail: t.jail}]; !ok {
 				e.pending = append(e.pending, pendingBan{addr: addr, jail: t.jail, since: now})
 			}
 		}
 	}
-	e.born = keepBuffer(born)
+	e.mergeBorn = keepBuffer(born)
 	e.resetCursors(now)
 }
 
 // foldKept makes t kept when a kept entry of the same event folds into it:
 // the folded entry's reference on the IP moves to t, or is released when t
 // holds one already.
-func (e *engine) foldKept(t *tobEntry) {
+func (e *engine) foldKept(t *banEvent) {
 	if t.kept {
 		e.releaseIP(t.ip)
 		return
@@ -225,7 +225,7 @@ func keepBuffer[T any](buf []T) []T {
 func (e *engine) resetCursors(now int64) {
 	for w := range e.windows {
 		limit := now - int64(e.windows[w].Length/time.Second)
-		e.cursors[w] = sort.Search(len(e.byTob), func(i int) bool { return int64(e.byTob[i].tob) >= limit })
+		e.cursors[w] = sort.Search(len(e.banEvents), func(i int) bool { return int64(e.banEvents[i].timeOfBan) >= limit })
 	}
 }
 
@@ -233,9 +233,9 @@ func (e *engine) recountWindows(now int64) {
 	e.resetCursors(now)
 	for w := range e.windows {
 		clear(e.windowCount[w])
-		for i := e.cursors[w]; i < len(e.byTob); i++ {
-			if t := &e.byTob[i]; t.alive() {
-				e.windowCount[w][jcKey{jail: t.jail, country: e.ips[t.ip].country}]++
+		for i := e.cursors[w]; i < len(e.banEvents); i++ {
+			if t := &e.banEvents[i]; t.alive() {
+				e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
 			}
 		}
 	}

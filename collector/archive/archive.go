@@ -566,17 +566,17 @@ func (s *Store) pruneBatch(ctx context.Context) (int64, error) {
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
 	// The key of the batch's last event; none means fewer than a batch expired.
 	var (
-		tob, jail int64
-		ip        []byte
-		res       sql.Result
+		timeOfBan, jail int64
+		ip              []byte
+		res             sql.Result
 	)
 	err = tx.QueryRowContext(ctx, `SELECT timeofban, jail, ip FROM archive_events WHERE timeofban < ?
-		ORDER BY timeofban, jail, ip LIMIT 1 OFFSET ?`, cutoff, s.opts.PruneBatch-1).Scan(&tob, &jail, &ip)
+		ORDER BY timeofban, jail, ip LIMIT 1 OFFSET ?`, cutoff, s.opts.PruneBatch-1).Scan(&timeOfBan, &jail, &ip)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		res, err = tx.ExecContext(ctx, "DELETE FROM archive_events WHERE timeofban < ?", cutoff)
 	case err == nil:
-		res, err = tx.ExecContext(ctx, "DELETE FROM archive_events WHERE (timeofban, jail, ip) <= (?, ?, ?)", tob, jail, ip)
+		res, err = tx.ExecContext(ctx, "DELETE FROM archive_events WHERE (timeofban, jail, ip) <= (?, ?, ?)", timeOfBan, jail, ip)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("archive: prune: %w", err)

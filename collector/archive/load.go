@@ -74,8 +74,8 @@ func (s *Store) Load(ctx context.Context, since time.Time, fn func(Event) error)
 
 // loadKey is the position of the last event of a loaded chunk.
 type loadKey struct {
-	tob, jail int64
-	ip        []byte
+	timeOfBan, jail int64
+	ip              []byte
 }
 
 // loadChunk reads the events after last (from since when last is nil), at
@@ -92,7 +92,7 @@ func (s *Store) loadChunk(ctx context.Context, since time.Time, last *loadKey, o
 	} else {
 		rows, err = s.db.Reader.QueryContext(ctx, `SELECT timeofban, jail, ip, bantime, bancount FROM archive_events
 			WHERE (timeofban, jail, ip) > (?, ?, ?) ORDER BY timeofban, jail, ip LIMIT ?`,
-			last.tob, last.jail, last.ip, s.opts.LoadChunk)
+			last.timeOfBan, last.jail, last.ip, s.opts.LoadChunk)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("archive: load: %w", err)
@@ -112,7 +112,7 @@ func (s *Store) loadChunk(ctx context.Context, since time.Time, last *loadKey, o
 			return nil, nil, fmt.Errorf("archive: load: event at %d has an IP of %d bytes", e.TimeOfBan, len(ip))
 		}
 		e.IP = a
-		k.tob = e.TimeOfBan
+		k.timeOfBan = e.TimeOfBan
 		k.ip = append(k.ip[:0], ip...)
 		out = append(out, e)
 		ids = append(ids, k.jail)

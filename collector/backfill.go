@@ -21,9 +21,9 @@ import (
 //
 // Nothing may be lost in between: a row fail2ban deletes (purge, unbanip)
 // before the backfill reads it is an event the engine counted. So the engine
-// records what leaves its range before the backfill got there (removed), and
+// notes what leaves its range before the backfill got there (removed), and
 // each chunk is checked under the exporter's lock against the engine's own
-// events of the same rowids (step): an event the engine holds whose row is
+// bans rows of the same rowids (step): a bans row the engine holds whose row is
 // gone or changed is archived from the engine's data, with bantime -2
 // (unknown) and bancount 0, the only fields the engine does not keep.
 
@@ -39,7 +39,7 @@ type backfillState struct {
 	// cursor: rows with rowid <= cursor are done. to: the highest rowid to
 	// read (math.MaxInt64 until the startup read has ended).
 	cursor, to int64
-	// lost are events removed from the engine before the backfill read
+	// lost are bans rows removed from the engine before the backfill read
 	// their rowids: deleted rows, or rows a reconciliation takes out and
 	// reads again (then the row is still there and wins).
 	lost []lostBansRow
@@ -47,19 +47,19 @@ type backfillState struct {
 	dev, ino uint64
 }
 
-// lostBansRow is an event removed from the engine, with its rowid.
+// lostBansRow is a bans row removed from the engine, with its rowid.
 type lostBansRow struct {
 	rowid int64
 	offer pendingOffer
 }
 
-// engineOffer is the archive's view of an engine event when its row cannot
+// engineOffer is the archive's view of a bansRow when its row cannot
 // be read: bantime unknown, bancount 0.
 func (e *engine) engineOffer(ev *bansRow) pendingOffer {
 	return pendingOffer{ip: e.ips[ev.ip].key, bantime: -2, timeOfBan: ev.timeOfBan, jail: ev.jail}
 }
 
-// removed records a counted event the engine drops before the backfill has
+// removed notes a counted bans row the engine drops before the backfill has
 // read its rowid. Called by removeEvent before the IP is released.
 func (b *backfillState) removed(e *engine, ev *bansRow) {
 	if ev.rowid > b.cursor && ev.rowid <= b.to {
@@ -68,7 +68,7 @@ func (b *backfillState) removed(e *engine, ev *bansRow) {
 }
 
 // abandon ends a backfill that will not go on (the engine is replaced) and
-// returns the events it had not archived yet, from the engine's own data.
+// returns the ban events it had not archived yet, from the engine's own data.
 func (b *backfillState) abandon(e *engine) []pendingOffer {
 	out := b.lostOffers()
 	for i := e.bansRowsAfter(b.cursor); i < len(e.bansRows) && e.bansRows[i].rowid <= b.to; i++ {
@@ -79,7 +79,7 @@ func (b *backfillState) abandon(e *engine) []pendingOffer {
 	return out
 }
 
-// lostOffers are the offers of the events removed before the backfill read
+// lostOffers are the offers of the bans rows removed before the backfill read
 // their rows.
 func (b *backfillState) lostOffers() []pendingOffer {
 	out := make([]pendingOffer, len(b.lost))
@@ -89,7 +89,7 @@ func (b *backfillState) lostOffers() []pendingOffer {
 	return out
 }
 
-// bansRowsAfter is the index of the first stored event with rowid > rowid.
+// bansRowsAfter is the index of the first stored bans row with rowid > rowid.
 func (e *engine) bansRowsAfter(rowid int64) int {
 	i, _ := slices.BinarySearchFunc(e.bansRows, rowid+1, func(ev bansRow, r int64) int { return cmp.Compare(ev.rowid, r) })
 	return i
@@ -127,7 +127,7 @@ func (e *engine) endBackfillRange() {
 
 // backfillStep takes the rows fail2ban's database holds with rowids in
 // (cursor, hi] and returns the archive events of the step: the rows, plus
-// the engine's events of those rowids whose row is gone or changed, plus
+// the engine's bans rows of those rowids whose row is gone or changed, plus
 // those removed since the last step. It returns done when the range is
 // complete (the backfill is then over).
 func (e *engine) backfillStep(rows []sourceRow, hi int64) (events []archive.Event, done bool) {
@@ -161,7 +161,7 @@ func (e *engine) backfillStep(rows []sourceRow, hi int64) (events []archive.Even
 		}
 		missing = append(missing, o)
 	}
-	// Removed events of this step's rowids: archived from the engine
+	// Removed bans rows of this step's rowids: archived from the engine
 	// unless their row is still there (a reconciliation reread it).
 	kept := b.lost[:0]
 	for _, l := range b.lost {
@@ -185,7 +185,7 @@ func (e *engine) backfillStep(rows []sourceRow, hi int64) (events []archive.Even
 	return events, false
 }
 
-// isFromArchiveByName reports whether the event (jail, addr, timeOfBan) was loaded from
+// isFromArchiveByName reports whether the ban event (jail, addr, timeOfBan) was loaded from
 // the archive at start (its window-index entry is marked stored), without
 // interning anything.
 func (e *engine) isFromArchiveByName(jail string, addr netip.Addr, timeOfBan int64) bool {
@@ -201,7 +201,7 @@ func (e *engine) isFromArchiveByName(jail string, addr netip.Addr, timeOfBan int
 	return found && e.banEvents[i].fromArchive
 }
 
-// samePending reports whether row r is the event of offer o (rowids can be
+// samePending reports whether row r is the ban event of offer o (rowids can be
 // reused by fail2ban after a purge empties the table).
 func samePending(o *pendingOffer, jails []string, r *sourceRow) bool {
 	addr, reason := classify(r, false)
@@ -308,7 +308,7 @@ func (ex *Exporter) runBackfill(ctx context.Context, eng *engine) {
 }
 
 // backfillGiveUp queues, when the backfill ends early (Close could not wait
-// any longer), the events removed from the engine before it read their rows:
+// any longer), the ban events of the bans rows removed from the engine before it read them:
 // they are no longer in fail2ban's database to be offered at the next start.
 func (ex *Exporter) backfillGiveUp(eng *engine, b *backfillState) {
 	ex.mu.Lock()

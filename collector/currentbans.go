@@ -1,12 +1,18 @@
 package collector
 
+// Current bans: the bips rows (schema 4), or one derived bips row per (ip,
+// jail) pair for schema 2, each banned while fail2ban's rule holds, an
+// expiry heap that unbans them as time passes, and the per-series count of
+// banned pairs (fail2ban_banned_ips).
+
 import (
 	"cmp"
 	"container/heap"
 	"slices"
 )
 
-// bipsRow is one row of bips (schema 4) or, for schema 2, the latest ban of
+// bipsRow is the engine's copy of one row of fail2ban's bips table (schema
+// 4) or, for schema 2, the latest ban of
 // an (ip, jail) pair derived from bans.
 type bipsRow struct {
 	rowid     int64
@@ -16,7 +22,7 @@ type bipsRow struct {
 	mix       int32
 	jail      uint16
 	skip      uint8
-	state     uint8 // recBanned, recDead: one byte keeps a record at 32 bytes
+	state     uint8 // bipsBanned, bipsDead: one byte keeps a bipsRow at 32 bytes
 }
 
 const (
@@ -32,7 +38,8 @@ type pairKey struct {
 	jail uint16
 }
 
-// expiry is an entry of the expiry heap: record idx expires at t.
+// expiry is an entry of the expiry heap: the bips row with rowid expires at
+// at.
 type expiry struct {
 	at    int64
 	rowid int64
@@ -80,7 +87,7 @@ func (e *engine) setBanned(rec *bipsRow, banned bool) {
 	}
 }
 
-// findBipsRow returns the index of the live record with rowid, or -1.
+// findBipsRow returns the index of the live bips row with rowid, or -1.
 func (e *engine) findBipsRow(rowid int64) int {
 	i, found := slices.BinarySearchFunc(e.bipsRows, rowid, func(r bipsRow, id int64) int { return cmp.Compare(r.rowid, id) })
 	if !found || e.bipsRows[i].dead() {
@@ -89,11 +96,11 @@ func (e *engine) findBipsRow(rowid int64) int {
 	return i
 }
 
-// newBipsRow builds the record of one bips row (schema 4). A row for a pair
-// that already has an older record replaces it: fail2ban writes bips with
-// INSERT OR REPLACE, which deletes the old row, so the old record goes at
+// newBipsRow builds the bipsRow of one row of bips (schema 4). A row for a
+// pair that already has an older row replaces it: fail2ban writes bips with
+// INSERT OR REPLACE, which deletes the old row, so the old bipsRow goes at
 // once rather than being found missing by reconciliation later. The caller
-// places the record in rowid order and then calls activateRecord.
+// places the bipsRow in rowid order and then calls activateBipsRow.
 func (e *engine) newBipsRow(r *sourceRow, now int64) bipsRow {
 	rec := bipsRow{rowid: r.Rowid, mix: rowMix(r), ip: noIP, bantime: r.Bantime}
 	addr, reason := classify(r, true)
@@ -108,21 +115,14 @@ func (e *engine) newBipsRow(r *sourceRow, now int64) bipsRow {
 	if old, ok := e.latestBipsRow[pk]; ok && old < r.Rowid {
 		// The same spelling (same length) is the same primary key; two
 		// spellings of one address are two rows and both stay.
-		if idx := e.findBipsRow(old); idx >= 0 && e.spellingMix(idx) == 5*r.IPLen+7*r.JailLen {
+		if idx := e.findBipsRow(old); idx >= 0 && e.spellingMix(idx) == spellingPart(r.IPLen, r.JailLen) {
 			e.removeBipsRowAt(idx, now)
 		}
 	}
 	return rec
 }
 
-// spellingMix is the part of the mix of the record at idx that comes from the
-// spellings of its ip and jail.
-func (e *engine) spellingMix(idx int) int64 {
-	rec := &e.bipsRows[idx]
-	return int64(rec.mix) - int64(rec.timeOfBan)%fingerprintModulus - 3*(rec.bantime%fingerprintModulus)
-}
-
-// activateBipsRow counts the placed record at idx.
+// activateBipsRow counts the placed bips row at idx.
 func (e *engine) activateBipsRow(idx int, now int64) {
 	rec := &e.bipsRows[idx]
 	addFP(e.bipsFP, rec.rowid, rec.mix, 1)
@@ -141,7 +141,7 @@ func (e *engine) activateBipsRow(idx int, now int64) {
 	}
 }
 
-// removeBipsRowAt takes the record at idx out of every aggregate and marks it
+// removeBipsRowAt takes the bips row at idx out of every aggregate and marks it
 // dead; compact drops it later.
 func (e *engine) removeBipsRowAt(idx int, _ int64) {
 	rec := &e.bipsRows[idx]
@@ -164,9 +164,9 @@ func (e *engine) removeBipsRowAt(idx int, _ int64) {
 	e.releaseIP(rec.ip)
 }
 
-// deriveSchema2Ban records a ban event for schema 2, where a pair is banned while
+// deriveSchema2Ban takes in a ban event for schema 2, where a pair is banned while
 // its latest ban plus the default bantime lies in the future (fail2ban
-// 0.9/0.10's own rule). Derived records get increasing synthetic rowids.
+// 0.9/0.10's own rule). Derived bips rows get increasing rowids of their own.
 func (e *engine) deriveSchema2Ban(pk pairKey, timeOfBan uint32, now int64) {
 	if rowid, ok := e.latestBipsRow[pk]; ok {
 		rec := &e.bipsRows[e.findBipsRow(rowid)]
@@ -187,7 +187,7 @@ func (e *engine) deriveSchema2Ban(pk pairKey, timeOfBan uint32, now int64) {
 	heap.Push(&e.expiries, expiry{at: int64(timeOfBan) + e.defaultBanSec, rowid: e.latestBipsRow[pk]})
 }
 
-// rebuildSchema2Bans recomputes the schema-2 derived records from the events, after
+// rebuildSchema2Bans recomputes the derived schema-2 bips rows from the bans rows, after
 // deletions.
 func (e *engine) rebuildSchema2Bans(now int64) {
 	for i := range e.bipsRows {
@@ -207,7 +207,7 @@ func (e *engine) rebuildSchema2Bans(now int64) {
 	}
 }
 
-// recountBanned re-evaluates every record, after the clock went backwards.
+// recountBanned re-evaluates every bips row, after the clock went backwards.
 func (e *engine) recountBanned(now int64) {
 	e.expiries = e.expiries[:0]
 	for i := range e.bipsRows {

@@ -1,5 +1,12 @@
 package collector
 
+// The protocol that keeps the engine equal to fail2ban's database: readNew
+// reads the rows above the engine's high-water marks in chunks; settle, in
+// one short read transaction (readTails), takes in the rows committed
+// meanwhile and compares each table's shape with the engine's (consistent);
+// a table that lost or changed rows is reconciled bucket by bucket through
+// the fingerprints (reconcile).
+
 import (
 	"context"
 	"fmt"

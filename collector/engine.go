@@ -14,8 +14,11 @@ import (
 
 // The engine holds fail2ban's bans in memory and keeps the aggregates the
 // collector exposes up to date incrementally. It knows nothing of SQL: the
-// source feeds it rows (applyBans, applyBips, replace*Range) and it answers
-// with counts. Every method runs under the Exporter's lock.
+// Exporter feeds it the rows the source read (appendBans, appendBips,
+// replaceBansRange, replaceBipsRange) and it answers with counts. Every
+// method runs under the Exporter's lock. This file holds the engine's state,
+// the bans rows and the clock; its other concerns have their own files (see
+// doc.go).
 
 // Skip reasons of rows the engine cannot count.
 const (
@@ -26,7 +29,7 @@ const (
 	skipInvalidBantime = "invalid_bantime"
 )
 
-// sourceRow is one sourceRow of fail2ban's bans or bips table as the source read it.
+// sourceRow is one row of fail2ban's bans or bips table as the source read it.
 // Numbers are SQLite's CAST(x AS INTEGER) of the column, so the engine's
 // fingerprints equal those SQLite computes.
 // The flags come last so the struct has no padding between fields (88
@@ -50,7 +53,7 @@ type sourceRow struct {
 // noIP marks a stored row that was skipped.
 const noIP = math.MaxUint32
 
-// bansRow is one row of bans.
+// bansRow is the engine's copy of one row of fail2ban's bans table.
 type bansRow struct {
 	rowid     int64
 	mix       int32
@@ -110,9 +113,9 @@ type engine struct {
 	mergeBorn     []banEvent // scratch of mergeBanEvents
 	cursors       []int      // per window: first index of banEvents inside the window
 	searchHint    int        // where searchBanEvent starts: the last position found
-	// fromArchive counts the entries of banEvents loaded from the archive (fromArchive)
-	// until the initial load ends; 0 afterwards, when rows are
-	// new events and no longer looked up.
+	// fromArchive counts the entries of banEvents loaded from the archive
+	// (banEvent.fromArchive) until the initial load ends; 0 afterwards,
+	// when rows are new ban events and no longer looked up.
 	fromArchive int
 	lastNow     int64
 	windowCount []map[seriesKey]int
@@ -122,17 +125,17 @@ type engine struct {
 	bipsRows         []bipsRow // sorted by rowid
 	deadBipsRows     int
 	liveBipsRows     int
-	latestBipsRow    map[pairKey]int64 // pair → rowid of its latest record
+	latestBipsRow    map[pairKey]int64 // pair → rowid of its latest bips row
 	expiries         expiryHeap
-	bannedRefs       map[pairKey]uint16 // banned records per pair
+	bannedRefs       map[pairKey]uint16 // banned bips rows per pair
 	bannedNow        map[seriesKey]int
 	bipsFP           map[int64]fingerprint
-	lastDerivedRowid int64 // last rowid given to a derived schema-2 record
+	lastDerivedRowid int64 // last rowid given to a derived schema-2 bips row
 
 	skipped map[[2]string]int // (table, reason) → rows
 
 	// bans_total
-	live       bool // past the initial load: new events count into bans_total
+	live       bool // past the initial load: new ban events count into bans_total
 	bansTotal  map[seriesKey]uint64
 	pending    []pendingBan
 	pendingAge time.Duration
@@ -233,9 +236,10 @@ func (e *engine) reserve(bans, bips int64) {
 }
 
 // reserveBanEvents makes room in banEvents for n entries in one allocation (with
-// headroom when it has to grow). Before the archive's events are loaded it is sized from the
-// archive's event count, so the load neither doubles banEvents step by step nor
-// copies it again for the rows of bans, which are mostly the same events.
+// headroom when it has to grow). Before the archive's events are loaded it
+// is sized from the archive's event count, so the load neither doubles
+// banEvents step by step nor copies it again for the rows of bans, which are
+// mostly the same ban events.
 func (e *engine) reserveBanEvents(n int64) {
 	if int64(cap(e.banEvents)) < n {
 		grown := make([]banEvent, len(e.banEvents), room(n))
@@ -258,7 +262,7 @@ func (e *engine) carry() *engineCarry {
 	c := &engineCarry{jailNames: e.jailNames, countryNames: e.countryNames, bansTotal: e.bansTotal, offer: e.offer}
 	if e.backfill != nil {
 		// The next engine reads another file: what the backfill has not
-		// read yet is offered from the engine's own events.
+		// read yet is offered from the engine's own bans rows.
 		c.offer = append(c.offer, e.backfill.abandon(e))
 		e.backfill = nil
 	}
@@ -304,7 +308,7 @@ func (e *engine) addSkip(table string, reason uint8, delta int) {
 
 // ---- bans -------------------------------------------------------------
 
-// addBansRow takes one bans row into account and returns its event; the
+// addBansRow takes one row of bans into account and returns its bansRow; the
 // caller stores it in rowid order and calls mergeBanEvents after the batch.
 func (e *engine) addBansRow(r *sourceRow, now int64) bansRow {
 	ev := bansRow{rowid: r.Rowid, mix: rowMix(r), ip: noIP}
@@ -329,8 +333,9 @@ func (e *engine) addBansRow(r *sourceRow, now int64) bansRow {
 	return ev
 }
 
-// removeBansRow takes a stored event out of every aggregate. banEvents must be
-// merged (newBanEvents empty). With the archive on, the event's entry is kept: it
+// removeBansRow takes a stored bans row out of every aggregate. banEvents
+// must be merged (newBanEvents empty). With the archive on, its ban event is
+// kept: it
 // stays in the windows until it leaves the longest one.
 func (e *engine) removeBansRow(ev *bansRow, now int64) {
 	if ev.skip != 0 {
@@ -364,7 +369,7 @@ func (e *engine) removeBansRow(ev *bansRow, now int64) {
 
 // ---- time ----------------------------------------------------------------
 
-// advance moves the engine's clock to now: bans expire, events leave the
+// advance moves the engine's clock to now: bans expire, ban events leave the
 // windows, pending bans_total increments are settled.
 func (e *engine) advance(now int64) {
 	if now < e.lastNow {
@@ -383,7 +388,7 @@ func (e *engine) advance(now int64) {
 		}
 		rec := &e.bipsRows[idx]
 		if rec.skip != 0 || isBanned(rec, now) {
-			// Stale entry: the record moved on and has a newer entry.
+			// Stale entry: the bips row moved on and has a newer entry.
 			continue
 		}
 		e.setBanned(rec, false)
@@ -533,7 +538,7 @@ func (e *engine) replaceBipsRange(lo, hi int64, rows []sourceRow, now int64) {
 	for k := range rows {
 		added = append(added, e.newBipsRow(&rows[k], now))
 	}
-	// Every record of the range is dead now: drop them, put the new ones
+	// Every bips row of the range is dead now: drop them, put the new ones
 	// in place and count them.
 	e.deadBipsRows -= j - i
 	e.bipsRows = slices.Replace(e.bipsRows, i, j, added...)

@@ -1,5 +1,10 @@
 package collector
 
+// The fingerprint of a rowid bucket, computed twice: by the engine as rows
+// come and go (rowMix, fingerprint.add, addFP) and by SQLite over the rows
+// the table holds (source.fingerprints, below). Both must compute the same
+// sums: a change to one is a change to the other.
+
 import (
 	"context"
 	"fmt"
@@ -21,7 +26,18 @@ const fingerprintModulus = 1000003
 // rowMix is the part of a row's fingerprint beyond its rowid: it changes
 // when timeofban, bantime, the ip's or the jail's spelling change.
 func rowMix(r *sourceRow) int32 {
-	return int32(r.TimeOfBan%fingerprintModulus + 3*(r.Bantime%fingerprintModulus) + 5*r.IPLen + 7*r.JailLen)
+	return int32(r.TimeOfBan%fingerprintModulus + 3*(r.Bantime%fingerprintModulus) + spellingPart(r.IPLen, r.JailLen))
+}
+
+// spellingPart is the part of a row's mix that comes from the lengths of
+// its ip and jail columns.
+func spellingPart(ipLen, jailLen int64) int64 { return 5*ipLen + 7*jailLen }
+
+// spellingMix is the part of the mix of the bips row at idx that comes from the
+// spellings of its ip and jail.
+func (e *engine) spellingMix(idx int) int64 {
+	rec := &e.bipsRows[idx]
+	return int64(rec.mix) - int64(rec.timeOfBan)%fingerprintModulus - 3*(rec.bantime%fingerprintModulus)
 }
 
 func (f *fingerprint) add(rowid int64, mix int32, sign int64) {
@@ -35,6 +51,8 @@ const bucketShift = 13
 
 func bucketOf(rowid int64) int64 { return rowid >> bucketShift }
 
+// addFP adds (sign 1) or takes out (sign -1) a row of rowid and mix in the
+// fingerprints m of a table.
 func addFP(m map[int64]fingerprint, rowid int64, mix int32, sign int64) {
 	b := bucketOf(rowid)
 	fp := m[b]

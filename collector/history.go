@@ -1,5 +1,11 @@
 package collector
 
+// The link to the ban archive (collector/archive): the ban events of new
+// bans rows are collected as offers and handed to the archive's queue
+// (offerArchive), and a new engine starts with the archive's ban events of
+// the longest window (loadHistory). The backfill (backfill.go) is the
+// archive's path for a large startup read.
+
 import (
 	"context"
 	"fmt"
@@ -14,20 +20,21 @@ import (
 // start, or carried over a reload) that belongs to no row of bans: a kept
 // entry. A row of bans with the same (jail, ip, timeofban) read later is
 // the same event and counts once. Events older than the longest window are
-// left out: no window counts them. stored is true for events read from the
+// left out: no window counts them. fromArchive is true for events read from the
 // archive itself (not carried over a reload, where some may not be written
 // yet): rows of bans with the same event are then not offered again. The
 // caller calls mergeBanEvents after the batch.
-func (e *engine) addArchived(ev *archive.Event, now int64, stored bool) {
+func (e *engine) addArchived(ev *archive.Event, now int64, fromArchive bool) {
 	addr := ev.IP.Unmap().WithZone("")
 	if ev.Jail == "" || !addr.IsValid() || ev.TimeOfBan > math.MaxUint32 || !e.inWindow(e.longest, ev.TimeOfBan, now) {
 		return
 	}
-	e.newBanEvents = append(e.newBanEvents, banEvent{timeOfBan: uint32(ev.TimeOfBan), ip: e.internIP(addr), jail: e.jail(ev.Jail), kept: true, fromArchive: stored})
+	e.newBanEvents = append(e.newBanEvents, banEvent{timeOfBan: uint32(ev.TimeOfBan), ip: e.internIP(addr), jail: e.jail(ev.Jail), kept: true, fromArchive: fromArchive})
 }
 
-// isFromArchive reports whether the ban event (timeOfBan, jail, ip) was loaded from the
-// archive: it is stored there already. banEvents holds the loaded events merged.
+// isFromArchive reports whether the ban event (timeOfBan, jail, ip) was
+// loaded from the archive: it is stored there already. banEvents holds the
+// loaded ban events merged.
 func (e *engine) isFromArchive(timeOfBan uint32, jail uint16, ip uint32) bool {
 	if e.fromArchive == 0 {
 		return false

@@ -1,5 +1,10 @@
 package collector
 
+// IP interning and countries: every IP the engine holds is interned once
+// (ips, ipIndex) with a reference count and its country; jail and country
+// names are interned as small indices. refreshCountries moves the counts of
+// IPs whose country became known.
+
 import (
 	"math"
 	"net/netip"
@@ -21,7 +26,7 @@ func (k ipKey) addr() netip.Addr { return netip.AddrFrom16(k).Unmap() }
 type ipInfo struct {
 	key     ipKey
 	country uint16 // index into engine.countries; 0 is UnknownCountry
-	refs    uint32 // events and records referencing this IP
+	refs    uint32 // bans rows, bips rows and kept ban events referencing this IP
 }
 
 // seriesKey is a (jail, country) pair: the label set of the engine's series.

@@ -1,5 +1,9 @@
 package collector
 
+// The Exporter's lifecycle (Warm, Ready, Close) and its refresh: open or
+// reopen the database, bring the engine up to date when the database
+// changed (dbsync.go), and record the outcome for the self-metrics.
+
 import (
 	"context"
 	"errors"

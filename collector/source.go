@@ -202,8 +202,8 @@ func (s *source) replaced() (bool, error) {
 	return dev != s.dev || ino != s.ino, nil
 }
 
-// changed reports whether another connection committed since the last call
-// to markRead.
+// currentVersion is PRAGMA data_version of the pinned connection: it
+// changes when another connection commits.
 func (s *source) currentVersion(ctx context.Context) (int64, error) {
 	var v int64
 	if err := s.conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {

@@ -7,15 +7,20 @@ import (
 	"time"
 )
 
+// The window index: every distinct ban event in time order (banEvents), one
+// cursor per trailing window at the first ban event inside it, and the
+// per-series counts of each window. mergeBanEvents takes in the ban events
+// of new bans rows; advance moves the cursors as time passes.
+
 // banEvent is one distinct ban event (jail, ip, timeofban) in time order,
-// for the trailing windows. Exact duplicate rows (fail2ban issue 1844) share
-// one entry: count is the number of rows. With the archive on, kept entries
-// are archived history: they stay counted after their rows left bans (purge,
-// unbanip) until they leave the longest window, and hold a reference of
-// their own on their IP. An entry neither counted nor kept is dead and
-// dropped at the next compaction. stored marks an event loaded from the
-// archive at start: a row of bans with the same event is not offered to the
-// archive again.
+// for the trailing windows. Exact duplicate rows of bans (fail2ban writes
+// some bans twice) share one banEvent: count is the number of bans rows.
+// With the archive on, kept ban events are archived history: they stay
+// counted after their rows left bans (purge, unbanip) until they leave the
+// longest window, and hold a reference of their own on their IP. A ban event
+// neither counted nor kept is dead and dropped at the next compaction.
+// fromArchive marks a ban event loaded from the archive at start: a row of
+// bans with the same ban event is not offered to the archive again.
 type banEvent struct {
 	timeOfBan   uint32
 	ip          uint32
@@ -221,7 +226,7 @@ func keepBuffer[T any](buf []T) []T {
 	return buf[:0]
 }
 
-// resetCursors places every window's cursor at the first event inside it.
+// resetCursors places every window's cursor at the first ban event inside it.
 func (e *engine) resetCursors(now int64) {
 	for w := range e.windows {
 		limit := now - int64(e.windows[w].Length/time.Second)

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bangui/bangui_exporter/collector/archive"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // archivedEvents reads every event of the archive.
@@ -90,8 +92,13 @@ func TestArchiveBackfill(t *testing.T) {
 		{"exporter closed", func(t *testing.T, e *env) map[naiveBanEvent]bool {
 			done := make(chan error, 1)
 			go func() { done <- e.run.x.Close() }()
-			// Close waits for the backfill: give it the time to start.
-			time.Sleep(50 * time.Millisecond)
+			// Close waits for the backfill, which runs this hook: the
+			// backfill goes on once Close has marked the exporter closed.
+			testkit.EventuallyTrue(t, 30*time.Second, "Close to start", func() bool {
+				e.run.x.mu.Lock()
+				defer e.run.x.mu.Unlock()
+				return e.run.x.closed
+			})
 			return nil
 		}},
 	}
@@ -187,8 +194,8 @@ func TestBackfillSkipsArchivedRows(t *testing.T) {
 	d := newF2BDB(t, 4)
 	d.addJail("sshd", true)
 	clk := newClock(1_790_000_000)
-	var logs logBuffer
-	run := newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "30d"), Logger: logs.logger()}, clk, nil)
+	var logs testkit.LogBuffer
+	run := newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "30d"), Logger: logs.Logger(slog.LevelInfo)}, clk, nil)
 	now := clk.Now().Unix()
 	for i := range 200 {
 		d.ban("sshd", fmt.Sprintf("198.51.100.%d", i%50+1), now-int64(i)*600, 600)
@@ -208,13 +215,13 @@ func TestBackfillSkipsArchivedRows(t *testing.T) {
 	}
 	run.start()
 	run.x.backfillAbove, run.x.backfillChunk = 100, 32
-	logs.take()
+	logs.Take()
 	run.refresh()
 	if got := run.store.Count(); got != 320 {
 		t.Fatalf("archived %d events after the restart, want 320", got)
 	}
 	var done string
-	for _, l := range logs.take() {
+	for _, l := range logs.Take() {
 		if strings.Contains(l, "backfill of the startup read done") {
 			done = l
 		}

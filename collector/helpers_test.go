@@ -472,36 +472,6 @@ func windowsOf(t testing.TB, labels ...string) []Window {
 	return w
 }
 
-// logBuffer collects an Exporter's log lines (Info and above) for tests that
-// count them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// logger returns a slog.Logger writing text lines into b.
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-// take returns the lines written since the last call.
-func (b *logBuffer) take() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := strings.TrimSpace(b.buf.String())
-	b.buf.Reset()
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
-}
-
 // unprivilegedChildEnv marks the copy of the test binary that
 // runUnprivileged starts as nobody.
 const unprivilegedChildEnv = "BANGUI_TEST_UNPRIVILEGED_CHILD"

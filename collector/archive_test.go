@@ -141,7 +141,7 @@ func TestArchiveKeepsWindowsThroughPurge(t *testing.T) {
 			d.ban(jail, ip, tob, 600)
 			history[naiveBanEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
 			switch rng.IntN(20) {
-			case 0: // fail2ban issue 1844: the same event twice
+			case 0: // fail2ban writes some bans twice: the same event twice
 				d.exec("INSERT INTO bans SELECT * FROM bans WHERE rowid = (SELECT max(rowid) FROM bans)")
 			case 1:
 				unbans = append(unbans, [2]string{jail, ip})

@@ -98,7 +98,7 @@ func (fx *faultFixture) scrape() (up, banned float64, errs map[string]float64) {
 	return s["fail2ban_up{}"], s["fail2ban_banned_ips{country=ZZ,jail=sshd}"], errs
 }
 
-// TestFaults drives the exporter through every fault of issue 2, section 7.
+// TestFaults drives the exporter through every fault a production host throws at it.
 // For each: the collector keeps answering with fail2ban_up 0 and no data
 // series, read_errors_total counts one error of the right kind per scrape,
 // exactly one log line tells about it over five failing scrapes, and the

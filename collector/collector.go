@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -221,6 +223,48 @@ func (ex *Exporter) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(rowsDesc, prometheus.GaugeValue, float64(snap.bansRows), "bans")
 	ch <- prometheus.MustNewConstMetric(rowsDesc, prometheus.GaugeValue, float64(snap.bipsRows), "bips")
 	ch <- gauge(ipsDesc, float64(snap.ips))
+}
+
+// snapshot is a copy of the aggregates for one scrape.
+type snapshot struct {
+	jails      []string
+	countries  []string
+	bannedNow  map[seriesKey]int
+	windows    []map[seriesKey]int
+	bansTotal  map[seriesKey]uint64
+	oldest     int64
+	haveOldest bool
+	skipped    map[[2]string]int
+	bansRows   int
+	bipsRows   int
+	ips        int
+}
+
+func (e *engine) snapshot() *snapshot {
+	s := &snapshot{
+		jails:     slices.Clone(e.jailNames),
+		countries: slices.Clone(e.countryNames),
+		bannedNow: cloneMap(e.bannedNow),
+		bansTotal: cloneMap(e.bansTotal),
+		skipped:   cloneMap(e.skipped),
+		bansRows:  len(e.bansRows),
+		bipsRows:  e.liveBipsRows,
+		ips:       len(e.ipIndex),
+	}
+	if e.schema == 2 {
+		s.bipsRows = 0
+	}
+	for _, w := range e.windowCount {
+		s.windows = append(s.windows, cloneMap(w))
+	}
+	s.oldest, s.haveOldest = e.oldestBan()
+	return s
+}
+
+func cloneMap[K comparable, V any](m map[K]V) map[K]V {
+	out := make(map[K]V, len(m))
+	maps.Copy(out, m)
+	return out
 }
 
 func gauge(d *prometheus.Desc, v float64) prometheus.Metric {

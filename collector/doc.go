@@ -15,12 +15,12 @@
 //
 // # Files
 //
-//   - collector.go: the metric descriptions and Collect.
+//   - collector.go: the metric descriptions, the snapshot a scrape exposes, Collect.
 //   - refresh.go: the Exporter's lifecycle and refresh.
 //   - dbsync.go: the protocol that keeps the engine equal to the database.
 //   - source.go: every SQL statement on fail2ban's database but one.
 //   - fingerprint.go: the rowid-bucket fingerprint, in Go and in SQL.
-//   - engine.go: the engine's state, bans rows, the clock, snapshots.
+//   - engine.go: the engine's state, bans rows, the clock.
 //   - windows.go: the window index of ban events (fail2ban_recent_bans).
 //   - currentbans.go: bips rows and expiries (fail2ban_banned_ips).
 //   - ips.go: IP, jail and country interning; country changes.

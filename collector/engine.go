@@ -2,7 +2,6 @@ package collector
 
 import (
 	"container/heap"
-	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -610,46 +609,4 @@ func (e *engine) tableState(table string) (count, high int64, fps map[int64]fing
 		return int64(e.liveBipsRows), e.bipsHigh(), e.bipsFP
 	}
 	return int64(len(e.bansRows)), e.bansHigh(), e.bansFP
-}
-
-// snapshot is a copy of the aggregates for one scrape.
-type snapshot struct {
-	jails      []string
-	countries  []string
-	bannedNow  map[seriesKey]int
-	windows    []map[seriesKey]int
-	bansTotal  map[seriesKey]uint64
-	oldest     int64
-	haveOldest bool
-	skipped    map[[2]string]int
-	bansRows   int
-	bipsRows   int
-	ips        int
-}
-
-func (e *engine) snapshot() *snapshot {
-	s := &snapshot{
-		jails:     slices.Clone(e.jailNames),
-		countries: slices.Clone(e.countryNames),
-		bannedNow: cloneMap(e.bannedNow),
-		bansTotal: cloneMap(e.bansTotal),
-		skipped:   cloneMap(e.skipped),
-		bansRows:  len(e.bansRows),
-		bipsRows:  e.liveBipsRows,
-		ips:       len(e.ipIndex),
-	}
-	if e.schema == 2 {
-		s.bipsRows = 0
-	}
-	for _, w := range e.windowCount {
-		s.windows = append(s.windows, cloneMap(w))
-	}
-	s.oldest, s.haveOldest = e.oldestBan()
-	return s
-}
-
-func cloneMap[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	maps.Copy(out, m)
-	return out
 }

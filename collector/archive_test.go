@@ -74,7 +74,7 @@ func (r *archiveRun) restart() {
 
 // historySamples renders fail2ban_recent_bans and the horizon of history as
 // exposition sample lines.
-func historySamples(history map[banEvent]bool, now int64, windows []Window, countryOf func(netip.Addr) string) string {
+func historySamples(history map[naiveBanEvent]bool, now int64, windows []Window, countryOf func(netip.Addr) string) string {
 	want := withHistory(nil, history, now, windows, countryOf)
 	lines := make([]string, 0, len(want))
 	for k, v := range want {
@@ -130,7 +130,7 @@ func TestArchiveKeepsWindowsThroughPurge(t *testing.T) {
 	t.Cleanup(func() { _ = off.Close() })
 
 	rng := rand.New(rand.NewPCG(6, 30))
-	history := map[banEvent]bool{}
+	history := map[naiveBanEvent]bool{}
 	const days = 30
 	for hour := range days * 24 {
 		now := clk.Now().Unix()
@@ -139,9 +139,9 @@ func TestArchiveKeepsWindowsThroughPurge(t *testing.T) {
 			jail, ip := jails[rng.IntN(len(jails))], ips[rng.IntN(len(ips))]
 			tob := now - rng.Int64N(3600)
 			d.ban(jail, ip, tob, 600)
-			history[banEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
+			history[naiveBanEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
 			switch rng.IntN(20) {
-			case 0: // fail2ban issue 1844: the same event twice
+			case 0: // fail2ban writes some bans twice: the same event twice
 				d.exec("INSERT INTO bans SELECT * FROM bans WHERE rowid = (SELECT max(rowid) FROM bans)")
 			case 1:
 				unbans = append(unbans, [2]string{jail, ip})
@@ -255,11 +255,11 @@ func TestArchiveSurvivesReplacedFile(t *testing.T) {
 	clk := newClock(1_790_000_000)
 	run := newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "7d")}, clk, nil)
 	now := clk.Now().Unix()
-	history := map[banEvent]bool{}
+	history := map[naiveBanEvent]bool{}
 	for i := range 6 {
 		ip := fmt.Sprintf("192.0.2.%d", i+1)
 		d.ban("sshd", ip, now-int64(i)*86400, 600)
-		history[banEvent{jail: "sshd", ip: netip.MustParseAddr(ip), tob: now - int64(i)*86400}] = true
+		history[naiveBanEvent{jail: "sshd", ip: netip.MustParseAddr(ip), tob: now - int64(i)*86400}] = true
 	}
 	if err := run.x.Refresh(context.Background()); err != nil {
 		t.Fatal(err)
@@ -272,7 +272,7 @@ func TestArchiveSurvivesReplacedFile(t *testing.T) {
 	fresh := newF2BDB(t, 4)
 	fresh.addJail("sshd", true)
 	fresh.ban("sshd", "198.51.100.7", now, 600)
-	history[banEvent{jail: "sshd", ip: netip.MustParseAddr("198.51.100.7"), tob: now}] = true
+	history[naiveBanEvent{jail: "sshd", ip: netip.MustParseAddr("198.51.100.7"), tob: now}] = true
 	if err := fresh.db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -315,10 +315,10 @@ func TestArchiveRestartOffersOnlyNewEvents(t *testing.T) {
 			case "shuffled":
 				rng.Shuffle(len(tobs), func(i, j int) { tobs[i], tobs[j] = tobs[j], tobs[i] })
 			}
-			history := map[banEvent]bool{}
+			history := map[naiveBanEvent]bool{}
 			ban := func(jail, ip string, tob int64) {
 				d.ban(jail, ip, tob, 600)
-				history[banEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
+				history[naiveBanEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
 			}
 			for i, tob := range tobs {
 				jail := []string{"sshd", "nginx"}[i%2]
@@ -361,36 +361,36 @@ func TestArchiveRestartOffersOnlyNewEvents(t *testing.T) {
 	}
 }
 
-// TestSearchTob compares searchTob from every kind of hint with a plain
+// TestSearchTob compares searchBanEvent from every kind of hint with a plain
 // binary search, for present and absent keys.
 func TestSearchTob(t *testing.T) {
 	e := &engine{}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 500 {
-		e.byTob = append(e.byTob, tobEntry{tob: uint32(rng.IntN(300)), jail: uint16(rng.IntN(3)), ip: uint32(rng.IntN(20))})
+		e.banEvents = append(e.banEvents, banEvent{timeOfBan: uint32(rng.IntN(300)), jail: uint16(rng.IntN(3)), ip: uint32(rng.IntN(20))})
 	}
-	slices.SortFunc(e.byTob, func(a, b tobEntry) int { return compareTob(&a, &b) })
-	e.byTob = slices.CompactFunc(e.byTob, func(a, b tobEntry) bool { return compareTob(&a, &b) == 0 })
+	slices.SortFunc(e.banEvents, func(a, b banEvent) int { return compareBanEvents(&a, &b) })
+	e.banEvents = slices.CompactFunc(e.banEvents, func(a, b banEvent) bool { return compareBanEvents(&a, &b) == 0 })
 	cases := []struct {
 		name string
 		hint func() int
 	}{
 		{"start", func() int { return 0 }},
-		{"end", func() int { return len(e.byTob) }},
-		{"past the end", func() int { return len(e.byTob) + 10 }},
-		{"random", func() int { return rng.IntN(len(e.byTob)) }},
-		{"previous", func() int { return e.tobHint }},
+		{"end", func() int { return len(e.banEvents) }},
+		{"past the end", func() int { return len(e.banEvents) + 10 }},
+		{"random", func() int { return rng.IntN(len(e.banEvents)) }},
+		{"previous", func() int { return e.searchHint }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			for range 2000 {
-				key := tobEntry{tob: uint32(rng.IntN(310)), jail: uint16(rng.IntN(3)), ip: uint32(rng.IntN(21))}
-				wantI, wantFound := slices.BinarySearchFunc(e.byTob, &key, func(a tobEntry, b *tobEntry) int { return compareTob(&a, b) })
+				key := banEvent{timeOfBan: uint32(rng.IntN(310)), jail: uint16(rng.IntN(3)), ip: uint32(rng.IntN(21))}
+				wantI, wantFound := slices.BinarySearchFunc(e.banEvents, &key, func(a banEvent, b *banEvent) int { return compareBanEvents(&a, b) })
 				hint := c.hint()
-				e.tobHint = hint
-				i, found := e.searchTob(&key)
+				e.searchHint = hint
+				i, found := e.searchBanEvent(&key)
 				if i != wantI || found != wantFound {
-					t.Fatalf("searchTob(%+v) from hint %d = %d, %v; want %d, %v", key, hint, i, found, wantI, wantFound)
+					t.Fatalf("searchBanEvent(%+v) from hint %d = %d, %v; want %d, %v", key, hint, i, found, wantI, wantFound)
 				}
 			}
 		})
@@ -426,7 +426,7 @@ func TestOfferBatch(t *testing.T) {
 				}
 				ev := archive.Event{Jail: e.jailNames[i%3], IP: addr, TimeOfBan: 1_790_000_000 + int64(i), Bantime: []int64{600, -1, -2}[i%3], Bancount: int64(i % 7)}
 				want = append(want, ev)
-				e.addOffer(pendingOffer{ip: keyOf(addr), bantime: ev.Bantime, bancount: ev.Bancount, tob: uint32(ev.TimeOfBan), jail: uint16(i % 3)})
+				e.addOffer(pendingOffer{ip: keyOf(addr), bantime: ev.Bantime, bancount: ev.Bancount, timeOfBan: uint32(ev.TimeOfBan), jail: uint16(i % 3)})
 			}
 			b := e.takeOffer()
 			if e.offer != nil {

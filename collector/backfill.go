@@ -21,9 +21,9 @@ import (
 //
 // Nothing may be lost in between: a row fail2ban deletes (purge, unbanip)
 // before the backfill reads it is an event the engine counted. So the engine
-// records what leaves its range before the backfill got there (removed), and
+// notes what leaves its range before the backfill got there (removed), and
 // each chunk is checked under the exporter's lock against the engine's own
-// events of the same rowids (step): an event the engine holds whose row is
+// bans rows of the same rowids (step): a bans row the engine holds whose row is
 // gone or changed is archived from the engine's data, with bantime -2
 // (unknown) and bancount 0, the only fields the engine does not keep.
 
@@ -39,47 +39,47 @@ type backfillState struct {
 	// cursor: rows with rowid <= cursor are done. to: the highest rowid to
 	// read (math.MaxInt64 until the startup read has ended).
 	cursor, to int64
-	// lost are events removed from the engine before the backfill read
+	// lost are bans rows removed from the engine before the backfill read
 	// their rowids: deleted rows, or rows a reconciliation takes out and
 	// reads again (then the row is still there and wins).
-	lost []lostEvent
+	lost []lostBansRow
 	// dev and ino name the file the startup read read.
 	dev, ino uint64
 }
 
-// lostEvent is an event removed from the engine, with its rowid.
-type lostEvent struct {
+// lostBansRow is a bans row removed from the engine, with its rowid.
+type lostBansRow struct {
 	rowid int64
 	offer pendingOffer
 }
 
-// engineOffer is the archive's view of an engine event when its row cannot
+// engineOffer is the archive's view of a bansRow when its row cannot
 // be read: bantime unknown, bancount 0.
-func (e *engine) engineOffer(ev *event) pendingOffer {
-	return pendingOffer{ip: e.ips[ev.ip].key, bantime: -2, tob: ev.tob, jail: ev.jail}
+func (e *engine) engineOffer(ev *bansRow) pendingOffer {
+	return pendingOffer{ip: e.ips[ev.ip].key, bantime: -2, timeOfBan: ev.timeOfBan, jail: ev.jail}
 }
 
-// removed records a counted event the engine drops before the backfill has
+// removed notes a counted bans row the engine drops before the backfill has
 // read its rowid. Called by removeEvent before the IP is released.
-func (b *backfillState) removed(e *engine, ev *event) {
+func (b *backfillState) removed(e *engine, ev *bansRow) {
 	if ev.rowid > b.cursor && ev.rowid <= b.to {
-		b.lost = append(b.lost, lostEvent{rowid: ev.rowid, offer: e.engineOffer(ev)})
+		b.lost = append(b.lost, lostBansRow{rowid: ev.rowid, offer: e.engineOffer(ev)})
 	}
 }
 
 // abandon ends a backfill that will not go on (the engine is replaced) and
-// returns the events it had not archived yet, from the engine's own data.
+// returns the ban events it had not archived yet, from the engine's own data.
 func (b *backfillState) abandon(e *engine) []pendingOffer {
 	out := b.lostOffers()
-	for i := e.eventsAfter(b.cursor); i < len(e.events) && e.events[i].rowid <= b.to; i++ {
-		if ev := &e.events[i]; ev.skip == 0 {
+	for i := e.bansRowsAfter(b.cursor); i < len(e.bansRows) && e.bansRows[i].rowid <= b.to; i++ {
+		if ev := &e.bansRows[i]; ev.skip == 0 {
 			out = append(out, e.engineOffer(ev))
 		}
 	}
 	return out
 }
 
-// lostOffers are the offers of the events removed before the backfill read
+// lostOffers are the offers of the bans rows removed before the backfill read
 // their rows.
 func (b *backfillState) lostOffers() []pendingOffer {
 	out := make([]pendingOffer, len(b.lost))
@@ -89,23 +89,34 @@ func (b *backfillState) lostOffers() []pendingOffer {
 	return out
 }
 
-// eventsAfter is the index of the first stored event with rowid > rowid.
-func (e *engine) eventsAfter(rowid int64) int {
-	i, _ := slices.BinarySearchFunc(e.events, rowid+1, func(ev event, r int64) int { return cmp.Compare(ev.rowid, r) })
+// bansRowsAfter is the index of the first stored bans row with rowid > rowid.
+func (e *engine) bansRowsAfter(rowid int64) int {
+	i, _ := slices.BinarySearchFunc(e.bansRows, rowid+1, func(ev bansRow, r int64) int { return cmp.Compare(ev.rowid, r) })
 	return i
 }
 
-// startBackfill puts a startup read into backfill mode when it has more
-// than backfillAbove rows the archive does not hold (fresh rows of bans).
-func (e *engine) startBackfill(fresh, above int64) {
-	if e.keep && e.backfill == nil && fresh > above {
+// startBackfill puts a startup read of a bans table of bansRows rows into
+// backfill mode when more than above of them are not in the archive yet
+// (rows beyond the ban events loaded from it).
+func (e *engine) startBackfill(bansRows, above int64) {
+	if fresh := bansRows - int64(e.fromArchive); e.keep && e.backfill == nil && fresh > above {
 		e.backfill = &backfillState{to: math.MaxInt64}
 	}
 }
 
-// endStartupRead fixes the backfill's range at the end of the startup read:
-// every stored bans row so far.
-func (e *engine) endStartupRead() {
+// bindBackfill records the file (device, inode) the startup read read and
+// reports whether a backfill is to run on it.
+func (e *engine) bindBackfill(dev, ino uint64) bool {
+	if e.backfill == nil {
+		return false
+	}
+	e.backfill.dev, e.backfill.ino = dev, ino
+	return true
+}
+
+// endBackfillRange fixes the backfill's range at the end of the startup
+// read: every stored bans row so far.
+func (e *engine) endBackfillRange() {
 	if e.backfill != nil {
 		e.backfill.to = e.bansHigh()
 		if e.backfill.to <= e.backfill.cursor && len(e.backfill.lost) == 0 {
@@ -116,13 +127,13 @@ func (e *engine) endStartupRead() {
 
 // backfillStep takes the rows fail2ban's database holds with rowids in
 // (cursor, hi] and returns the archive events of the step: the rows, plus
-// the engine's events of those rowids whose row is gone or changed, plus
+// the engine's bans rows of those rowids whose row is gone or changed, plus
 // those removed since the last step. It returns done when the range is
 // complete (the backfill is then over).
-func (e *engine) backfillStep(rows []row, hi int64) (events []archive.Event, done bool) {
+func (e *engine) backfillStep(rows []sourceRow, hi int64) (events []archive.Event, done bool) {
 	b := e.backfill
 	hi = min(hi, b.to)
-	byRowid := make(map[int64]*row, len(rows))
+	byRowid := make(map[int64]*sourceRow, len(rows))
 	for i := range rows {
 		r := &rows[i]
 		if r.Rowid <= b.cursor || r.Rowid > hi {
@@ -133,14 +144,14 @@ func (e *engine) backfillStep(rows []row, hi int64) (events []archive.Event, don
 			continue
 		}
 		byRowid[r.Rowid] = r
-		if e.storedEvent(r.Jail, addr, r.TimeOfBan) {
+		if e.isFromArchiveByName(r.Jail, addr, r.TimeOfBan) {
 			continue // a restart's backfill: already archived
 		}
 		events = append(events, archive.Event{Jail: r.Jail, IP: addr, TimeOfBan: r.TimeOfBan, Bantime: rowBantime(r), Bancount: r.Bancount})
 	}
 	var missing []pendingOffer
-	for i := e.eventsAfter(b.cursor); i < len(e.events) && e.events[i].rowid <= hi; i++ {
-		ev := &e.events[i]
+	for i := e.bansRowsAfter(b.cursor); i < len(e.bansRows) && e.bansRows[i].rowid <= hi; i++ {
+		ev := &e.bansRows[i]
 		if ev.skip != 0 {
 			continue
 		}
@@ -150,7 +161,7 @@ func (e *engine) backfillStep(rows []row, hi int64) (events []archive.Event, don
 		}
 		missing = append(missing, o)
 	}
-	// Removed events of this step's rowids: archived from the engine
+	// Removed bans rows of this step's rowids: archived from the engine
 	// unless their row is still there (a reconciliation reread it).
 	kept := b.lost[:0]
 	for _, l := range b.lost {
@@ -174,32 +185,32 @@ func (e *engine) backfillStep(rows []row, hi int64) (events []archive.Event, don
 	return events, false
 }
 
-// storedEvent reports whether the event (jail, addr, tob) was loaded from
+// isFromArchiveByName reports whether the ban event (jail, addr, timeOfBan) was loaded from
 // the archive at start (its window-index entry is marked stored), without
 // interning anything.
-func (e *engine) storedEvent(jail string, addr netip.Addr, tob int64) bool {
+func (e *engine) isFromArchiveByName(jail string, addr netip.Addr, timeOfBan int64) bool {
 	j, ok := e.jailIndex[jail]
-	if !ok || tob < 0 || tob > math.MaxUint32 {
+	if !ok || timeOfBan < 0 || timeOfBan > math.MaxUint32 {
 		return false
 	}
 	ip, ok := e.ipIndex[keyOf(addr)]
 	if !ok {
 		return false
 	}
-	i, found := e.searchTob(&tobEntry{tob: uint32(tob), jail: j, ip: ip})
-	return found && e.byTob[i].stored
+	i, found := e.searchBanEvent(&banEvent{timeOfBan: uint32(timeOfBan), jail: j, ip: ip})
+	return found && e.banEvents[i].fromArchive
 }
 
-// samePending reports whether row r is the event of offer o (rowids can be
+// samePending reports whether row r is the ban event of offer o (rowids can be
 // reused by fail2ban after a purge empties the table).
-func samePending(o *pendingOffer, jails []string, r *row) bool {
+func samePending(o *pendingOffer, jails []string, r *sourceRow) bool {
 	addr, reason := classify(r, false)
-	return reason == "" && uint32(r.TimeOfBan) == o.tob && r.Jail == jails[o.jail] && keyOf(addr) == o.ip
+	return reason == "" && uint32(r.TimeOfBan) == o.timeOfBan && r.Jail == jails[o.jail] && keyOf(addr) == o.ip
 }
 
 // rowBantime is the bantime of a bans row for the archive: -2 (unknown,
 // fail2ban's own convention) where the schema has none or it is invalid.
-func rowBantime(r *row) int64 {
+func rowBantime(r *sourceRow) int64 {
 	if !r.HasBantime || !r.BanValid {
 		return -2
 	}
@@ -213,8 +224,8 @@ const backfillRetry = 5 * time.Second
 // queues them for the archive, until done, eng is replaced (a reload: its
 // carry took over what was left) or ctx ends (Close: the rows stay in
 // fail2ban's database and are offered at the next start).
-func (x *Exporter) runBackfill(ctx context.Context, eng *engine) {
-	store := x.opts.Archive
+func (ex *Exporter) runBackfill(ctx context.Context, eng *engine) {
+	store := ex.opts.Archive
 	start := time.Now()
 	var src *source
 	defer func() {
@@ -222,59 +233,59 @@ func (x *Exporter) runBackfill(ctx context.Context, eng *engine) {
 			src.close()
 		}
 	}()
-	var buf []row
+	var buf []sourceRow
 	written := 0
 	for {
 		if src == nil {
 			var err error
-			if src, err = openSource(ctx, x.opts.DBPath); err != nil {
-				if !x.backfillWait(ctx, err) {
+			if src, err = openSource(ctx, ex.opts.DBPath); err != nil {
+				if !ex.backfillWait(ctx, err) {
 					return
 				}
 				continue
 			}
 		}
-		if x.testHookBackfillStep != nil {
-			x.testHookBackfillStep()
+		if ex.testHookBackfillStep != nil {
+			ex.testHookBackfillStep()
 		}
-		x.mu.Lock()
+		ex.mu.Lock()
 		b := eng.backfill
-		// Not after Close (x.closed): Close waits for the backfill.
-		live := x.eng == eng && b != nil && b.dev == src.dev && b.ino == src.ino
+		// Not after Close (ex.closed): Close waits for the backfill.
+		live := ex.eng == eng && b != nil && b.dev == src.dev && b.ino == src.ino
 		var cursor int64
 		if live {
 			cursor = b.cursor
 		}
-		x.mu.Unlock()
+		ex.mu.Unlock()
 		if !live {
 			// Replaced (its carry holds what was left), or another file
 			// than the engine's: stop here.
 			return
 		}
-		rows, err := src.readAfter(ctx, buf, "bans", cursor, x.backfillChunk)
+		rows, err := src.readAfter(ctx, buf, "bans", cursor, ex.backfillChunk)
 		if err != nil {
 			src.close()
 			src = nil
-			if !x.backfillWait(ctx, err) {
+			if !ex.backfillWait(ctx, err) {
 				return
 			}
 			continue
 		}
 		buf = rows
 		hi := int64(math.MaxInt64) // fewer rows than asked: the table ends here
-		if len(rows) == x.backfillChunk {
+		if len(rows) == ex.backfillChunk {
 			hi = rows[len(rows)-1].Rowid
 		}
-		x.mu.Lock()
-		if x.eng != eng || eng.backfill != b || b.cursor != cursor {
-			x.mu.Unlock()
+		ex.mu.Lock()
+		if ex.eng != eng || eng.backfill != b || b.cursor != cursor {
+			ex.mu.Unlock()
 			return
 		}
 		events, done := eng.backfillStep(rows, hi)
-		x.mu.Unlock()
+		ex.mu.Unlock()
 		if err := store.AddWait(ctx, events...); err != nil {
-			x.logger.Warn("ban archive: backfill stopped; the rows it did not queue stay in fail2ban's database and are offered at the next start", "err", err)
-			x.backfillGiveUp(eng, b)
+			ex.logger.Warn("ban archive: backfill stopped; the rows it did not queue stay in fail2ban's database and are offered at the next start", "err", err)
+			ex.backfillGiveUp(eng, b)
 			return
 		}
 		// Write the chunk now, in one transaction, rather than let a
@@ -284,41 +295,41 @@ func (x *Exporter) runBackfill(ctx context.Context, eng *engine) {
 		// cycles of 50,000). A failing write keeps the events queued for
 		// the archive's own cycles; the backfill slows down, and AddWait
 		// stops it once the queue is full.
-		if err := store.Flush(ctx); err != nil && !x.backfillWait(ctx, err) {
-			x.backfillGiveUp(eng, b)
+		if err := store.Flush(ctx); err != nil && !ex.backfillWait(ctx, err) {
+			ex.backfillGiveUp(eng, b)
 			return
 		}
 		written += len(events)
 		if done {
-			x.logger.Info("ban archive: backfill of the startup read done", "events", written, "duration", time.Since(start).Round(time.Millisecond))
+			ex.logger.Info("ban archive: backfill of the startup read done", "events", written, "duration", time.Since(start).Round(time.Millisecond))
 			return
 		}
 	}
 }
 
 // backfillGiveUp queues, when the backfill ends early (Close could not wait
-// any longer), the events removed from the engine before it read their rows:
+// any longer), the ban events of the bans rows removed from the engine before it read them:
 // they are no longer in fail2ban's database to be offered at the next start.
-func (x *Exporter) backfillGiveUp(eng *engine, b *backfillState) {
-	x.mu.Lock()
+func (ex *Exporter) backfillGiveUp(eng *engine, b *backfillState) {
+	ex.mu.Lock()
 	var events []archive.Event
 	if eng.backfill == b && len(b.lost) > 0 {
 		events = convertOffers(b.lostOffers(), eng.jailNames)
 		b.lost = nil
 	}
-	x.mu.Unlock()
+	ex.mu.Unlock()
 	if len(events) > 0 {
-		x.opts.Archive.Add(events...)
+		ex.opts.Archive.Add(events...)
 	}
 }
 
 // backfillWait logs a failed backfill read or write and waits before the
 // next try; false when ctx ended.
-func (x *Exporter) backfillWait(ctx context.Context, err error) bool {
+func (ex *Exporter) backfillWait(ctx context.Context, err error) bool {
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		return false
 	}
-	x.logger.Warn("ban archive: backfill failed; retrying", "err", err, "retry_in", backfillRetry)
+	ex.logger.Warn("ban archive: backfill failed; retrying", "err", err, "retry_in", backfillRetry)
 	select {
 	case <-ctx.Done():
 		return false

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -11,14 +12,15 @@ import (
 	"time"
 
 	"github.com/bangui/bangui_exporter/collector/archive"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // archivedEvents reads every event of the archive.
-func archivedEvents(t *testing.T, store *archive.Store) map[banEvent]archive.Event {
+func archivedEvents(t *testing.T, store *archive.Store) map[naiveBanEvent]archive.Event {
 	t.Helper()
-	out := map[banEvent]archive.Event{}
+	out := map[naiveBanEvent]archive.Event{}
 	err := store.Load(context.Background(), time.Time{}, func(ev archive.Event) error {
-		out[banEvent{jail: ev.Jail, ip: ev.IP, tob: ev.TimeOfBan}] = ev
+		out[naiveBanEvent{jail: ev.Jail, ip: ev.IP, tob: ev.TimeOfBan}] = ev
 		return nil
 	})
 	if err != nil {
@@ -42,11 +44,13 @@ func TestArchiveBackfill(t *testing.T) {
 		// during runs at the second backfill step (one chunk is done);
 		// it returns the events whose rows it deleted before the
 		// backfill could read them (archived with bantime -2).
-		during func(t *testing.T, e *env) map[banEvent]bool
+		during func(t *testing.T, e *env) map[naiveBanEvent]bool
 	}{
 		{"undisturbed", nil},
-		{"purge and unban, then a scrape", func(t *testing.T, e *env) map[banEvent]bool {
-			gone := e.rowsWhere(t, func(ev banEvent) bool { return ev.tob < e.now-5*86400 || ev.ip == netip.MustParseAddr("198.51.100.7") })
+		{"purge and unban, then a scrape", func(t *testing.T, e *env) map[naiveBanEvent]bool {
+			gone := e.rowsWhere(t, func(ev naiveBanEvent) bool {
+				return ev.tob < e.now-5*86400 || ev.ip == netip.MustParseAddr("198.51.100.7")
+			})
 			e.d.purge(e.now, 5*86400)
 			e.d.unban("sshd", "198.51.100.7")
 			e.d.unban("nginx", "198.51.100.7")
@@ -55,12 +59,12 @@ func TestArchiveBackfill(t *testing.T) {
 			}
 			return gone
 		}},
-		{"purge without a scrape", func(t *testing.T, e *env) map[banEvent]bool {
-			gone := e.rowsWhere(t, func(ev banEvent) bool { return ev.tob < e.now-5*86400 })
+		{"purge without a scrape", func(t *testing.T, e *env) map[naiveBanEvent]bool {
+			gone := e.rowsWhere(t, func(ev naiveBanEvent) bool { return ev.tob < e.now-5*86400 })
 			e.d.purge(e.now, 5*86400)
 			return gone
 		}},
-		{"new bans meanwhile", func(t *testing.T, e *env) map[banEvent]bool {
+		{"new bans meanwhile", func(t *testing.T, e *env) map[naiveBanEvent]bool {
 			e.ban("sshd", "203.0.113.50", e.now, 600)
 			e.ban("nginx", "203.0.113.51", e.now, -1)
 			if err := e.run.x.Refresh(context.Background()); err != nil {
@@ -68,8 +72,8 @@ func TestArchiveBackfill(t *testing.T) {
 			}
 			return nil
 		}},
-		{"file replaced, then a scrape", func(t *testing.T, e *env) map[banEvent]bool {
-			gone := e.rowsWhere(t, func(banEvent) bool { return true })
+		{"file replaced, then a scrape", func(t *testing.T, e *env) map[naiveBanEvent]bool {
+			gone := e.rowsWhere(t, func(naiveBanEvent) bool { return true })
 			fresh := newF2BDB(t, 4)
 			fresh.addJail("sshd", true)
 			fresh.ban("sshd", "203.0.113.60", e.now, 600)
@@ -79,17 +83,22 @@ func TestArchiveBackfill(t *testing.T) {
 			if err := os.Rename(fresh.path, e.d.path); err != nil {
 				t.Fatal(err)
 			}
-			e.history[banEvent{jail: "sshd", ip: netip.MustParseAddr("203.0.113.60"), tob: e.now}] = true
+			e.history[naiveBanEvent{jail: "sshd", ip: netip.MustParseAddr("203.0.113.60"), tob: e.now}] = true
 			if err := e.run.x.Refresh(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			return gone
 		}},
-		{"exporter closed", func(t *testing.T, e *env) map[banEvent]bool {
+		{"exporter closed", func(t *testing.T, e *env) map[naiveBanEvent]bool {
 			done := make(chan error, 1)
 			go func() { done <- e.run.x.Close() }()
-			// Close waits for the backfill: give it the time to start.
-			time.Sleep(50 * time.Millisecond)
+			// Close waits for the backfill, which runs this hook: the
+			// backfill goes on once Close has marked the exporter closed.
+			testkit.EventuallyTrue(t, 30*time.Second, "Close to start", func() bool {
+				e.run.x.mu.Lock()
+				defer e.run.x.mu.Unlock()
+				return e.run.x.closed
+			})
 			return nil
 		}},
 	}
@@ -99,14 +108,14 @@ func TestArchiveBackfill(t *testing.T) {
 			d.addJail("sshd", true)
 			d.addJail("nginx", true)
 			clk := newClock(1_790_000_000)
-			e := &env{d: d, now: clk.Now().Unix(), history: map[banEvent]bool{}}
+			e := &env{d: d, now: clk.Now().Unix(), history: map[naiveBanEvent]bool{}}
 			e.run = newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "7d", "30d")}, clk, nil)
 			e.run.x.backfillAbove, e.run.x.backfillChunk = 50, 40
 			for i := range 300 {
 				jail := []string{"sshd", "nginx"}[i%2]
 				e.ban(jail, fmt.Sprintf("198.51.100.%d", i%40+1), e.now-int64(i)*2000, []int64{600, 3600, -1}[i%3])
 			}
-			var gone map[banEvent]bool
+			var gone map[naiveBanEvent]bool
 			var once sync.Once
 			steps := 0
 			e.run.x.testHookBackfillStep = func() {
@@ -125,9 +134,9 @@ func TestArchiveBackfill(t *testing.T) {
 			if len(got) != len(e.history) {
 				t.Errorf("archived %d events, want %d", len(got), len(e.history))
 			}
-			rows := map[banEvent]int64{} // bantime of every ban written
+			rows := map[naiveBanEvent]int64{} // bantime of every ban written
 			for i := range 300 {
-				rows[banEvent{jail: []string{"sshd", "nginx"}[i%2], ip: netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i%40+1)), tob: e.now - int64(i)*2000}] = []int64{600, 3600, -1}[i%3]
+				rows[naiveBanEvent{jail: []string{"sshd", "nginx"}[i%2], ip: netip.MustParseAddr(fmt.Sprintf("198.51.100.%d", i%40+1)), tob: e.now - int64(i)*2000}] = []int64{600, 3600, -1}[i%3]
 			}
 			unknown := 0
 			for ev := range e.history {
@@ -158,18 +167,18 @@ type backfillEnv struct {
 	d       *f2bDB
 	run     *archiveRun
 	now     int64
-	history map[banEvent]bool // every event the engine counted
+	history map[naiveBanEvent]bool // every event the engine counted
 }
 
 // ban writes a ban and records it in history.
 func (e *backfillEnv) ban(jail, ip string, tob, bantime int64) {
 	e.d.ban(jail, ip, tob, bantime)
-	e.history[banEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
+	e.history[naiveBanEvent{jail: jail, ip: netip.MustParseAddr(ip), tob: tob}] = true
 }
 
 // rowsWhere returns the events of the rows of bans matching keep.
-func (e *backfillEnv) rowsWhere(t *testing.T, keep func(banEvent) bool) map[banEvent]bool {
-	out := map[banEvent]bool{}
+func (e *backfillEnv) rowsWhere(t *testing.T, keep func(naiveBanEvent) bool) map[naiveBanEvent]bool {
+	out := map[naiveBanEvent]bool{}
 	for ev := range bansEvents(t, e.d) {
 		if keep(ev) {
 			out[ev] = true
@@ -185,8 +194,8 @@ func TestBackfillSkipsArchivedRows(t *testing.T) {
 	d := newF2BDB(t, 4)
 	d.addJail("sshd", true)
 	clk := newClock(1_790_000_000)
-	var logs logBuffer
-	run := newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "30d"), Logger: logs.logger()}, clk, nil)
+	var logs testkit.LogBuffer
+	run := newArchiveRun(t, Options{DBPath: d.path, Windows: windowsOf(t, "1d", "30d"), Logger: logs.Logger(slog.LevelInfo)}, clk, nil)
 	now := clk.Now().Unix()
 	for i := range 200 {
 		d.ban("sshd", fmt.Sprintf("198.51.100.%d", i%50+1), now-int64(i)*600, 600)
@@ -206,13 +215,13 @@ func TestBackfillSkipsArchivedRows(t *testing.T) {
 	}
 	run.start()
 	run.x.backfillAbove, run.x.backfillChunk = 100, 32
-	logs.take()
+	logs.Take()
 	run.refresh()
 	if got := run.store.Count(); got != 320 {
 		t.Fatalf("archived %d events after the restart, want 320", got)
 	}
 	var done string
-	for _, l := range logs.take() {
+	for _, l := range logs.Take() {
 		if strings.Contains(l, "backfill of the startup read done") {
 			done = l
 		}

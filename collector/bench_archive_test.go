@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -16,6 +17,7 @@ import (
 	"github.com/bangui/bangui_exporter/collector/archive"
 	"github.com/bangui/bangui_exporter/internal/appdb"
 	"github.com/bangui/bangui_exporter/internal/f2bgen"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // archiveBenchSpec is fail2ban's database of the archive benchmarks: what
@@ -277,8 +279,13 @@ func BenchmarkArchiveFirstRun(b *testing.B) {
 				heap = heapInUseMB()
 				if on {
 					ab.x.offerWG.Wait()
-					for ab.store.Queued() > 0 {
-						time.Sleep(10 * time.Millisecond)
+					if err := testkit.Poll(10*time.Minute, func() error {
+						if n := ab.store.Queued(); n > 0 {
+							return fmt.Errorf("%d events still queued for the archive", n)
+						}
+						return nil
+					}); err != nil {
+						b.Fatal(err)
 					}
 					archived = time.Since(start).Seconds()
 				}

@@ -136,7 +136,7 @@ func benchAfterBans(b *testing.B, spec f2bgen.Spec, bans int) {
 	b.StopTimer()
 	x.mu.Lock()
 	rec := x.reconciles["bans"] + x.reconciles["bips"]
-	got := len(x.eng.events)
+	got := len(x.eng.bansRows)
 	x.mu.Unlock()
 	if want := spec.Rows + b.N*bans; got != want {
 		b.Fatalf("engine holds %d bans rows, want %d", got, want)

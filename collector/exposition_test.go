@@ -15,7 +15,7 @@ import (
 )
 
 // metricMeta is the HELP and TYPE of every metric the collector exposes:
-// names, types and meaning are a contract (issue 2, section 3).
+// names, types and meaning are a contract.
 var metricMeta = map[string][2]string{
 	"fail2ban_up":                                                  {"gauge", "1 when the last read of fail2ban's database succeeded, 0 otherwise."},
 	"fail2ban_jail_enabled":                                        {"gauge", "1 when the jail is enabled in fail2ban's jails table, 0 otherwise."},
@@ -132,7 +132,7 @@ const (
 // plus one short window.
 func allWindows(t testing.TB) []Window { return windowsOf(t, "1h", "24h", "7d", "30d", "365d") }
 
-// v4Fixture is a schema-4 database with every edge case of issue 2: data as
+// v4Fixture is a schema-4 database with every edge case the engine handles: data as
 // BLOB, TEXT, NULL and garbage; bantime -1 and -2; expired bans; an exact
 // duplicate row; NULL and invalid ips; invalid timeofban and bantime; a
 // disabled jail with an old ban.
@@ -146,7 +146,7 @@ func v4Fixture(t testing.TB) *f2bDB {
 	// An older event of 198.51.100.1 first: bips then keeps the latest.
 	d.banRow("sshd", "198.51.100.1", t0-3*3600, 600, blob)
 	d.banRow("sshd", "198.51.100.1", t0-100, 600, blob)                                               // banned
-	d.exec("INSERT INTO bans SELECT * FROM bans WHERE ip = '198.51.100.1' AND timeofban = ?", t0-100) // exact duplicate (fail2ban issue 1844)
+	d.exec("INSERT INTO bans SELECT * FROM bans WHERE ip = '198.51.100.1' AND timeofban = ?", t0-100) // exact duplicate (fail2ban writes some bans twice)
 	d.banRow("sshd", "198.51.100.2", t0-1000, 600, blob)                                              // expired
 	d.banRow("sshd", "2001:db8::1", t0-50, -1, `{"matches": [], "failures": 0}`)                      // permanent, data as TEXT
 	d.banRow("nginx", "203.0.113.5", t0-2*day, -1, []byte{0xff, 0x00, 'x'})                           // permanent, 2 days old, data not JSON

@@ -4,12 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // faultFixture is a fail2ban database directory and an exporter on it.
@@ -19,7 +22,7 @@ type faultFixture struct {
 	path   string
 	d      *f2bDB // the current writer (nil when the file does not exist)
 	clk    *clock
-	logs   *logBuffer
+	logs   *testkit.LogBuffer
 	x      *Exporter
 	good   []byte    // bytes of the last good file, for repairs
 	locked *sql.Conn // the connection holding an exclusive lock
@@ -27,8 +30,8 @@ type faultFixture struct {
 
 func newFaultFixture(t *testing.T) *faultFixture {
 	dir := t.TempDir()
-	fx := &faultFixture{t: t, dir: dir, path: filepath.Join(dir, "fail2ban.sqlite3"), clk: newClock(t0), logs: &logBuffer{}}
-	fx.x = newFixtureExporter(t, fx.path, fx.clk, NoCountries{}, Options{Logger: fx.logs.logger()})
+	fx := &faultFixture{t: t, dir: dir, path: filepath.Join(dir, "fail2ban.sqlite3"), clk: newClock(t0), logs: &testkit.LogBuffer{}}
+	fx.x = newFixtureExporter(t, fx.path, fx.clk, NoCountries{}, Options{Logger: fx.logs.Logger(slog.LevelInfo)})
 	return fx
 }
 
@@ -95,7 +98,7 @@ func (fx *faultFixture) scrape() (up, banned float64, errs map[string]float64) {
 	return s["fail2ban_up{}"], s["fail2ban_banned_ips{country=ZZ,jail=sshd}"], errs
 }
 
-// TestFaults drives the exporter through every fault of issue 2, section 7.
+// TestFaults drives the exporter through every fault a production host throws at it.
 // For each: the collector keeps answering with fail2ban_up 0 and no data
 // series, read_errors_total counts one error of the right kind per scrape,
 // exactly one log line tells about it over five failing scrapes, and the
@@ -237,7 +240,7 @@ func TestFaults(t *testing.T) {
 					t.Fatal("not ready after a good read")
 				}
 			}
-			fx.logs.take()
+			fx.logs.Take()
 			tt.fault(fx)
 			for i := 1; i <= 5; i++ {
 				up, banned, errs := fx.scrape()
@@ -256,7 +259,7 @@ func TestFaults(t *testing.T) {
 				fx.clk.Add(time.Minute)
 			}
 			var errLines []string
-			for _, l := range fx.logs.take() {
+			for _, l := range fx.logs.Take() {
 				if !strings.Contains(l, "level=WARN") || !strings.Contains(l, "replaced") {
 					errLines = append(errLines, l)
 				}
@@ -273,7 +276,7 @@ func TestFaults(t *testing.T) {
 			if !fx.x.Ready() {
 				t.Fatal("not ready after the repair")
 			}
-			lines := fx.logs.take()
+			lines := fx.logs.Take()
 			recovered := 0
 			for _, l := range lines {
 				if strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") {
@@ -292,7 +295,7 @@ func TestFaults(t *testing.T) {
 					t.Fatal("down again after the repair")
 				}
 			}
-			if lines := fx.logs.take(); len(lines) != 0 {
+			if lines := fx.logs.Take(); len(lines) != 0 {
 				t.Fatalf("good scrapes logged:\n%s", strings.Join(lines, "\n"))
 			}
 		})
@@ -311,7 +314,7 @@ func TestReplacedFile(t *testing.T) {
 	if s := scrape(t, fx.x); s["fail2ban_bans_total{country=ZZ,jail=sshd}"] != 1 {
 		t.Fatalf("bans_total = %v, want 1", s["fail2ban_bans_total{country=ZZ,jail=sshd}"])
 	}
-	fx.logs.take()
+	fx.logs.Take()
 
 	// The new file: other jails, other bans.
 	tmp := filepath.Join(fx.dir, "reinstalled.sqlite3")
@@ -332,7 +335,7 @@ func TestReplacedFile(t *testing.T) {
 		"fail2ban_jail_enabled{jail=nginx}":          1,
 		"fail2ban_bans_total{country=ZZ,jail=sshd}":  1,
 	})
-	lines := fx.logs.take()
+	lines := fx.logs.Take()
 	warn := 0
 	for _, l := range lines {
 		if strings.Contains(l, "level=ERROR") {
@@ -351,7 +354,7 @@ func TestReplacedFile(t *testing.T) {
 	if s["fail2ban_banned_ips{country=ZZ,jail=nginx}"] != 8 || s["fail2ban_bans_total{country=ZZ,jail=nginx}"] != 1 || s["fail2ban_bans_total{country=ZZ,jail=sshd}"] != 1 {
 		t.Fatalf("after a ban into the new file: %v", only(s, "fail2ban_banned_ips", "fail2ban_bans_total"))
 	}
-	if lines := fx.logs.take(); len(lines) != 0 {
+	if lines := fx.logs.Take(); len(lines) != 0 {
 		t.Fatalf("a ban into the new file logged:\n%s", strings.Join(lines, "\n"))
 	}
 }
@@ -425,7 +428,9 @@ func TestWarm(t *testing.T) {
 	defer cancel()
 	done := make(chan struct{})
 	go func() { fx.x.Warm(ctx); close(done) }()
-	time.Sleep(300 * time.Millisecond)
+	testkit.EventuallyTrue(t, 30*time.Second, "Warm's first failed read", func() bool {
+		return fx.logs.Count("cannot read fail2ban's database") > 0
+	})
 	if fx.x.Ready() {
 		t.Fatal("ready without a database")
 	}

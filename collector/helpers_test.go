@@ -330,8 +330,8 @@ func naive(t testing.TB, d *f2bDB, now int64, windows []Window, countryOf func(n
 	return out
 }
 
-// banEvent is one distinct ban event as the naive recomputation sees it.
-type banEvent struct {
+// naiveBanEvent is one distinct ban event as the naive recomputation sees it.
+type naiveBanEvent struct {
 	jail string
 	ip   netip.Addr
 	tob  int64
@@ -350,9 +350,9 @@ func parseNaiveIP(ip sql.NullString) (netip.Addr, bool) {
 
 // bansEvents reads the distinct countable ban events of d's bans table with
 // plain SQL.
-func bansEvents(t testing.TB, d *f2bDB) map[banEvent]bool {
+func bansEvents(t testing.TB, d *f2bDB) map[naiveBanEvent]bool {
 	t.Helper()
-	events := map[banEvent]bool{}
+	events := map[naiveBanEvent]bool{}
 	rows, err := d.db.Query("SELECT jail, CAST(ip AS TEXT), CAST(timeofban AS INTEGER), typeof(timeofban) FROM bans")
 	if err != nil {
 		t.Fatal(err)
@@ -370,7 +370,7 @@ func bansEvents(t testing.TB, d *f2bDB) map[banEvent]bool {
 		if !ok || !jail.Valid || (typ != "integer" && typ != "real") || tob.Int64 < 0 {
 			continue
 		}
-		events[banEvent{jail.String, a, tob.Int64}] = true
+		events[naiveBanEvent{jail.String, a, tob.Int64}] = true
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
@@ -413,7 +413,7 @@ func heldIPs(t testing.TB, d *f2bDB) map[netip.Addr]bool {
 
 // withHistory replaces the windows and the horizon of a naive recomputation
 // with those of history, the full history of ban events.
-func withHistory(naive map[string]float64, history map[banEvent]bool, now int64, windows []Window, countryOf func(netip.Addr) string) map[string]float64 {
+func withHistory(naive map[string]float64, history map[naiveBanEvent]bool, now int64, windows []Window, countryOf func(netip.Addr) string) map[string]float64 {
 	out := map[string]float64{}
 	for k, v := range naive {
 		if !strings.HasPrefix(k, "fail2ban_recent_bans{") && !strings.HasPrefix(k, "fail2ban_oldest_ban_timestamp_seconds{") {
@@ -470,36 +470,6 @@ func windowsOf(t testing.TB, labels ...string) []Window {
 		t.Fatal(err)
 	}
 	return w
-}
-
-// logBuffer collects an Exporter's log lines (Info and above) for tests that
-// count them.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// logger returns a slog.Logger writing text lines into b.
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-// take returns the lines written since the last call.
-func (b *logBuffer) take() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := strings.TrimSpace(b.buf.String())
-	b.buf.Reset()
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
 }
 
 // unprivilegedChildEnv marks the copy of the test binary that

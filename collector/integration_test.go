@@ -15,6 +15,7 @@ import (
 
 	"github.com/bangui/bangui_exporter/collector/archive"
 	"github.com/bangui/bangui_exporter/internal/f2bsandbox"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // TestWithRealFail2ban runs Debian's fail2ban-server in a sandbox (noop
@@ -71,19 +72,18 @@ func TestWithRealFail2ban(t *testing.T) {
 	// returns the counts.
 	agree := func(what string, bound time.Duration) map[string]int {
 		t.Helper()
-		deadline := time.Now().Add(bound)
-		for {
+		var agreed map[string]int
+		testkit.Eventually(t, bound, func() error {
 			f2b := fail2banCounts()
 			exp, up := exporterCounts()
-			if up == 1 && maps.Equal(f2b, exp) {
-				t.Logf("%s: exporter and fail2ban agree: %v", what, f2b)
-				return f2b
+			if up != 1 || !maps.Equal(f2b, exp) {
+				return fmt.Errorf("%s: fail2ban says %v, the exporter %v (up %v)", what, f2b, exp, up)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: after %v, fail2ban says %v, the exporter %v (up %v)", what, bound, f2b, exp, up)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			agreed = f2b
+			return nil
+		})
+		t.Logf("%s: exporter and fail2ban agree: %v", what, agreed)
+		return agreed
 	}
 
 	// Bans through log lines and banip, in every kind of jail.
@@ -123,7 +123,7 @@ func TestWithRealFail2ban(t *testing.T) {
 		t.Fatal(err)
 	}
 	agree("incfast: first ban", 10*time.Second)
-	waitFor(t, 30*time.Second, "incfast's first ban to end", func() bool {
+	testkit.EventuallyTrue(t, 30*time.Second, "incfast's first ban to end", func() bool {
 		n, err := s.CurrentlyBanned(ctx, "incfast")
 		return err == nil && n == 0
 	})
@@ -131,8 +131,8 @@ func TestWithRealFail2ban(t *testing.T) {
 	if err := s.Fail(ctx, "incfast", again); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "incfast's second ban in bips", func() bool {
-		count, bantime := bipsRow(t, s.DBPath(), "incfast", again)
+	testkit.EventuallyTrue(t, 10*time.Second, "incfast's second ban in bips", func() bool {
+		count, bantime := readBipsRow(t, s.DBPath(), "incfast", again)
 		return count >= 2 && bantime > 4
 	})
 	if got := agree("incfast: second, longer ban", 10*time.Second); got["incfast"] != 1 {
@@ -221,19 +221,8 @@ func containsLabel(key, name, value string) bool {
 	return false
 }
 
-func waitFor(t *testing.T, bound time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", bound, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// bipsRow reads the bancount and bantime of one bips row, read-only.
-func bipsRow(t *testing.T, path, jail, ip string) (count, bantime int64) {
+// readBipsRow reads the bancount and bantime of one bips row, read-only.
+func readBipsRow(t *testing.T, path, jail, ip string) (count, bantime int64) {
 	t.Helper()
 	u := url.URL{Scheme: "file", Path: path, OmitHost: true, RawQuery: "mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)"}
 	db, err := sql.Open("sqlite", u.String())
@@ -281,27 +270,23 @@ func TestArchiveWithRealFail2banPurge(t *testing.T) {
 	defer func() { p.stop() }()
 
 	db := openReadOnly(t, s.DBPath())
-	history := map[banEvent]bool{}
+	history := map[naiveBanEvent]bool{}
 	// seen polls until history (every event seen in fail2ban's bans at a
 	// poll) holds n events and the exporter's 24h window all of them.
 	seen := func(what string, n int) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
+		testkit.Eventually(t, 20*time.Second, func() error {
 			maps.Copy(history, readBansEvents(t, db))
 			got := recentByJail(scrape(t, p.x), "24h")
 			want := map[string]int{}
 			for ev := range history {
 				want[ev.jail]++
 			}
-			if len(history) == n && maps.Equal(got, want) {
-				return
+			if len(history) != n || !maps.Equal(got, want) {
+				return fmt.Errorf("%s: the exporter's 24h window says %v, the %d events seen in bans %v", what, got, len(history), want)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the exporter's 24h window says %v, the %d events seen in bans %v", what, got, len(history), want)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	ips := f2bsandbox.SampleIPs(30)
 	if err := s.Fail(ctx, "sshd", ips[:6]...); err != nil {
@@ -317,7 +302,7 @@ func TestArchiveWithRealFail2banPurge(t *testing.T) {
 	if err := s.UnbanIP(ctx, "sshd", ips[0], ips[10]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "fail2ban's purge of every bans row", func() bool { return len(readBansEvents(t, db)) == 0 })
+	testkit.EventuallyTrue(t, 20*time.Second, "fail2ban's purge of every bans row", func() bool { return len(readBansEvents(t, db)) == 0 })
 	want := map[string]int{"sshd": 16, "perm": 4}
 	for _, w := range []string{"24h", "7d"} {
 		if got := recentByJail(scrape(t, p.x), w); !maps.Equal(got, want) {
@@ -380,7 +365,7 @@ func openReadOnly(t *testing.T, path string) *sql.DB {
 }
 
 // readBansEvents is bansEvents on a read-only connection.
-func readBansEvents(t *testing.T, db *sql.DB) map[banEvent]bool {
+func readBansEvents(t *testing.T, db *sql.DB) map[naiveBanEvent]bool {
 	t.Helper()
 	return bansEvents(t, &f2bDB{t: t, db: db, schema: 4})
 }

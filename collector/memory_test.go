@@ -28,13 +28,13 @@ func TestInitialLoadIsPresized(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := x.eng
-	if len(e.events) != 3000 || e.liveRecs != 250 {
-		t.Fatalf("read %d bans rows and %d bips rows, want 3000 and 250", len(e.events), e.liveRecs)
+	if len(e.bansRows) != 3000 || e.liveBipsRows != 250 {
+		t.Fatalf("read %d bans rows and %d bips rows, want 3000 and 250", len(e.bansRows), e.liveBipsRows)
 	}
 	room := func(n int) int { return n + n/16 + 1024 }
-	if cap(e.events) != room(3000) || cap(e.byTob) != room(3000) || cap(e.records) != room(250) {
-		t.Errorf("capacities events %d, byTob %d, records %d; want %d, %d, %d",
-			cap(e.events), cap(e.byTob), cap(e.records), room(3000), room(3000), room(250))
+	if cap(e.bansRows) != room(3000) || cap(e.banEvents) != room(3000) || cap(e.bipsRows) != room(250) {
+		t.Errorf("capacities events %d, banEvents %d, records %d; want %d, %d, %d",
+			cap(e.bansRows), cap(e.banEvents), cap(e.bipsRows), room(3000), room(3000), room(250))
 	}
 }
 

@@ -1,6 +1,3 @@
-// Package collector reads fail2ban's SQLite database strictly read-only,
-// keeps bans per jail and per country in memory, updated incrementally, and
-// exposes them as Prometheus metrics.
 package collector
 
 import (

@@ -92,7 +92,7 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int, withArch
 	var (
 		appDB   *appdb.DB
 		store   *archive.Store
-		history = map[banEvent]bool{} // every event seen in bans at a scrape
+		history = map[naiveBanEvent]bool{} // every event seen in bans at a scrape
 	)
 	if withArchive {
 		appDB = openAppDB(t)

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -247,5 +248,53 @@ func TestBansTotalSettlesFinalCountries(t *testing.T) {
 				t.Fatalf("after the grace period: %v, want the ban counted once", got)
 			}
 		})
+	}
+}
+
+// TestConcurrentRefreshesShareOne: a caller arriving while a refresh runs
+// joins it instead of queueing for the exporter's lock, so a caller whose
+// context ends gives up at once; the refresh itself goes on and ends well.
+func TestConcurrentRefreshesShareOne(t *testing.T) {
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	clk := newClock(1_790_000_000)
+	d.ban("sshd", "198.51.100.1", clk.Now().Unix(), 3600)
+	x := NewExporter(Options{DBPath: d.path, Windows: windowsOf(t, "1h"), Now: clk.Now}, NoCountries{})
+	defer x.Close()
+	entered, release := make(chan struct{}), make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	defer releaseOnce() // before Close, which waits for the refresh
+	var once sync.Once
+	x.testHookBeforeSettle = func() {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+	}
+	leader := make(chan error, 1)
+	go func() { leader <- x.Refresh(context.Background()) }()
+	select {
+	case <-entered:
+	case <-time.After(time.Minute):
+		t.Fatal("the first refresh never reached settle")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	waiter := make(chan error, 1)
+	go func() { waiter <- x.Refresh(ctx) }()
+	cancel()
+	select {
+	case err := <-waiter:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("a waiter whose context ended returned %v, want context.Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a waiter whose context ended still waits for the running refresh")
+	}
+	releaseOnce()
+	if err := <-leader; err != nil {
+		t.Fatalf("the shared refresh: %v", err)
+	}
+	if got := scrape(t, x)["fail2ban_banned_ips{country=ZZ,jail=sshd}"]; got != 1 {
+		t.Fatalf("fail2ban_banned_ips after the shared refresh = %v, want 1", got)
 	}
 }

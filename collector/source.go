@@ -202,8 +202,8 @@ func (s *source) replaced() (bool, error) {
 	return dev != s.dev || ino != s.ino, nil
 }
 
-// changed reports whether another connection committed since the last call
-// to markRead.
+// currentVersion is PRAGMA data_version of the pinned connection: it
+// changes when another connection commits.
 func (s *source) currentVersion(ctx context.Context) (int64, error) {
 	var v int64
 	if err := s.conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
@@ -229,7 +229,7 @@ func (s *source) rowColumns(table string) string {
 }
 
 // scanRows appends the rows of query to out (a buffer to reuse, may be nil).
-func (s *source) scanRows(ctx context.Context, out []row, table, query string, args ...any) ([]row, error) {
+func (s *source) scanRows(ctx context.Context, out []sourceRow, table, query string, args ...any) ([]sourceRow, error) {
 	rs, err := s.conn.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", table, err)
@@ -237,7 +237,7 @@ func (s *source) scanRows(ctx context.Context, out []row, table, query string, a
 	defer rs.Close()
 	hasBantime := table != "bans" || s.schema != 2
 	for rs.Next() {
-		var r row
+		var r sourceRow
 		if err := rs.Scan(&r.Rowid, &r.JailNull, &r.Jail, &r.IPNull, &r.IP, &r.TimeValid, &r.TimeOfBan, &r.BanValid, &r.Bantime, &r.IPLen, &r.JailLen, &r.Bancount); err != nil {
 			return nil, fmt.Errorf("read %s: %w", table, err)
 		}
@@ -252,13 +252,13 @@ func (s *source) scanRows(ctx context.Context, out []row, table, query string, a
 
 // readAfter reads at most limit rows of table with rowid > after into buf
 // (reused from its start; nil allocates).
-func (s *source) readAfter(ctx context.Context, buf []row, table string, after int64, limit int) ([]row, error) {
+func (s *source) readAfter(ctx context.Context, buf []sourceRow, table string, after int64, limit int) ([]sourceRow, error) {
 	q := "SELECT " + s.rowColumns(table) + " FROM " + table + " WHERE rowid > ? ORDER BY rowid LIMIT ?"
 	return s.scanRows(ctx, buf[:0], table, q, after, limit)
 }
 
 // readRange reads the rows of table with rowid in [lo, hi].
-func (s *source) readRange(ctx context.Context, table string, lo, hi int64) ([]row, error) {
+func (s *source) readRange(ctx context.Context, table string, lo, hi int64) ([]sourceRow, error) {
 	q := "SELECT " + s.rowColumns(table) + " FROM " + table + " WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
 	return s.scanRows(ctx, nil, table, q, lo, hi)
 }
@@ -269,38 +269,6 @@ type tableShape struct {
 	count int64
 	max   int64
 	min   int64
-}
-
-// fingerprints computes the fingerprint of every non-empty bucket with
-// rowids in [lo, hi], as engine fingerprints do.
-func (s *source) fingerprints(ctx context.Context, table string, lo, hi int64) (map[int64]fingerprint, error) {
-	bantime := "coalesce(CAST(bantime AS INTEGER), 0)"
-	if table == "bans" && s.schema == 2 {
-		bantime = "0"
-	}
-	// The same sums as fingerprint.add and rowMix.
-	q := fmt.Sprintf("SELECT rowid >> %[1]d, count(*), sum(rowid), "+
-		"sum(coalesce(CAST(timeofban AS INTEGER), 0) %% %[2]d + 3 * (%[3]s %% %[2]d) + 5 * coalesce(length(ip), 0) + 7 * coalesce(length(jail), 0)) "+
-		"FROM %[4]s WHERE rowid BETWEEN ? AND ? GROUP BY 1",
-		bucketShift, fingerprintModulus, bantime, table)
-	rs, err := s.conn.QueryContext(ctx, q, lo, hi)
-	if err != nil {
-		return nil, fmt.Errorf("fingerprint %s: %w", table, err)
-	}
-	defer rs.Close()
-	out := map[int64]fingerprint{}
-	for rs.Next() {
-		var b int64
-		var f fingerprint
-		if err := rs.Scan(&b, &f.Count, &f.RowidSum, &f.MixSum); err != nil {
-			return nil, fmt.Errorf("fingerprint %s: %w", table, err)
-		}
-		out[b] = f
-	}
-	if err := rs.Err(); err != nil {
-		return nil, fmt.Errorf("fingerprint %s: %w", table, err)
-	}
-	return out, nil
 }
 
 // readJails reads the jails table: name → enabled. The database changed
@@ -337,4 +305,19 @@ func (s *source) readJails(ctx context.Context) (map[string]bool, error) {
 		return nil, fmt.Errorf("read jails: %w", err)
 	}
 	return out, nil
+}
+
+// readShape reads the row count and the rowid bounds of table. Each is its
+// own subquery so that SQLite counts through its smallest b-tree (without
+// reading a row) and finds the bounds in the rowid b-tree; one aggregate
+// over the three would scan every row of the table, data included.
+func readShape(ctx context.Context, conn *sql.Conn, table string) (tableShape, error) {
+	var sh tableShape
+	var mx, mn sql.NullInt64
+	q := "SELECT (SELECT count(*) FROM " + table + "), (SELECT max(rowid) FROM " + table + "), (SELECT min(rowid) FROM " + table + ")"
+	if err := conn.QueryRowContext(ctx, q).Scan(&sh.count, &mx, &mn); err != nil {
+		return sh, fmt.Errorf("count %s: %w", table, err)
+	}
+	sh.max, sh.min = mx.Int64, mn.Int64
+	return sh, nil
 }

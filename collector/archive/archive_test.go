@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 func TestMain(m *testing.M) {
@@ -90,9 +92,9 @@ func TestOneCommitPerCycle(t *testing.T) {
 		t.Run("flush of "+itoa(n), func(t *testing.T) {
 			db := openTestDB(t, "")
 			s := openTestStore(t, db, Options{Now: clock.Now, MaxQueue: 100_000})
-			commits := countCommits(t, db)
-			dv := pinDataVersion(t, db)
-			v0 := dv.get(t)
+			commits := testkit.CountCommits(t, db)
+			dv := testkit.PinDataVersion(t, db)
+			v0 := dv.Get(t)
 			s.Add(genEvents(base, 0, n)...)
 			if c := commits.Load(); c != 0 {
 				t.Fatalf("%d commits before the flush", c)
@@ -106,14 +108,14 @@ func TestOneCommitPerCycle(t *testing.T) {
 			if rowCount(t, db) != int64(n) {
 				t.Fatalf("%d rows, want %d", rowCount(t, db), n)
 			}
-			v1 := dv.get(t)
+			v1 := dv.Get(t)
 			if v1 == v0 {
 				t.Fatal("data_version did not see the commit")
 			}
 			if err := s.Flush(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			if c, v2 := commits.Load(), dv.get(t); c != 1 || v2 != v1 {
+			if c, v2 := commits.Load(), dv.Get(t); c != 1 || v2 != v1 {
 				t.Fatalf("an empty flush wrote: %d commits, data_version %d→%d", c, v1, v2)
 			}
 		})
@@ -123,12 +125,12 @@ func TestOneCommitPerCycle(t *testing.T) {
 		s := openTestStore(t, db, Options{Now: clock.Now, Interval: 20 * time.Millisecond, PruneInterval: time.Hour})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		commits := countCommits(t, db)
+		commits := testkit.CountCommits(t, db)
 		go func() { done <- s.Run(ctx) }() // its start-up prune finds nothing and commits nothing
 		for i := range 5 {
 			s.Add(genEvents(base, i*1000, (i+1)*1000)...)
 			want := float64(i + 1)
-			waitFor(t, func() bool { return testutil.ToFloat64(s.m.cycles) >= want })
+			testkit.EventuallyTrue(t, time.Minute, "the store's cycles", func() bool { return testutil.ToFloat64(s.m.cycles) >= want })
 		}
 		cancel()
 		if err := <-done; err != nil {
@@ -150,9 +152,9 @@ func TestAddNeverTouchesTheDatabase(t *testing.T) {
 	clock := newTestClock()
 	db := openTestDB(t, "")
 	s := openTestStore(t, db, Options{Now: clock.Now, MaxQueue: 100_000, FlushAt: 100_000})
-	commits := countCommits(t, db)
-	dv := pinDataVersion(t, db)
-	v0 := dv.get(t)
+	commits := testkit.CountCommits(t, db)
+	dv := testkit.PinDataVersion(t, db)
+	v0 := dv.Get(t)
 
 	locker, err := sql.Open("sqlite", "file:"+db.Path()+"?_pragma=busy_timeout(100)")
 	if err != nil {
@@ -175,10 +177,12 @@ func TestAddNeverTouchesTheDatabase(t *testing.T) {
 			t.Fatalf("Add took %d", n)
 		}
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	// An Add that waited on the lock would cost the busy timeout (100 ms):
+	// 500 of them at least 50 s. The bound leaves room for a loaded machine.
+	if d := time.Since(start); d > 20*time.Second {
 		t.Fatalf("50,000 Adds under an exclusive lock took %v", d)
 	}
-	if c, v := commits.Load(), dv.get(t); c != 0 || v != v0 {
+	if c, v := commits.Load(), dv.Get(t); c != 0 || v != v0 {
 		t.Fatalf("Add wrote: %d commits, data_version %d→%d", c, v0, v)
 	}
 	// A write does wait on the lock: the test can fail.
@@ -193,7 +197,7 @@ func TestAddNeverTouchesTheDatabase(t *testing.T) {
 	if q := s.Queued(); q != len(events) {
 		t.Fatalf("queued %d, want %d", q, len(events))
 	}
-	commits = countCommits(t, db) // the interrupted flush may have cost the writer its connection
+	commits = testkit.CountCommits(t, db) // the interrupted flush may have cost the writer its connection
 	if err := s.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +233,7 @@ func TestFailedFlushKeepsEvents(t *testing.T) {
 			late := Event{Jail: "late", IP: netip.MustParseAddr("192.0.2.1"), TimeOfBan: base + 5000, Bantime: -1, Bancount: 1}
 			s.Add(events...)
 			s.Add(late)
-			commits := countCommits(t, db)
+			commits := testkit.CountCommits(t, db)
 			err := s.Flush(ctx)
 			if err == nil || !strings.Contains(err.Error(), "injected") {
 				t.Fatalf("Flush = %v, want the injected error", err)
@@ -248,7 +252,7 @@ func TestFailedFlushKeepsEvents(t *testing.T) {
 			if _, err := db.Writer.ExecContext(ctx, "DROP TRIGGER temp.fail"); err != nil {
 				t.Fatal(err)
 			}
-			commits = countCommits(t, db)
+			commits = testkit.CountCommits(t, db)
 			if err := s.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -304,7 +308,7 @@ func TestPrune(t *testing.T) {
 			if expired != 6172 {
 				t.Fatalf("test setup: %d expired", expired)
 			}
-			commits := countCommits(t, db)
+			commits := testkit.CountCommits(t, db)
 			got, err := s.Prune(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -360,7 +364,7 @@ func TestRunPrunesAndFlushesOnShutdown(t *testing.T) {
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(runCtx) }()
-	waitFor(t, func() bool { return s.Count() == 0 }) // the start-up prune
+	testkit.EventuallyTrue(t, time.Minute, "the start-up prune", func() bool { return s.Count() == 0 }) // the start-up prune
 	s.Add(events...)
 	cancel()
 	if err := <-done; err != nil {
@@ -552,17 +556,6 @@ bangui_exporter_archive_oldest_event_timestamp_seconds 0
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
-func waitFor(t testing.TB, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 20s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestRunRetriesAndConcurrentAdds: under Run, cycles that fail keep their
 // events and a later cycle writes them; Adds from many goroutines during
 // cycles all arrive exactly once.
@@ -570,7 +563,7 @@ func TestRunRetriesAndConcurrentAdds(t *testing.T) {
 	clock := newTestClock()
 	base := clock.Now().Add(-time.Hour).Unix()
 	db := openTestDB(t, "")
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	s := openTestStore(t, db, Options{Now: clock.Now, Interval: 5 * time.Millisecond, MaxQueue: 100_000,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	ctx := context.Background()
@@ -593,14 +586,14 @@ func TestRunRetriesAndConcurrentAdds(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	waitFor(t, func() bool { return testutil.ToFloat64(s.m.ingestErrors) >= 3 })
+	testkit.EventuallyTrue(t, 2*time.Minute, "three failed ingests", func() bool { return testutil.ToFloat64(s.m.ingestErrors) >= 3 })
 	if s.Count() != 0 || s.Queued() != workers*per {
 		t.Fatalf("while failing: Count %d, queued %d", s.Count(), s.Queued())
 	}
 	if _, err := db.Writer.ExecContext(ctx, "DROP TRIGGER temp.fail"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return s.Count() == workers*per })
+	testkit.EventuallyTrue(t, 2*time.Minute, "every event archived", func() bool { return s.Count() == workers*per })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -613,21 +606,4 @@ func TestRunRetriesAndConcurrentAdds(t *testing.T) {
 	if strings.Count(out, "ingest failed") != 1 || strings.Count(out, "ingest works again") != 1 {
 		t.Fatalf("log lines:\n%s", out)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

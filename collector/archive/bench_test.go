@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // Benchmarks of the archive (BENCHMARKS.md, section Archive). Run with
@@ -123,7 +124,7 @@ func BenchmarkIngest(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				cc := countCommits(b, db)
+				cc := testkit.CountCommits(b, db)
 				b.StartTimer()
 				start := time.Now()
 				for i := 0; i < n; i += cycle {

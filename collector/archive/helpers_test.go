@@ -2,19 +2,14 @@ package archive
 
 import (
 	"context"
-	"database/sql"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"modernc.org/sqlite"
 
 	"github.com/bangui/bangui_exporter/internal/appdb"
 )
@@ -69,58 +64,6 @@ func openTestStore(t testing.TB, db *appdb.DB, opts Options) *Store {
 		t.Fatal(err)
 	}
 	return s
-}
-
-// commitCounter counts the commits of the app database's single writer
-// connection with SQLite's commit hook: every COMMIT, explicit or implicit
-// (the approach of geo's tests).
-type commitCounter struct{ n atomic.Int64 }
-
-func countCommits(t testing.TB, db *appdb.DB) *commitCounter {
-	t.Helper()
-	cc := &commitCounter{}
-	conn, err := db.Writer.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeQuietly(conn)
-	err = conn.Raw(func(dc any) error {
-		h, ok := dc.(sqlite.HookRegisterer)
-		if !ok {
-			return fmt.Errorf("driver connection %T has no commit hook", dc)
-		}
-		h.RegisterCommitHook(func() int32 { cc.n.Add(1); return 0 })
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cc
-}
-
-func (c *commitCounter) Load() int64 { return c.n.Load() }
-
-// dataVersion pins one reader connection and reports PRAGMA data_version,
-// which changes whenever another connection committed a write.
-type dataVersion struct{ conn *sql.Conn }
-
-func pinDataVersion(t testing.TB, db *appdb.DB) *dataVersion {
-	t.Helper()
-	conn, err := db.Reader.Conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { closeQuietly(conn) })
-	return &dataVersion{conn: conn}
-}
-
-func (d *dataVersion) get(t testing.TB) int64 {
-	t.Helper()
-	var v int64
-	if err := d.conn.QueryRowContext(context.Background(), "PRAGMA data_version").Scan(&v); err != nil {
-		t.Fatal(err)
-	}
-	return v
 }
 
 var testJails = []string{"sshd", "nginx-http-auth", "postfix", "dovecot", "recidive", "apache-auth"}

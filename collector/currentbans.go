@@ -1,0 +1,224 @@
+package collector
+
+// Current bans: the bips rows (schema 4), or one derived bips row per (ip,
+// jail) pair for schema 2, each banned while fail2ban's rule holds, an
+// expiry heap that unbans them as time passes, and the per-series count of
+// banned pairs (fail2ban_banned_ips).
+
+import (
+	"cmp"
+	"container/heap"
+	"slices"
+)
+
+// bipsRow is the engine's copy of one row of fail2ban's bips table (schema
+// 4) or, for schema 2, the latest ban of
+// an (ip, jail) pair derived from bans.
+type bipsRow struct {
+	rowid     int64
+	bantime   int64
+	timeOfBan uint32
+	ip        uint32
+	mix       int32
+	jail      uint16
+	skip      uint8
+	state     uint8 // bipsBanned, bipsDead: one byte keeps a bipsRow at 32 bytes
+}
+
+const (
+	bipsBanned uint8 = 1 << iota // counted in banned right now
+	bipsDead                     // removed; kept until compaction
+)
+
+func (r *bipsRow) banned() bool { return r.state&bipsBanned != 0 }
+func (r *bipsRow) dead() bool   { return r.state&bipsDead != 0 }
+
+type pairKey struct {
+	ip   uint32
+	jail uint16
+}
+
+// expiry is an entry of the expiry heap: the bips row with rowid expires at
+// at.
+type expiry struct {
+	at    int64
+	rowid int64
+}
+
+type expiryHeap []expiry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].at < h[j].at }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(expiry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// ---- bips / current bans ------------------------------------------------
+
+func isBanned(rec *bipsRow, now int64) bool {
+	return rec.bantime <= -1 || int64(rec.timeOfBan)+rec.bantime > now
+}
+
+func (e *engine) setBanned(rec *bipsRow, banned bool) {
+	if rec.banned() == banned {
+		return
+	}
+	rec.state ^= bipsBanned
+	pk := pairKey{ip: rec.ip, jail: rec.jail}
+	jc := seriesKey{jail: rec.jail, country: e.ips[rec.ip].country}
+	if banned {
+		e.bannedRefs[pk]++
+		if e.bannedRefs[pk] == 1 {
+			e.bannedNow[jc]++
+		}
+		return
+	}
+	e.bannedRefs[pk]--
+	if e.bannedRefs[pk] == 0 {
+		delete(e.bannedRefs, pk)
+		if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
+			delete(e.bannedNow, jc)
+		}
+	}
+}
+
+// findBipsRow returns the index of the live bips row with rowid, or -1.
+func (e *engine) findBipsRow(rowid int64) int {
+	i, found := slices.BinarySearchFunc(e.bipsRows, rowid, func(r bipsRow, id int64) int { return cmp.Compare(r.rowid, id) })
+	if !found || e.bipsRows[i].dead() {
+		return -1
+	}
+	return i
+}
+
+// newBipsRow builds the bipsRow of one row of bips (schema 4). A row for a
+// pair that already has an older row replaces it: fail2ban writes bips with
+// INSERT OR REPLACE, which deletes the old row, so the old bipsRow goes at
+// once rather than being found missing by reconciliation later. The caller
+// places the bipsRow in rowid order and then calls activateBipsRow.
+func (e *engine) newBipsRow(r *sourceRow, now int64) bipsRow {
+	rec := bipsRow{rowid: r.Rowid, mix: rowMix(r), ip: noIP, bantime: r.Bantime}
+	addr, reason := classify(r, true)
+	if reason != "" {
+		rec.skip = skipIndex(reason)
+		return rec
+	}
+	rec.timeOfBan = uint32(r.TimeOfBan)
+	rec.jail = e.jail(r.Jail)
+	rec.ip = e.internIP(addr)
+	pk := pairKey{ip: rec.ip, jail: rec.jail}
+	if old, ok := e.latestBipsRow[pk]; ok && old < r.Rowid {
+		// The same spelling (same length) is the same primary key; two
+		// spellings of one address are two rows and both stay.
+		if idx := e.findBipsRow(old); idx >= 0 && e.spellingMix(idx) == spellingPart(r.IPLen, r.JailLen) {
+			e.removeBipsRowAt(idx, now)
+		}
+	}
+	return rec
+}
+
+// activateBipsRow counts the placed bips row at idx.
+func (e *engine) activateBipsRow(idx int, now int64) {
+	rec := &e.bipsRows[idx]
+	addFP(e.bipsFP, rec.rowid, rec.mix, 1)
+	e.liveBipsRows++
+	if rec.skip != 0 {
+		e.addSkip("bips", rec.skip, 1)
+		return
+	}
+	pk := pairKey{ip: rec.ip, jail: rec.jail}
+	if old, ok := e.latestBipsRow[pk]; !ok || old < rec.rowid {
+		e.latestBipsRow[pk] = rec.rowid
+	}
+	e.setBanned(rec, isBanned(rec, now))
+	if rec.banned() && rec.bantime > -1 {
+		heap.Push(&e.expiries, expiry{at: int64(rec.timeOfBan) + rec.bantime, rowid: rec.rowid})
+	}
+}
+
+// removeBipsRowAt takes the bips row at idx out of every aggregate and marks it
+// dead; compact drops it later.
+func (e *engine) removeBipsRowAt(idx int, _ int64) {
+	rec := &e.bipsRows[idx]
+	if rec.dead() {
+		return
+	}
+	addFP(e.bipsFP, rec.rowid, rec.mix, -1)
+	rec.state |= bipsDead
+	e.deadBipsRows++
+	e.liveBipsRows--
+	if rec.skip != 0 {
+		e.addSkip("bips", rec.skip, -1)
+		return
+	}
+	e.setBanned(rec, false)
+	pk := pairKey{ip: rec.ip, jail: rec.jail}
+	if e.latestBipsRow[pk] == rec.rowid {
+		delete(e.latestBipsRow, pk)
+	}
+	e.releaseIP(rec.ip)
+}
+
+// deriveSchema2Ban takes in a ban event for schema 2, where a pair is banned while
+// its latest ban plus the default bantime lies in the future (fail2ban
+// 0.9/0.10's own rule). Derived bips rows get increasing rowids of their own.
+func (e *engine) deriveSchema2Ban(pk pairKey, timeOfBan uint32, now int64) {
+	if rowid, ok := e.latestBipsRow[pk]; ok {
+		rec := &e.bipsRows[e.findBipsRow(rowid)]
+		if rec.timeOfBan >= timeOfBan {
+			return
+		}
+		rec.timeOfBan = timeOfBan
+		e.setBanned(rec, isBanned(rec, now))
+	} else {
+		e.lastDerivedRowid++
+		e.ips[pk.ip].refs++
+		e.bipsRows = append(e.bipsRows, bipsRow{rowid: e.lastDerivedRowid, timeOfBan: timeOfBan, bantime: e.defaultBanSec, ip: pk.ip, jail: pk.jail})
+		e.liveBipsRows++
+		e.latestBipsRow[pk] = e.lastDerivedRowid
+		last := &e.bipsRows[len(e.bipsRows)-1]
+		e.setBanned(last, isBanned(last, now))
+	}
+	heap.Push(&e.expiries, expiry{at: int64(timeOfBan) + e.defaultBanSec, rowid: e.latestBipsRow[pk]})
+}
+
+// rebuildSchema2Bans recomputes the derived schema-2 bips rows from the bans rows, after
+// deletions.
+func (e *engine) rebuildSchema2Bans(now int64) {
+	for i := range e.bipsRows {
+		if !e.bipsRows[i].dead() {
+			e.setBanned(&e.bipsRows[i], false)
+			e.releaseIP(e.bipsRows[i].ip)
+		}
+	}
+	e.bipsRows = e.bipsRows[:0]
+	e.deadBipsRows, e.liveBipsRows = 0, 0
+	clear(e.latestBipsRow)
+	e.expiries = e.expiries[:0]
+	for i := range e.bansRows {
+		if ev := &e.bansRows[i]; ev.skip == 0 {
+			e.deriveSchema2Ban(pairKey{ip: ev.ip, jail: ev.jail}, ev.timeOfBan, now)
+		}
+	}
+}
+
+// recountBanned re-evaluates every bips row, after the clock went backwards.
+func (e *engine) recountBanned(now int64) {
+	e.expiries = e.expiries[:0]
+	for i := range e.bipsRows {
+		rec := &e.bipsRows[i]
+		if rec.dead() || rec.skip != 0 {
+			continue
+		}
+		e.setBanned(rec, isBanned(rec, now))
+		if rec.banned() && rec.bantime > -1 {
+			e.expiries = append(e.expiries, expiry{at: int64(rec.timeOfBan) + rec.bantime, rowid: rec.rowid})
+		}
+	}
+	heap.Init(&e.expiries)
+}

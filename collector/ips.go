@@ -1,0 +1,171 @@
+package collector
+
+// IP interning and countries: every IP the engine holds is interned once
+// (ips, ipIndex) with a reference count and its country; jail and country
+// names are interned as small indices. refreshCountries moves the counts of
+// IPs whose country became known.
+
+import (
+	"math"
+	"net/netip"
+	"strings"
+)
+
+// ipKey is an IP as its 16-byte form. parseIP unmaps IPv4-mapped IPv6
+// addresses and drops zones, so the 16 bytes name one address exactly; and
+// unlike netip.Addr the key holds no pointer, so neither the IP table nor
+// its index costs the garbage collector a scan.
+type ipKey [16]byte
+
+func keyOf(a netip.Addr) ipKey { return a.As16() }
+
+// addr is the address of k (IPv4 for the IPv4-mapped range).
+func (k ipKey) addr() netip.Addr { return netip.AddrFrom16(k).Unmap() }
+
+// ipInfo is what the engine knows of one interned IP.
+type ipInfo struct {
+	key     ipKey
+	country uint16 // index into engine.countries; 0 is UnknownCountry
+	refs    uint32 // bans rows, bips rows and kept ban events referencing this IP
+}
+
+// seriesKey is a (jail, country) pair: the label set of the engine's series.
+type seriesKey struct {
+	jail    uint16
+	country uint16
+}
+
+func (e *engine) jail(name string) uint16 {
+	if i, ok := e.jailIndex[name]; ok {
+		return i
+	}
+	if len(e.jailNames) >= math.MaxUint16 {
+		// 65k jails is no fail2ban configuration; fold the rest into the
+		// last one rather than overflow.
+		return uint16(len(e.jailNames) - 1)
+	}
+	i := uint16(len(e.jailNames))
+	e.jailNames = append(e.jailNames, name)
+	e.jailIndex[name] = i
+	return i
+}
+
+func (e *engine) country(code string) uint16 {
+	if code == "" {
+		return 0
+	}
+	if i, ok := e.countryIndex[code]; ok {
+		return i
+	}
+	i := uint16(len(e.countryNames))
+	e.countryNames = append(e.countryNames, code)
+	e.countryIndex[code] = i
+	return i
+}
+
+// internIP returns the index of addr, adding a reference.
+func (e *engine) internIP(addr netip.Addr) uint32 {
+	key := keyOf(addr)
+	if i, ok := e.ipIndex[key]; ok {
+		e.ips[i].refs++
+		return i
+	}
+	info := ipInfo{key: key, refs: 1, country: e.country(normalizeCountry(e.countries.Country(addr)))}
+	var i uint32
+	if n := len(e.ipFree); n > 0 {
+		i = e.ipFree[n-1]
+		e.ipFree = e.ipFree[:n-1]
+		e.ips[i] = info
+	} else {
+		i = uint32(len(e.ips))
+		e.ips = append(e.ips, info)
+	}
+	e.ipIndex[key] = i
+	e.countries.Track(addr)
+	return i
+}
+
+func (e *engine) releaseIP(i uint32) {
+	e.ips[i].refs--
+	if e.ips[i].refs > 0 {
+		return
+	}
+	key := e.ips[i].key
+	delete(e.ipIndex, key)
+	e.ips[i] = ipInfo{}
+	e.ipFree = append(e.ipFree, i)
+	e.countries.Untrack(key.addr())
+}
+
+// normalizeCountry accepts only two ASCII letters, upper-cased.
+func normalizeCountry(code string) string {
+	if len(code) != 2 {
+		return ""
+	}
+	c := strings.ToUpper(code)
+	if c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' {
+		return ""
+	}
+	return c
+}
+
+// parseIP parses fail2ban's ip column.
+func parseIP(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return a.Unmap().WithZone(""), true
+}
+
+// ---- countries ---------------------------------------------------------
+
+// refreshCountries moves IPs whose country changed. It looks only when the
+// CountryLookup's generation changed.
+func (e *engine) refreshCountries() {
+	gen := e.countries.Generation()
+	if gen == e.countryGen {
+		return
+	}
+	e.countryGen = gen
+	changed := map[uint32]uint16{} // ip → old country
+	for i := range e.ips {
+		info := &e.ips[i]
+		if info.refs == 0 {
+			continue
+		}
+		if c := e.country(normalizeCountry(e.countries.Country(info.key.addr()))); c != info.country {
+			changed[uint32(i)] = info.country
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	for pk := range e.bannedRefs {
+		if old, ok := changed[pk.ip]; ok {
+			jc := seriesKey{jail: pk.jail, country: old}
+			if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
+				delete(e.bannedNow, jc)
+			}
+		}
+	}
+	for ip := range changed {
+		e.ips[ip].country = e.country(normalizeCountry(e.countries.Country(e.ips[ip].key.addr())))
+	}
+	for pk := range e.bannedRefs {
+		if _, ok := changed[pk.ip]; ok {
+			e.bannedNow[seriesKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
+		}
+	}
+	for w := range e.windows {
+		for j := e.cursors[w]; j < len(e.banEvents); j++ {
+			t := &e.banEvents[j]
+			old, ok := changed[t.ip]
+			if !ok || !t.alive() {
+				continue
+			}
+			e.decWindow(w, seriesKey{jail: t.jail, country: old})
+			e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
+		}
+	}
+}

@@ -44,6 +44,7 @@ type coreFlags struct {
 	defaultBantime  *time.Duration
 	windows         *[]string
 	chunkSize       *int
+	integrityCheck  *time.Duration
 	enablePprof     *bool
 
 	// maxConnections is --web.max-connections (main_server.go).
@@ -65,6 +66,9 @@ func addCoreFlags(app *kingpin.Application) *coreFlags {
 			Default("24h", "7d", "30d", "365d").Strings(),
 		chunkSize: app.Flag("fail2ban.read-chunk", "Rows read per read transaction; keeps each lock on fail2ban's database short.").
 			Default("20000").Int(),
+		integrityCheck: app.Flag("fail2ban.integrity-check-interval",
+			"How often every page of fail2ban's database is read in the background (short chunks, about 5% of a core while it runs) to find damage the incremental reader would not see; a damaged page sets fail2ban_up to 0. 0 turns it off.").
+			Default("5m").Duration(),
 		enablePprof: addPprofFlag(app),
 	}
 	app.GetFlag("fail2ban.db").IsSetByUser(&f.fail2banDBGiven)
@@ -215,6 +219,8 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		ChunkSize:      *flags.chunkSize,
 		Logger:         logger,
 		Archive:        store,
+
+		IntegrityCheckInterval: *flags.integrityCheck,
 	}, e.countries)
 	e.atShutdown(phaseEngine, func(context.Context) error { return f2b.Close() })
 	e.registry.MustRegister(f2b)
@@ -265,6 +271,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	// Read the database once at start so /-/ready turns true without
 	// waiting for the first scrape.
 	e.goBackground(phaseWorkers, f2b.Warm)
+	e.goBackground(phaseWorkers, f2b.RunIntegrityCheck)
 	e.start(ctx)
 
 	server := newHTTPServer(e.mux, "/api/", logger)

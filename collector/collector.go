@@ -85,6 +85,9 @@ type Exporter struct {
 	lastSuccess time.Time
 	carry       *engineCarry
 	snap        *snapshot
+	// integrityErr is the damage the last integrity pass found (nil: none,
+	// or no pass yet); while set, refreshes fail with it.
+	integrityErr error
 	// historyLoaded is true once an engine loaded the archive's events:
 	// later engines (after a reload) take them from carry instead.
 	historyLoaded bool

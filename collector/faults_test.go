@@ -209,6 +209,26 @@ func TestFaults(t *testing.T) {
 			want:   200,
 		},
 		{
+			name: "truncated to zero bytes", kind: kindCorrupt, start: 3,
+			fault: func(fx *faultFixture) {
+				if err := os.Truncate(fx.path, 0); err != nil {
+					fx.t.Fatal(err)
+				}
+			},
+			repair: func(fx *faultFixture) { fx.restore() },
+			want:   3,
+		},
+		{
+			name: "truncated inside the header", kind: kindCorrupt, start: 3,
+			fault: func(fx *faultFixture) {
+				if err := os.Truncate(fx.path, 40); err != nil {
+					fx.t.Fatal(err)
+				}
+			},
+			repair: func(fx *faultFixture) { fx.restore() },
+			want:   3,
+		},
+		{
 			name: "schema changed to an unknown version in place", kind: kindSchema, start: 2,
 			fault:  func(fx *faultFixture) { fx.d.exec("UPDATE fail2banDb SET version = 5") },
 			repair: func(fx *faultFixture) { fx.d.exec("UPDATE fail2banDb SET version = 4") },

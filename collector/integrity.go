@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 )
 
 // integrityChunkRows is how many b-tree entries one step of the integrity
@@ -281,4 +282,87 @@ func (c *integrityCheck) readChunk(ctx context.Context, t btree) (int, []any, er
 		}
 	}
 	return n, last, nil
+}
+
+// integrityPace is how long the integrity check rests after a chunk, as a
+// multiple of the chunk's own duration: 19 keeps it at about 5 % of one
+// core while it runs.
+const integrityPace = 19
+
+// integrityRetry is how long the check waits before it reads a database
+// that failed it again: recovery is noticed within this plus one pass.
+const integrityRetry = 10 * time.Second
+
+// RunIntegrityCheck reads every page of fail2ban's database in the
+// background, one pass every opts.IntegrityCheckInterval, until ctx ends
+// (see integrityCheck). A damaged page turns fail2ban_up to 0 with
+// bangui_exporter_fail2ban_read_errors_total{kind="corrupt"} and one log
+// line, and the exporter serves no counts from the file until a later pass
+// reads it whole again; then it reads it afresh. fail2ban's lock (kindLocked)
+// or a missing file only postpone the pass: the reader reports those.
+func (ex *Exporter) RunIntegrityCheck(ctx context.Context) {
+	interval := ex.opts.IntegrityCheckInterval
+	if interval <= 0 || ex.opts.DBPath == "" {
+		return
+	}
+	check := newIntegrityCheck(ex.opts.DBPath)
+	defer check.close()
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
+	// The first pass starts after the startup read, not beside it.
+	if !wait(min(interval, time.Minute)) {
+		return
+	}
+	for {
+		start := time.Now()
+		done, err := check.step(ctx)
+		cost := time.Since(start)
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil && classifyError(err) == kindCorrupt:
+			ex.setIntegrityErr(ctx, &readError{kind: kindCorrupt, err: err})
+			if !wait(integrityRetry) {
+				return
+			}
+		case err != nil:
+			// Locked by fail2ban, missing, replaced mid-pass: the reader
+			// reports these itself; try the pass again later.
+			ex.logger.Debug("integrity check postponed", "err", err)
+			if !wait(integrityRetry) {
+				return
+			}
+		case done:
+			ex.logger.Debug("integrity check passed", "path", ex.opts.DBPath, "entries", check.passEntries)
+			ex.setIntegrityErr(ctx, nil)
+			if !wait(interval) {
+				return
+			}
+		default:
+			if !wait(max(integrityPace*cost, time.Millisecond)) {
+				return
+			}
+		}
+	}
+}
+
+// setIntegrityErr records the outcome of an integrity pass; a change is
+// applied at once by a refresh (one log line, fail2ban_up, a full reread
+// after recovery).
+func (ex *Exporter) setIntegrityErr(ctx context.Context, err error) {
+	ex.mu.Lock()
+	changed := (err == nil) != (ex.integrityErr == nil)
+	ex.integrityErr = err
+	ex.mu.Unlock()
+	if changed {
+		_ = ex.Refresh(ctx)
+	}
 }

@@ -3,14 +3,18 @@ package collector
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bangui/bangui_exporter/internal/f2bgen"
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // runIntegrityPass steps c until a pass ends, and returns its error.
@@ -90,8 +94,8 @@ func TestIntegrityCheckSoundDatabase(t *testing.T) {
 			t.Fatalf("schema %d: the pass read %d entries, the tables and indexes hold %d", schema, entries, want)
 		}
 		// Every b-tree is read in chunks: more than one step per 4096 entries.
-		if min := int(entries / integrityChunkRows); steps < min {
-			t.Fatalf("schema %d: %d steps for %d entries, want ≥ %d", schema, steps, entries, min)
+		if least := int(entries / integrityChunkRows); steps < least {
+			t.Fatalf("schema %d: %d steps for %d entries, want ≥ %d", schema, steps, entries, least)
 		}
 		// A second pass starts from the beginning.
 		if again, _, err := runIntegrityPass(t, c); err != nil || again != entries {
@@ -188,4 +192,89 @@ func TestIntegrityCheckNeverBlocksWriter(t *testing.T) {
 		t.Fatalf("%d of %d writes failed during %d integrity passes", failed, writes, passes.Load())
 	}
 	t.Logf("%d writes, 0 failed, slowest %v, during %d passes (%d steps found fail2ban's lock)", writes, slowest, passes.Load(), locked.Load())
+}
+
+// bannedTotal sums fail2ban_banned_ips of a scrape.
+func bannedTotal(s map[string]float64) float64 {
+	var n float64
+	for k, v := range s {
+		if strings.HasPrefix(k, "fail2ban_banned_ips{") {
+			n += v
+		}
+	}
+	return n
+}
+
+// TestIntegrityCheckTurnsUpOff: random bytes over pages 2-22 of the file
+// the exporter reads (page 1 intact, so SQLite sees no change and the
+// incremental reader goes on serving old counts) are noticed by the
+// background check: fail2ban_up 0, read_errors_total{kind="corrupt"}, one
+// ERROR line; the good bytes written back in place bring the exporter back
+// by itself with the right counts and one recovery line.
+func TestIntegrityCheckTurnsUpOff(t *testing.T) {
+	spec := f2bgen.DefaultSpec(20_000, benchNow)
+	path := f2bgen.GenerateT(t, spec)
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testkit.LogBuffer{}
+	x := newFixtureExporter(t, path, newClock(benchNow.Unix()), NoCountries{},
+		Options{Logger: logs.Logger(slog.LevelInfo), IntegrityCheckInterval: 20 * time.Millisecond})
+	before := scrape(t, x)
+	want := bannedTotal(before)
+	if before["fail2ban_up{}"] != 1 || want == 0 {
+		t.Fatalf("before: up %v, banned %v", before["fail2ban_up{}"], want)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { x.RunIntegrityCheck(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// A sound database passes: nothing changes, nothing is logged.
+	testkit.EventuallyTrue(t, time.Minute, "a first clean pass", func() bool {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		return x.integrityErr == nil
+	})
+	logs.Take()
+
+	corruptPages(t, path, 2, 21)
+	started := time.Now()
+	testkit.EventuallyFor(t, "fail2ban_up 0 after the damage", 2*time.Minute, func() error {
+		s := scrape(t, x)
+		if s["fail2ban_up{}"] != 0 || s[`bangui_exporter_fail2ban_read_errors_total{kind=corrupt}`] < 1 {
+			return fmt.Errorf("up %v, corrupt errors %v", s["fail2ban_up{}"], s[`bangui_exporter_fail2ban_read_errors_total{kind=corrupt}`])
+		}
+		if bannedTotal(s) != 0 {
+			return fmt.Errorf("still serving %v banned IPs from a damaged file", bannedTotal(s))
+		}
+		return nil
+	})
+	t.Logf("damage noticed after %v", time.Since(started).Round(time.Millisecond))
+	for range 3 {
+		scrape(t, x)
+	}
+	var errLines []string
+	for _, l := range logs.Take() {
+		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "level=WARN") {
+			errLines = append(errLines, l)
+		}
+	}
+	if len(errLines) != 1 || !strings.Contains(errLines[0], "kind=corrupt") {
+		t.Fatalf("the damage logged %d ERROR/WARN lines, want one of kind corrupt:\n%s", len(errLines), strings.Join(errLines, "\n"))
+	}
+
+	if err := os.WriteFile(path, good, 0o600); err != nil { // same inode
+		t.Fatal(err)
+	}
+	testkit.EventuallyFor(t, "recovery after the repair", 2*time.Minute, func() error {
+		s := scrape(t, x)
+		if s["fail2ban_up{}"] != 1 || bannedTotal(s) != want {
+			return fmt.Errorf("up %v, banned %v (want %v)", s["fail2ban_up{}"], bannedTotal(s), want)
+		}
+		return nil
+	})
+	if n := logs.Count("readable again"); n != 1 {
+		t.Fatalf("%d recovery lines, want 1:\n%s", n, logs.String())
+	}
 }

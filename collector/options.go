@@ -136,4 +136,7 @@ type Options struct {
 	// startup read) and never writes or prunes it; the caller runs
 	// Archive.Run from before the first Refresh until after Close.
 	Archive *archive.Store
+	// IntegrityCheckInterval is how often RunIntegrityCheck reads the
+	// whole database for damaged pages; 0 turns the check off.
+	IntegrityCheckInterval time.Duration
 }

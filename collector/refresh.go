@@ -122,7 +122,10 @@ func (ex *Exporter) refreshOnce(ctx context.Context) error {
 		return errors.New(ex.lastErrMsg)
 	}
 	start := time.Now()
-	err := ex.refreshLocked(ctx)
+	err := ex.integrityErr
+	if err == nil {
+		err = ex.refreshLocked(ctx)
+	}
 	ex.lastDur = time.Since(start)
 	if err != nil {
 		kind := classifyError(err)

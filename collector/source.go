@@ -166,6 +166,9 @@ func (s *source) readSchema(ctx context.Context) error {
 	err := s.conn.QueryRowContext(ctx, "SELECT version FROM fail2banDb LIMIT 1").Scan(&version)
 	if err != nil {
 		if errors.Is(err, sql.ErrNoRows) || strings.Contains(err.Error(), "no such table") {
+			if terr := truncated(s.path); terr != nil {
+				return &readError{kind: kindCorrupt, err: terr}
+			}
 			return &readError{kind: kindSchema, err: fmt.Errorf("%s is not a fail2ban database (no fail2banDb version): %w", s.path, err)}
 		}
 		return fmt.Errorf("read fail2ban schema version: %w", err)
@@ -189,6 +192,48 @@ func (s *source) readSchema(ctx context.Context) error {
 		if n == 0 {
 			return &readError{kind: kindSchema, err: fmt.Errorf("fail2ban database %s (schema %d) has no table %q", s.path, s.schema, t)}
 		}
+	}
+	return nil
+}
+
+// sqliteHeaderSize is the size of the header at the start of every SQLite
+// database file.
+const sqliteHeaderSize = 100
+
+// truncated returns an error when the file at path is shorter than a SQLite
+// database can be: empty, cut inside its header, or shorter than the pages
+// its header counts. SQLite opens an empty or short file as an empty
+// database, so without this a fail2ban database truncated by a full disk or
+// a bad restore would be reported as "not a fail2ban database" (a schema
+// error) instead of damage.
+func truncated(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil // missing or unreadable: reported as such elsewhere
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	size := st.Size()
+	if size == 0 {
+		return fmt.Errorf("fail2ban database %s is empty (0 bytes): truncated", path)
+	}
+	if size < sqliteHeaderSize {
+		return fmt.Errorf("fail2ban database %s is %d bytes, shorter than a SQLite header: truncated", path, size)
+	}
+	var h [sqliteHeaderSize]byte
+	if _, err := f.ReadAt(h[:], 0); err != nil {
+		return nil
+	}
+	pageSize := int64(h[16])<<8 | int64(h[17])
+	if pageSize == 1 {
+		pageSize = 65536
+	}
+	pages := int64(h[28])<<24 | int64(h[29])<<16 | int64(h[30])<<8 | int64(h[31])
+	if want := pageSize * pages; pageSize >= 512 && size < want {
+		return fmt.Errorf("fail2ban database %s is %d bytes, its header counts %d pages of %d bytes: truncated", path, size, pages, pageSize)
 	}
 	return nil
 }
@@ -280,6 +325,9 @@ func (s *source) readJails(ctx context.Context) (map[string]bool, error) {
 	var version sql.NullInt64
 	if err := s.conn.QueryRowContext(ctx, "SELECT version FROM fail2banDb LIMIT 1").Scan(&version); err != nil {
 		if errors.Is(err, sql.ErrNoRows) || strings.Contains(err.Error(), "no such table") {
+			if terr := truncated(s.path); terr != nil {
+				return nil, &readError{kind: kindCorrupt, err: terr}
+			}
 			return nil, &readError{kind: kindSchema, err: fmt.Errorf("%s is no longer a fail2ban database (no fail2banDb version): %w", s.path, err)}
 		}
 		return nil, fmt.Errorf("read fail2ban schema version: %w", err)

@@ -62,7 +62,7 @@ func addCoreFlags(app *kingpin.Application) *coreFlags {
 			Default(collector.DefaultDBPath).String(),
 		defaultBantime: app.Flag("fail2ban.default-bantime", "Ban time assumed for schema-2 databases (fail2ban 0.9-0.10), which do not record it.").
 			Default("10m").Duration(),
-		windows: app.Flag("bans.window", "Trailing window for fail2ban_recent_bans; repeatable (e.g. 24h, 7d, 30d, 365d).").
+		windows: app.Flag("bans.window", "Trailing window for fail2ban_recent_bans; repeatable. A Go duration (36h, 1.5h) or a Prometheus one (7d, 1w, 1y, 1d12h), whole seconds.").
 			Default("24h", "7d", "30d", "365d").Strings(),
 		chunkSize: app.Flag("fail2ban.read-chunk", "Rows read per read transaction; keeps each lock on fail2ban's database short.").
 			Default("20000").Int(),

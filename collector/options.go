@@ -3,11 +3,11 @@ package collector
 import (
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/bangui/bangui_exporter/collector/archive"
+	"github.com/bangui/bangui_exporter/internal/duration"
 )
 
 // DefaultDBPath is where Debian's fail2ban keeps its database.
@@ -21,14 +21,16 @@ type Window struct {
 	Length time.Duration
 }
 
-// ParseWindows parses --bans.window values: Go or Prometheus durations
-// ("24h", "7d", "1y", "90m"). Duplicates and non-positive lengths are errors.
+// ParseWindows parses --bans.window values with internal/duration: Go
+// durations ("36h", "1.5h", "90m") or Prometheus ones ("7d", "1w", "1y",
+// "1d12h"). Duplicates, non-positive lengths and fractions of a second are
+// errors.
 func ParseWindows(values []string) ([]Window, error) {
 	seen := make(map[string]bool, len(values))
 	windows := make([]Window, 0, len(values))
 	for _, v := range values {
 		v = strings.TrimSpace(v)
-		d, err := parseDuration(v)
+		d, err := duration.Parse(v)
 		if err != nil {
 			return nil, fmt.Errorf("window %q: %w", v, err)
 		}
@@ -50,10 +52,6 @@ func ParseWindows(values []string) ([]Window, error) {
 	return windows, nil
 }
 
-// ParseDuration parses a duration as --bans.window does: Go durations plus
-// the units d (24h), w (7d) and y (365d), alone or combined ("1d12h").
-func ParseDuration(s string) (time.Duration, error) { return parseDuration(strings.TrimSpace(s)) }
-
 // Longest is the length of the longest of windows (0 when none).
 func Longest(windows []Window) time.Duration {
 	var l time.Duration
@@ -61,56 +59,6 @@ func Longest(windows []Window) time.Duration {
 		l = max(l, w.Length)
 	}
 	return l
-}
-
-// parseDuration accepts Go durations plus the units d (24h), w (7d) and y
-// (365d), alone or combined ("1d12h").
-func parseDuration(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, fmt.Errorf("empty duration")
-	}
-	var total time.Duration
-	rest := s
-	for rest != "" {
-		i := 0
-		for i < len(rest) && rest[i] >= '0' && rest[i] <= '9' {
-			i++
-		}
-		if i == 0 {
-			return 0, fmt.Errorf("invalid duration %q", s)
-		}
-		j := i
-		for j < len(rest) && (rest[j] < '0' || rest[j] > '9') {
-			j++
-		}
-		n, err := strconv.ParseInt(rest[:i], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("invalid duration %q: %w", s, err)
-		}
-		var unit time.Duration
-		switch rest[i:j] {
-		case "y":
-			unit = 365 * 24 * time.Hour
-		case "w":
-			unit = 7 * 24 * time.Hour
-		case "d":
-			unit = 24 * time.Hour
-		case "h":
-			unit = time.Hour
-		case "m":
-			unit = time.Minute
-		case "s":
-			unit = time.Second
-		default:
-			return 0, fmt.Errorf("invalid unit %q in duration %q (use s, m, h, d, w or y)", rest[i:j], s)
-		}
-		if n > int64(200*365*24*time.Hour/unit) {
-			return 0, fmt.Errorf("duration %q too long", s)
-		}
-		total += time.Duration(n) * unit
-		rest = rest[j:]
-	}
-	return total, nil
 }
 
 // Options configure an Exporter.

@@ -30,6 +30,17 @@ func newDashboardBuilder(title string) *dashboardBuilder {
 // provisioning and with an import through Grafana's UI.
 const DatasourceVariable = "datasource"
 
+// DefaultDatasourceUID is the uid of the datasource that
+// deploy/grafana/provisioning/ provisions ("Prometheus (bangui_exporter)").
+// The datasource variable starts on it; where no datasource has that uid
+// (an import into another Grafana), Grafana falls back to its default
+// datasource.
+const DefaultDatasourceUID = "bangui-prometheus"
+
+// defaultDatasourceName is the name of that provisioned datasource, shown
+// in the variable until Grafana resolved the uid.
+const defaultDatasourceName = "Prometheus (bangui_exporter)"
+
 // Definition is one generated dashboard: the file it is written to and the
 // function that builds it.
 type Definition struct {
@@ -220,7 +231,12 @@ func (c Config) commonVariables(withJail bool) []cog.Builder[dashboard.VariableM
 		dashboard.NewDatasourceVariableBuilder(DatasourceVariable).
 			Label("Data source").
 			Description("The Prometheus that scrapes bangui_exporter.").
-			Type("prometheus"),
+			Type("prometheus").
+			Current(dashboard.VariableOption{
+				Selected: new(true),
+				Text:     dashboard.StringOrArrayOfString{String: new(defaultDatasourceName)},
+				Value:    dashboard.StringOrArrayOfString{String: new(DefaultDatasourceUID)},
+			}),
 		labelVariable("job", "Job", "The scrape job(s) of bangui_exporter.",
 			"label_values("+c.sel("bangui_exporter_build_info")+", job)"),
 		labelVariable("instance", "Instance", "The exporter instance(s), one per fail2ban host.",

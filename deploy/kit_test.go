@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -257,7 +258,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 	// Next to the user's own datasources: never the default (two
 	// provisioned defaults stop Grafana), a name and uid of our own (a
 	// provisioned datasource takes over an existing one of that name/uid).
-	if d.IsDefault || d.UID != "bangui-prometheus" || d.Name == "Prometheus" || !strings.Contains(d.Name, "bangui_exporter") {
+	if d.IsDefault || d.UID != dashboards.DefaultDatasourceUID || d.Name == "Prometheus" || !strings.Contains(d.Name, "bangui_exporter") {
 		t.Errorf("datasource must not be the default and have its own name and uid: %+v", d)
 	}
 	// The dashboards reach it through their datasource variable, never a
@@ -274,6 +275,33 @@ func TestGrafanaProvisioning(t *testing.T) {
 		}
 		if !strings.Contains(string(data), `"uid": "${datasource}"`) {
 			t.Errorf("%s does not use the datasource variable", def.File)
+		}
+		// The variable starts on the provisioned datasource (Grafana
+		// falls back to the default one where no datasource has its uid).
+		var dash struct {
+			Templating struct {
+				List []struct {
+					Name    string `json:"name"`
+					Current struct {
+						Value any `json:"value"`
+					} `json:"current"`
+				} `json:"list"`
+			} `json:"templating"`
+		}
+		if err := json.Unmarshal(data, &dash); err != nil {
+			t.Fatalf("%s: %v", def.File, err)
+		}
+		found := false
+		for _, v := range dash.Templating.List {
+			if v.Name == dashboards.DatasourceVariable {
+				found = true
+				if v.Current.Value != d.UID {
+					t.Errorf("%s: the datasource variable starts on %v, want the provisioned uid %s", def.File, v.Current.Value, d.UID)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s has no %s variable", def.File, dashboards.DatasourceVariable)
 		}
 	}
 	if d.JSONData.TimeInterval != prom.Global.ScrapeInterval {

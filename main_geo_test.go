@@ -146,6 +146,9 @@ func TestSetupGeo(t *testing.T) {
 				if typ := strings.ToLower(mf.GetType().String()); typ != string(m.Type) {
 					t.Errorf("%s is a %s, the contract says %s", mf.GetName(), typ, m.Type)
 				}
+				if mf.GetHelp() != m.Help {
+					t.Errorf("%s: HELP %q, the contract says %q", mf.GetName(), mf.GetHelp(), m.Help)
+				}
 				for _, metric := range mf.GetMetric() {
 					var labels []string
 					for _, lp := range metric.GetLabel() {

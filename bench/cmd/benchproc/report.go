@@ -307,7 +307,7 @@ func perJail(m map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
-// targetsMarkdown checks issue 16's targets at 1M and 10M rows.
+// targetsMarkdown checks the performance targets (BENCHMARKS.md) at 1M and 10M rows.
 func (r *report) targetsMarkdown(p func(string, ...any)) {
 	var prev *sizeResult
 	for i := range r.Results {
@@ -315,7 +315,7 @@ func (r *report) targetsMarkdown(p func(string, ...any)) {
 		switch s.Rows {
 		case 1_000_000:
 			u := s.Unchanged
-			p("\nTargets at 1M rows (issue 16 §2; they are set for countries on, archive on — this run: %s): "+
+			p("\nTargets at 1M rows (they are set for countries on, archive on — this run: %s): "+
 				"scrape p50 unchanged ≤ 3 ms: %s (%s); p99 ≤ 10 ms: %s (%s); gzip p50 ≤ 1.5× plain: %s (%s vs %s); "+
 				"after 1,000 bans p50 ≤ 20 ms: %s (%s); peak RSS ≤ 150 MiB: first start %s (%s), restart %s (%s); "+
 				"ready ≤ 3 s: first start %s (%s), restart %s (%s).\n",
@@ -326,7 +326,7 @@ func (r *report) targetsMarkdown(p func(string, ...any)) {
 				verdict(s.PeakRSSBytes <= 150<<20), mib(s.PeakRSSBytes), verdict(s.RestartPeakRSSBytes <= 150<<20), mib(s.RestartPeakRSSBytes),
 				verdict(s.FirstMetrics <= 3*time.Second), ms(s.FirstMetrics), verdict(s.RestartFirstMetrics <= 3*time.Second), ms(s.RestartFirstMetrics))
 		case 10_000_000:
-			p("\nTargets at 10M rows (issue 16 §3): ready ≤ 30 s: first start %s (%s), restart %s (%s); scrape p50 unchanged ≤ 5 ms: %s (%s)",
+			p("\nTargets at 10M rows: ready ≤ 30 s: first start %s (%s), restart %s (%s); scrape p50 unchanged ≤ 5 ms: %s (%s)",
 				verdict(s.FirstMetrics <= 30*time.Second), ms(s.FirstMetrics), verdict(s.RestartFirstMetrics <= 30*time.Second), ms(s.RestartFirstMetrics),
 				verdict(s.Unchanged.P50 <= 5*time.Millisecond), ms(s.Unchanged.P50))
 			if prev != nil && s.Rows > prev.Rows {

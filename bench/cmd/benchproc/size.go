@@ -26,7 +26,7 @@ type sizeResult struct {
 	// Generated is how long generating the database took (0 when cached).
 	Generated time.Duration
 
-	// Cold start: empty storage. FirstMetrics is "ready" as issue 16
+	// Cold start: empty storage. FirstMetrics is "ready" as the performance targets
 	// counts it: the end of the first /metrics with fail2ban_up 1.
 	Ready        time.Duration
 	FirstMetrics time.Duration

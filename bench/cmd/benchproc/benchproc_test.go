@@ -241,7 +241,7 @@ func TestMarkdownReport(t *testing.T) {
 		"scrape p50 unchanged ≤ 3 ms: met (2.00 ms)", "gzip p50 ≤ 1.5× plain: **missed** (4.00 ms vs 2.00 ms)",
 		"after 1,000 bans p50 ≤ 20 ms: **missed** (30 ms)", "peak RSS ≤ 150 MiB: first start met (140 MiB), restart met (120 MiB)",
 		"ready ≤ 3 s: first start met (2100 ms), restart met (2900 ms)",
-		"Targets at 10M rows (issue 16 §3): ready ≤ 30 s: first start met (20.0 s), restart **missed** (40.0 s); scrape p50 unchanged ≤ 5 ms: met (4.00 ms); " +
+		"Targets at 10M rows: ready ≤ 30 s: first start met (20.0 s), restart **missed** (40.0 s); scrape p50 unchanged ≤ 5 ms: met (4.00 ms); " +
 			"RSS growth per additional row ≤ 100 bytes (from 1M rows): first start met (90), restart **missed** (110).",
 	} {
 		if !strings.Contains(md, want) {

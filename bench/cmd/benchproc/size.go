@@ -27,7 +27,7 @@ type sizeResult struct {
 	Generated time.Duration
 
 	// Cold start: empty storage. FirstMetrics is "ready" as the performance targets
-	// counts it: the end of the first /metrics with fail2ban_up 1.
+	// count it: the end of the first /metrics with fail2ban_up 1.
 	Ready        time.Duration
 	FirstMetrics time.Duration
 	// CountriesResolved is the time from start until the exporter's geo

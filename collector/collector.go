@@ -88,6 +88,9 @@ type Exporter struct {
 	// integrityErr is the damage the last integrity pass found (nil: none,
 	// or no pass yet); while set, refreshes fail with it.
 	integrityErr error
+	// integrityPace is the integrity check's rest after a chunk, as a
+	// multiple of the chunk's cost (integrityPace; tests lower it).
+	integrityPace int
 	// historyLoaded is true once an engine loaded the archive's events:
 	// later engines (after a reload) take them from carry instead.
 	historyLoaded bool
@@ -138,6 +141,7 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 	return &Exporter{
 		backfillAbove: backfillAbove,
 		backfillChunk: backfillChunk,
+		integrityPace: integrityPace,
 		opts:          opts,
 		countries:     countries,
 		logger:        opts.Logger,

@@ -290,7 +290,8 @@ func (c *integrityCheck) readChunk(ctx context.Context, t btree) (int, []any, er
 const integrityPace = 19
 
 // integrityRetry is how long the check waits before it reads a database
-// that failed it again: recovery is noticed within this plus one pass.
+// that failed it again (at most the interval): recovery is noticed within
+// this plus one pass.
 const integrityRetry = 10 * time.Second
 
 // RunIntegrityCheck reads every page of fail2ban's database in the
@@ -305,6 +306,7 @@ func (ex *Exporter) RunIntegrityCheck(ctx context.Context) {
 	if interval <= 0 || ex.opts.DBPath == "" {
 		return
 	}
+	retry := min(integrityRetry, interval)
 	check := newIntegrityCheck(ex.opts.DBPath)
 	defer check.close()
 	wait := func(d time.Duration) bool {
@@ -330,14 +332,14 @@ func (ex *Exporter) RunIntegrityCheck(ctx context.Context) {
 			return
 		case err != nil && classifyError(err) == kindCorrupt:
 			ex.setIntegrityErr(ctx, &readError{kind: kindCorrupt, err: err})
-			if !wait(integrityRetry) {
+			if !wait(retry) {
 				return
 			}
 		case err != nil:
 			// Locked by fail2ban, missing, replaced mid-pass: the reader
 			// reports these itself; try the pass again later.
 			ex.logger.Debug("integrity check postponed", "err", err)
-			if !wait(integrityRetry) {
+			if !wait(retry) {
 				return
 			}
 		case done:
@@ -347,7 +349,7 @@ func (ex *Exporter) RunIntegrityCheck(ctx context.Context) {
 				return
 			}
 		default:
-			if !wait(max(integrityPace*cost, time.Millisecond)) {
+			if !wait(max(time.Duration(ex.integrityPace)*cost, time.Millisecond)) {
 				return
 			}
 		}

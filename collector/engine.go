@@ -129,7 +129,8 @@ type engine struct {
 	bannedRefs       map[pairKey]uint16 // banned bips rows per pair
 	bannedNow        map[seriesKey]int
 	bipsFP           map[int64]fingerprint
-	lastDerivedRowid int64 // last rowid given to a derived schema-2 bips row
+	bancounts        map[int64]int64 // bips rowid → bancount where it is not 1 (banned.go)
+	lastDerivedRowid int64           // last rowid given to a derived schema-2 bips row
 
 	skipped map[[2]string]int // (table, reason) → rows
 

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bangui/bangui_exporter/collector"
+	"github.com/bangui/bangui_exporter/geo"
 )
 
 // Label values of the series that are not one AS or place.
@@ -117,18 +118,13 @@ func (b *builder) add(chunk []collector.BannedIP) {
 }
 
 // lookupAS asks the sources in order; number 0 when none knows ip.
-func lookupAS(sources []ASLookup, ip netip.Addr) (a asResult, ok bool) {
+func lookupAS(sources []ASLookup, ip netip.Addr) (geo.AS, bool) {
 	for _, s := range sources {
 		if as, found := s.AS(ip); found && as.Number != 0 {
-			return asResult{Number: as.Number, Org: as.Org}, true
+			return as, true
 		}
 	}
-	return asResult{}, false
-}
-
-type asResult struct {
-	Number uint32
-	Org    string
+	return geo.AS{}, false
 }
 
 // tenths rounds degrees to tenths of a degree.

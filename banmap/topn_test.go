@@ -86,7 +86,7 @@ fail2ban_banned_ips_by_asn{as_org="",asn="other",jail="sshd"} 0
 			}
 			// Whatever N, a jail's series sum to its banned pairs.
 			sums := map[string]float64{}
-			for _, line := range strings.Split(strings.TrimSpace(tc.want), "\n") {
+			for line := range strings.SplitSeq(strings.TrimSpace(tc.want), "\n") {
 				var v float64
 				_, _ = fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
 				jail := line[strings.Index(line, `jail="`)+6:]

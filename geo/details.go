@@ -157,7 +157,7 @@ func (m *MMDB) AS(ip netip.Addr) (AS, bool) {
 	if err := res.Decode(&rec); err != nil {
 		return AS{}, false
 	}
-	a := AS{Number: rec.Number, Org: rec.Org}
+	a := AS(rec)
 	if m.details.ases == nil {
 		m.details.ases = map[uintptr]AS{}
 	}

@@ -178,7 +178,7 @@ func (m *Maps) Update(ctx context.Context) error {
 	m.updateMu.Lock()
 	defer m.updateMu.Unlock()
 	start := m.opts.Now()
-	b := newBuilder(m.opts)
+	b := newBuilder(m.opts, m.snap.Load().pairs)
 	if err := m.opts.Source.WalkBanned(ctx, b.add); err != nil {
 		if msg := err.Error(); msg != m.problem && ctx.Err() == nil {
 			m.problem = msg

@@ -41,6 +41,10 @@ type banList struct {
 	countries []string // sorted
 	entries   []entry
 	runs      []run
+	// order lists the entries in the total order (time of ban newest
+	// first, jail, IP), so a page without a filter is one binary search
+	// and limit steps rather than a merge of every run.
+	order     []uint32
 	byCountry map[string]int
 }
 
@@ -52,8 +56,8 @@ type listBuilder struct {
 	entries   []entry
 }
 
-func newListBuilder() listBuilder {
-	return listBuilder{jails: map[string]uint16{}, countries: map[string]uint16{}}
+func newListBuilder(capacity int) listBuilder {
+	return listBuilder{jails: map[string]uint16{}, countries: map[string]uint16{}, entries: make([]entry, 0, capacity)}
 }
 
 func intern(m map[string]uint16, names *[]string, s string) uint16 {
@@ -112,7 +116,18 @@ func (lb *listBuilder) finish() *banList {
 		l.byCountry[l.countries[r.country]] += j - i
 		i = j
 	}
+	l.order = make([]uint32, len(l.entries))
+	for i := range l.order {
+		l.order[i] = uint32(i)
+	}
+	slices.SortFunc(l.order, func(a, b uint32) int { return l.compareTotal(&l.entries[a], &l.entries[b]) })
 	return l
+}
+
+// compareTotal is the list's total order: newest first, then jail (indices
+// follow name order), then IP.
+func (l *banList) compareTotal(x, y *entry) int {
+	return cmp.Or(cmp.Compare(y.timeOfBan, x.timeOfBan), cmp.Compare(x.jail, y.jail), bytes.Compare(x.ip[:], y.ip[:]))
 }
 
 func mapsKeys(m map[string]uint16) func(func(string) bool) {
@@ -187,6 +202,9 @@ func (l *banList) query(jail, country string, after *position, limit int) (page 
 		}
 		countryIdx = i
 	}
+	if jailIdx < 0 && countryIdx < 0 {
+		return l.queryAll(after, limit)
+	}
 	h := &runHeap{list: l}
 	for _, r := range l.runs {
 		if (jailIdx >= 0 && int(r.jail) != jailIdx) || (countryIdx >= 0 && int(r.country) != countryIdx) {
@@ -224,6 +242,23 @@ func (l *banList) query(jail, country string, after *position, limit int) (page 
 	return page, more, total
 }
 
+// queryAll is query without a filter, on the total order.
+func (l *banList) queryAll(after *position, limit int) (page []entry, more bool, total int) {
+	start := 0
+	if after != nil {
+		start = sort.Search(len(l.order), func(k int) bool {
+			p := l.pos(&l.entries[l.order[k]])
+			return comparePos(&p, after) > 0
+		})
+	}
+	end := min(start+limit, len(l.order))
+	page = make([]entry, 0, end-start)
+	for _, i := range l.order[start:end] {
+		page = append(page, l.entries[i])
+	}
+	return page, end < len(l.order), len(l.entries)
+}
+
 func (l *banList) pos(e *entry) position {
 	return position{timeOfBan: e.timeOfBan, jail: l.jails[e.jail], ip: e.ip}
 }
@@ -239,13 +274,7 @@ type runHeap struct {
 func (h *runHeap) Len() int { return len(h.cur) }
 func (h *runHeap) Less(i, j int) bool {
 	a, b := &h.list.entries[h.cur[i].next], &h.list.entries[h.cur[j].next]
-	if a.timeOfBan != b.timeOfBan {
-		return a.timeOfBan > b.timeOfBan
-	}
-	if a.jail != b.jail {
-		return a.jail < b.jail // jail indices follow name order
-	}
-	return bytes.Compare(a.ip[:], b.ip[:]) < 0
+	return h.list.compareTotal(a, b) < 0
 }
 func (h *runHeap) Swap(i, j int) { h.cur[i], h.cur[j] = h.cur[j], h.cur[i] }
 func (h *runHeap) Push(x any)    { h.cur = append(h.cur, x.(cursorRun)) }

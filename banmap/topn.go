@@ -64,7 +64,7 @@ type builder struct {
 	withPlace int
 }
 
-func newBuilder(opts Options) *builder {
+func newBuilder(opts Options, prevPairs int) *builder {
 	b := &builder{
 		opts:     opts,
 		asOn:     len(opts.AS) > 0,
@@ -75,7 +75,9 @@ func newBuilder(opts Options) *builder {
 		perJail:  map[string]int{},
 	}
 	if opts.List {
-		b.list = newListBuilder()
+		// Room for as many pairs as last time and a few more: the list
+		// is not copied while it grows.
+		b.list = newListBuilder(prevPairs + prevPairs/16)
 	}
 	return b
 }

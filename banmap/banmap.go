@@ -78,7 +78,7 @@ type Options struct {
 	// DefaultInterval.
 	Interval time.Duration
 	// List keeps the list of banned IPs for the admin API (memory: about
-	// 32 bytes per banned pair); without it only the metrics are kept.
+	// 36 bytes per banned pair); without it only the metrics are kept.
 	List bool
 	// Ready, when set, tells when the source has read fail2ban's database
 	// once (collector.Exporter.Ready); Run computes the first snapshot as

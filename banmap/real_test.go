@@ -15,7 +15,9 @@ import (
 
 // realDB opens a database of testdata/geoip (scripts/fetch-geoip.sh); it
 // skips when the file is missing, except in CI (BANGUI_CI=1).
-func realDB(t *testing.T, name string) *geo.MMDB {
+func realDB(t *testing.T, name string) *geo.MMDB { return realDBB(t, name) }
+
+func realDBB(t testing.TB, name string) *geo.MMDB {
 	t.Helper()
 	path := filepath.Join("..", "testdata", "geoip", name)
 	if _, err := os.Stat(path); err != nil {

@@ -138,3 +138,28 @@ func TestPlaceAndAS(t *testing.T) {
 		t.Error("place from a closed database")
 	}
 }
+
+// TestCachedAS checks that ip-api's "as" answer, kept in the memory tier,
+// is what CachedAS returns, without queueing anything; and that an IP the
+// tier does not hold, or holds without an AS, has none.
+func TestCachedAS(t *testing.T) {
+	env := newResolverEnv(t, []string{"ipapi"}, Options{})
+	ip := netip.MustParseAddr("8.8.8.8")
+	if a, ok := env.r.CachedAS(ip); ok {
+		t.Fatalf("before any lookup: %+v", a)
+	}
+	if st := env.r.Status(); st.Pending != 0 || st.Resolved+st.Unresolved != 0 {
+		t.Fatalf("CachedAS queued or stored something: %+v", st)
+	}
+	env.r.Track(ip)
+	env.r.drain(t.Context())
+	if a, ok := env.r.CachedAS(ip); !ok || a != (AS{15169, "Google LLC"}) {
+		t.Errorf("after ip-api answered: %+v, %v", a, ok)
+	}
+	if name := env.r.CachedCountryName(ip); name != "United States" {
+		t.Errorf("country name %q", name)
+	}
+	if got := env.r.Providers(); len(got) != 1 || got[0].Name() != "ipapi" {
+		t.Errorf("providers %v", got)
+	}
+}

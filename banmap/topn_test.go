@@ -285,3 +285,35 @@ func TestNewRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestSeriesBounded: with the defaults the series do not grow with the
+// number of banned IPs, ASes or places: per jail 20 ASes, unknown and
+// other; 50 places and other.
+func TestSeriesBounded(t *testing.T) {
+	var bans []collector.BannedIP
+	asns := tableAS{}
+	places := tablePlaces{}
+	for i := range 20_000 {
+		ip := netip.AddrFrom4([4]byte{100, byte(i >> 16), byte(i >> 8), byte(i)})
+		bans = append(bans, collector.BannedIP{Jail: fmt.Sprintf("jail%d", i%10), IP: ip.As16(), Country: "DE", TimeOfBan: int64(i), Bantime: 600})
+		if i%7 != 0 {
+			asns[ip.String()] = geo.AS{Number: uint32(64000 + i%997), Org: "org"}
+		}
+		places[ip.String()] = geo.Place{Country: "DE", Latitude: float64(i%1000) / 10, Longitude: 10, HasLocation: true}
+	}
+	src := &fakeSource{chunk: 4096}
+	src.set(bans)
+	m, err := New(Options{Source: src, AS: []ASLookup{asns}, Places: places})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Update(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := testutil.CollectAndCount(m, "fail2ban_banned_ips_by_asn"), 10*(DefaultASNTop+2); got != want {
+		t.Errorf("%d ASN series, want %d", got, want)
+	}
+	if got, want := testutil.CollectAndCount(m, "fail2ban_banned_ips_by_location"), DefaultCityTop+1; got != want {
+		t.Errorf("%d location series, want %d", got, want)
+	}
+}

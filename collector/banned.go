@@ -8,7 +8,6 @@ package collector
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sort"
 )
 
@@ -138,16 +137,4 @@ func (e *engine) forgetBancount(rowid int64) {
 	if e.bancounts != nil {
 		delete(e.bancounts, rowid)
 	}
-}
-
-// JailNames returns the names of the jails the engine knows, sorted.
-func (ex *Exporter) JailNames() []string {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	if ex.eng == nil {
-		return nil
-	}
-	names := slices.Clone(ex.eng.jailNames)
-	sort.Strings(names)
-	return names
 }

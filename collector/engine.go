@@ -129,10 +129,13 @@ type engine struct {
 	bannedRefs       map[pairKey]uint16 // banned bips rows per pair
 	bannedNow        map[seriesKey]int
 	bipsFP           map[int64]fingerprint
-	bancounts        map[int64]int64 // bips rowid → bancount where it is not 1 (banned.go)
-	lastDerivedRowid int64           // last rowid given to a derived schema-2 bips row
+	lastDerivedRowid int64 // last rowid given to a derived schema-2 bips row
 
 	skipped map[[2]string]int // (table, reason) → rows
+
+	// bancounts: bips rowid → fail2ban's bancount, only where it is not 1
+	// (banned.go).
+	bancounts map[int64]int64
 
 	// bans_total
 	live       bool // past the initial load: new ban events count into bans_total

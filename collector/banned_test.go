@@ -42,6 +42,9 @@ func TestWalkBanned(t *testing.T) {
 			d.ban("sshd", "192.0.2.3", t0-10_000, 600) // expired
 			d.ban("perm", "192.0.2.1", t0-30, -1)
 			d.ban("perm", "2001:db8::1", t0-20, -1)
+			// Two spellings of one address: two bips rows, one banned pair.
+			d.ban("sshd", "::ffff:192.0.2.9", t0-5, 600)
+			d.ban("sshd", "192.0.2.9", t0-6, 600)
 			if tc.schema == 4 {
 				d.exec("UPDATE bips SET bancount = 3 WHERE ip = '192.0.2.2'")
 			}
@@ -91,6 +94,7 @@ func TestWalkBanned(t *testing.T) {
 				"sshd 192.0.2.2":   {UnknownCountry, t0 - 50, 600, bc3, 1},
 				"perm 192.0.2.1":   {"DE", t0 - 30, permBantime, bc1, 1},
 				"perm 2001:db8::1": {UnknownCountry, t0 - 20, permBantime, bc1, 1},
+				"sshd 192.0.2.9":   {UnknownCountry, t0 - 5, 600, bc1, 1},
 			}
 			if !maps.Equal(got, expected) {
 				t.Errorf("walk:\n got %v\nwant %v", got, expected)

@@ -60,7 +60,7 @@ demo:
 bench: bench-go bench-process
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./collector/... ./geo/... ./sessionauth/... ./socket/...
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 -timeout 60m ./collector/... ./geo/... ./sessionauth/... ./socket/... ./banmap/...
 
 bench-process:
 	./bench/run.sh

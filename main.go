@@ -26,6 +26,7 @@ import (
 
 	"github.com/bangui/bangui_exporter/collector"
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/sessionauth"
 )
 
 const exporterName = "bangui_exporter"
@@ -92,6 +93,9 @@ type exporter struct {
 	wrapMetrics []func(http.Handler) http.Handler
 	// geo is what the geo part shares with later parts (the admin API).
 	geo geoPart
+	// admin is the admin API, nil when it is off (banmap mounts its list
+	// behind its sessions).
+	admin *sessionauth.Service
 	// landingNotes are shown on the landing page (e.g. where countries
 	// come from).
 	landingNotes []string
@@ -116,6 +120,7 @@ func run(args []string) int {
 	adminFlags := addAdminFlags(app)
 	socketFlags := addSocketFlags(app)
 	archiveFlags := addArchiveFlags(app)
+	mapsFlags := addMapsFlags(app)
 	healthcheck := addHealthcheckCommand(app)
 
 	cmd, err := app.Parse(args)
@@ -140,7 +145,7 @@ func run(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, logger, flags, geoFlags, adminFlags, socketFlags, archiveFlags); err != nil {
+	if err := serve(ctx, logger, flags, geoFlags, adminFlags, socketFlags, archiveFlags, mapsFlags); err != nil {
 		logger.Error("exporter stopped with an error", "err", err)
 		return 1
 	}
@@ -172,7 +177,7 @@ const (
 
 type phase int
 
-func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags *geoFlags, adminFlags *adminFlags, socketFlags *socketFlags, archiveFlags *archiveFlags) error {
+func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags *geoFlags, adminFlags *adminFlags, socketFlags *socketFlags, archiveFlags *archiveFlags, mapsFlags *mapsFlags) error {
 	logger.Info("starting "+exporterName, "version", version.Info(), "build_context", version.BuildContext())
 
 	windows, err := collector.ParseWindows(*flags.windows)
@@ -226,6 +231,9 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	e.registry.MustRegister(f2b)
 
 	if err := e.setupAdmin(ctx, adminFlags, flags); err != nil {
+		return err
+	}
+	if err := e.setupMaps(ctx, mapsFlags, f2b); err != nil {
 		return err
 	}
 

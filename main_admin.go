@@ -166,6 +166,7 @@ func (e *exporter) setupAdmin(ctx context.Context, af *adminFlags, _ *coreFlags)
 		return fmt.Errorf("admin API: %w", err)
 	}
 	e.mux.Handle("/api/", svc)
+	e.admin = svc
 	return nil
 }
 

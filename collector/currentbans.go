@@ -109,6 +109,7 @@ func (e *engine) newBipsRow(r *sourceRow, now int64) bipsRow {
 		return rec
 	}
 	rec.timeOfBan = uint32(r.TimeOfBan)
+	e.noteBancount(rec.rowid, r.Bancount)
 	rec.jail = e.jail(r.Jail)
 	rec.ip = e.internIP(addr)
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
@@ -149,6 +150,7 @@ func (e *engine) removeBipsRowAt(idx int, _ int64) {
 		return
 	}
 	addFP(e.bipsFP, rec.rowid, rec.mix, -1)
+	e.forgetBancount(rec.rowid)
 	rec.state |= bipsDead
 	e.deadBipsRows++
 	e.liveBipsRows--

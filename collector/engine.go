@@ -133,6 +133,10 @@ type engine struct {
 
 	skipped map[[2]string]int // (table, reason) → rows
 
+	// bancounts: bips rowid → fail2ban's bancount, only where it is not 1
+	// (banned.go).
+	bancounts map[int64]int64
+
 	// bans_total
 	live       bool // past the initial load: new ban events count into bans_total
 	bansTotal  map[seriesKey]uint64

@@ -33,6 +33,10 @@ const (
 	// OwnerArchive is the ban archive (on by default; off with
 	// --no-storage.archive).
 	OwnerArchive Owner = "archive (collector/archive/)"
+	// OwnerMaps is the top autonomous systems and places (banmap/): the
+	// ASN series need an AS source (--geo.asn-mmdb or ip-api), the
+	// location series a GeoLite2-City layout --geo.mmdb.
+	OwnerMaps Owner = "banmap (banmap/)"
 )
 
 // Metric is one metric family of the contract: its name, type, the labels
@@ -113,6 +117,12 @@ var contract = []Metric{
 		Help: "Failed loads of --geo.mmdb, counted once per problem: a missing file once until it appears, each invalid file once."},
 	{Name: "bangui_exporter_geo_queue_full_total", Type: Counter, Owner: OwnerGeo,
 		Help: "IPs that did not fit in a full resolver queue; they wait in the backlog and are queued when there is room."},
+
+	// Top autonomous systems and places (banmap).
+	{Name: "fail2ban_banned_ips_by_asn", Type: Gauge, Labels: []string{"jail", "asn", "as_org"}, Owner: OwnerMaps,
+		Help: "IPs banned right now per jail and autonomous system: the --geo.asn.top systems with the most, asn=\"unknown\" for IPs no source knows an AS for, and asn=\"other\" for the rest, so a jail's series sum to its fail2ban_banned_ips. Recomputed in the background."},
+	{Name: "fail2ban_banned_ips_by_location", Type: Gauge, Labels: []string{"country", "city", "latitude", "longitude"}, Owner: OwnerMaps,
+		Help: "IPs banned right now (per jail, summed) at the --geo.city.top places with the most, from a GeoLite2-City layout --geo.mmdb, coordinates rounded to 0.1 degree; city=\"other\" counts the rest and IPs without coordinates. Recomputed in the background."},
 
 	// The ban archive.
 	{Name: "bangui_exporter_archive_events", Type: Gauge, Owner: OwnerArchive,

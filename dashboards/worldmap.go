@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/grafana/grafana-foundation-sdk/go/bargauge"
 	"github.com/grafana/grafana-foundation-sdk/go/cog"
 	"github.com/grafana/grafana-foundation-sdk/go/common"
 	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
@@ -46,6 +47,25 @@ func (c Config) WorldMapQuery() string {
 // country and host (instance), ZZ included.
 func (c Config) CountryTableQuery() string {
 	return "sort_desc(\n" + c.byCountry("by (country, instance) ") + "\n)"
+}
+
+// CityPointsQuery is the expression behind the map's city layer: banned
+// IPs at the exporter's top places (fail2ban_banned_ips_by_location, only
+// with a GeoLite2-City layout --geo.mmdb), without the "other" series that
+// has no coordinates (nor ZZ, like the country layer), and only while Show is "Banned now" (places are not
+// kept per window). No series (no City database): the layer draws nothing.
+func (c Config) CityPointsQuery() string {
+	return "sum by (country, city, latitude, longitude) (" +
+		c.selector("fail2ban_banned_ips_by_location", `city!="other"`, `country!="`+unknownCountry+`"`) +
+		")\nand on() (vector($view) == " + ViewBannedNow + ")"
+}
+
+// TopNetworksQuery is the expression behind "Top attacking networks": the
+// 10 autonomous systems with the most IPs banned now in the selected jails
+// (each jail's top --geo.asn.top summed; "other" and "unknown" left out).
+func (c Config) TopNetworksQuery() string {
+	return "topk(10, sum by (asn, as_org) (" +
+		c.jailSelector("fail2ban_banned_ips_by_asn", `asn!~"other|unknown"`) + "))"
 }
 
 // WindowVariableQuery is the query of the world map's window variable: the
@@ -98,6 +118,7 @@ func (c Config) WorldMap() (Dashboard, error) {
 		Variables(vars).
 		WithPanel(c.worldMapPanel(ids)).
 		WithPanel(c.countryTable(ids)).
+		WithPanel(c.topNetworksPanel(ids)).
 		WithPanel(statPanel(ids, "Total",
 			"Banned IPs right now, or ban events in the chosen window, summed over the selected jails and countries. An IP banned in two jails counts twice.",
 			c.byCountry(""), units.Short).
@@ -136,9 +157,9 @@ func (c Config) worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
 		Config(map[string]any{
 			"showLegend": true,
 			"style": map[string]any{
-				"color":   map[string]any{"field": "Value", "fixed": "dark-green"},
+				"color":   map[string]any{"field": "Value #A", "fixed": "dark-green"},
 				"opacity": 0.6,
-				"size":    map[string]any{"field": "Value", "fixed": 5, "min": 4, "max": 30},
+				"size":    map[string]any{"field": "Value #A", "fixed": 5, "min": 4, "max": 30},
 				"symbol":  map[string]any{"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
 				"text":    map[string]any{"field": "country", "fixed": "", "mode": "field"},
 				"textConfig": map[string]any{
@@ -150,13 +171,45 @@ func (c Config) worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
 			Mode(common.FrameGeometrySourceModeLookup).
 			Lookup("country").
 			Gazetteer("public/gazetteer/countries.json")).
+		FilterData(map[string]any{"id": "byRefId", "options": refID(0)}).
+		Tooltip(true)
+	cities := common.NewMapLayerOptionsBuilder().
+		Type("markers").
+		Name("Cities").
+		Config(map[string]any{
+			"showLegend": false,
+			"style": map[string]any{
+				"color":   map[string]any{"fixed": "dark-orange"},
+				"opacity": 0.7,
+				"size":    map[string]any{"field": "Value #B", "fixed": 3, "min": 2, "max": 15},
+				"symbol":  map[string]any{"fixed": "img/icons/marker/circle.svg", "mode": "fixed"},
+			},
+		}).
+		Location(common.NewFrameGeometrySourceBuilder().
+			Mode(common.FrameGeometrySourceModeCoords).
+			Latitude("latitude").
+			Longitude("longitude")).
+		FilterData(map[string]any{"id": "byRefId", "options": refID(1)}).
 		Tooltip(true)
 	return geomap.NewPanelBuilder().
 		Id(ids.id()).
 		Title("Bans per country").
-		Description("One marker per country, sized and colored by the number of banned IPs (Show = Banned now) or of ban events in the chosen window. Countries come from bangui_exporter's geo resolution (ISO 3166-1 alpha-2 codes, looked up in Grafana's countries gazetteer). IPs of unknown country (ZZ) cannot be drawn and are left out of the markers' size and colour scale: see the table and the ZZ stat. Map tiles are loaded from the internet; offline, markers show on an empty background.").
+		Description("One marker per country, sized and colored by the number of banned IPs (Show = Banned now) or of ban events in the chosen window; with a GeoLite2-City layout --geo.mmdb, a second layer (Cities) adds an orange point per place of the exporter's top --geo.city.top places (fail2ban_banned_ips_by_location, all jails, Show = Banned now only; no City database: no points). Countries come from bangui_exporter's geo resolution (ISO 3166-1 alpha-2 codes, looked up in Grafana's countries gazetteer). IPs of unknown country (ZZ) cannot be drawn and are left out of the markers' size and colour scale: see the table and the ZZ stat. Map tiles are loaded from the internet; offline, markers show on an empty background.").
 		Datasource(datasourceRef()).
 		WithTarget(instantTable(0, c.WorldMapQuery())).
+		WithTarget(instantTable(1, c.CityPointsQuery())).
+		// Label values are strings; the city layer's coordinates must be
+		// numbers.
+		Transformations([]dashboard.DataTransformerConfig{{
+			Id: "convertFieldType",
+			Options: map[string]any{
+				"conversions": []any{
+					map[string]any{"targetField": "latitude", "destinationType": "number"},
+					map[string]any{"targetField": "longitude", "destinationType": "number"},
+				},
+				"fields": map[string]any{},
+			},
+		}}).
 		Unit(units.Short).
 		Decimals(0).
 		ColorScheme(dashboard.NewFieldColorBuilder().Mode(dashboard.FieldColorModeIdContinuousGrYlRd)).
@@ -165,9 +218,32 @@ func (c Config) worldMapPanel(ids *panelIDs) *geomap.PanelBuilder {
 		Controls(geomap.NewControlsOptionsBuilder().
 			ShowZoom(true).MouseWheelZoom(false).ShowAttribution(true).ShowScale(false).ShowDebug(false).ShowMeasure(false)).
 		Basemap(common.NewMapLayerOptionsBuilder().Type("default").Name("Basemap").Config(map[string]any{})).
-		Layers([]cog.Builder[common.MapLayerOptions]{layer}).
+		Layers([]cog.Builder[common.MapLayerOptions]{layer, cities}).
 		Tooltip(geomap.NewTooltipOptionsBuilder().Mode(geomap.TooltipModeDetails)).
 		Height(14).Span(16)
+}
+
+// topNetworksPanel is the bar gauge of the top autonomous systems.
+func (c Config) topNetworksPanel(ids *panelIDs) *bargauge.PanelBuilder {
+	return bargauge.NewPanelBuilder().
+		Id(ids.id()).
+		Title("Top attacking networks").
+		Description("The 10 autonomous systems (networks) with the most IPs banned right now in the selected jails, from fail2ban_banned_ips_by_asn: the exporter keeps the --geo.asn.top largest per jail (the rest is in asn=\"other\", IPs without a known AS in asn=\"unknown\", both left out here), so a network just below one jail's top is counted only in the jails where it is in it. ASNs come from --geo.asn-mmdb (a GeoLite2-ASN layout database) or ip-api's \"as\" field; without either the panel is empty. Always banned now, whatever Show says.").
+		Datasource(datasourceRef()).
+		WithTarget(instantValue(0, c.TopNetworksQuery(), "{{as_org}} ({{asn}})")).
+		Unit(units.Short).
+		Decimals(0).
+		Min(0).
+		NoValue("no AS data").
+		Thresholds(thresholds("orange")).
+		Orientation(common.VizOrientationHorizontal).
+		DisplayMode(common.BarGaugeDisplayModeGradient).
+		ValueMode(common.BarGaugeValueModeColor).
+		NamePlacement(common.BarGaugeNamePlacementAuto).
+		Sizing(common.BarGaugeSizingAuto).
+		ShowUnfilled(true).
+		ReduceOptions(lastValue()).
+		Height(10).Span(24)
 }
 
 func (c Config) countryTable(ids *panelIDs) *table.PanelBuilder {

@@ -49,12 +49,22 @@ type banPlan struct {
 	jails     map[string][]string // jail → IPs banned before the exporter starts
 	late      map[string][]string // jail → IPs banned while it runs
 	countries map[string]string   // IP → country
+	asns      map[string]uint32   // IP → autonomous system (the test's ASN database)
+}
+
+// planCities are the test City database's place of each planned country.
+var planCities = map[string]struct {
+	city     string
+	lat, lon float64
+}{
+	"DE": {"Berlin", 52.5196, 13.4069}, "US": {"Ashburn", 39.0438, -77.4874}, "CN": {"Beijing", 39.9042, 116.4074},
+	"BR": {"Sao Paulo", -23.5505, -46.6333}, "JP": {"Tokyo", 35.6895, 139.6917},
 }
 
 func newBanPlan() banPlan {
 	ips := f2bsandbox.SampleIPs(34)
 	codes := []string{"DE", "US", "CN", "BR", "JP"}
-	p := banPlan{jails: map[string][]string{}, late: map[string][]string{}, countries: map[string]string{}}
+	p := banPlan{jails: map[string][]string{}, late: map[string][]string{}, countries: map[string]string{}, asns: map[string]uint32{}}
 	for i, ip := range ips {
 		switch {
 		case i < 18:
@@ -69,6 +79,10 @@ func newBanPlan() banPlan {
 		// Some IPs stay out of the database: they count as ZZ.
 		if i%7 != 6 {
 			p.countries[ip] = codes[i%len(codes)]
+		}
+		// Some IPs stay out of the ASN database: they count as "unknown".
+		if i%5 != 4 {
+			p.asns[ip] = 64496 + uint32(i%3)
 		}
 	}
 	return p
@@ -95,15 +109,46 @@ func (p banPlan) expected(bans []map[string][]string, by string, geo bool) map[s
 	return out
 }
 
-// writeMMDB writes a GeoLite2-Country-layout database giving each planned
-// IP its country.
+// writeMMDB writes a GeoLite2-City-layout database giving each planned
+// IP its country and its country's city (planCities).
 func (p banPlan) writeMMDB(t *testing.T, path string) {
 	t.Helper()
 	nets := make([]testmmdb.Network, 0, len(p.countries))
 	for ip, country := range p.countries {
-		nets = append(nets, testmmdb.Network{CIDR: ip, Country: country})
+		c := planCities[country]
+		nets = append(nets, testmmdb.Network{CIDR: ip, Country: country, City: c.city, Lat: c.lat, Lon: c.lon})
 	}
-	testmmdb.Write(t, path, testmmdb.Options{}, nets)
+	testmmdb.Write(t, path, testmmdb.Options{Layout: testmmdb.City}, nets)
+}
+
+// writeASNMMDB writes a GeoLite2-ASN-layout database giving each planned
+// IP its autonomous system.
+func (p banPlan) writeASNMMDB(t *testing.T, path string) {
+	t.Helper()
+	nets := make([]testmmdb.Network, 0, len(p.asns))
+	for ip, asn := range p.asns {
+		nets = append(nets, testmmdb.Network{CIDR: ip, ASNumber: asn, ASOrg: fmt.Sprintf("Test network %d", asn)})
+	}
+	testmmdb.Write(t, path, testmmdb.Options{Layout: testmmdb.ASN}, nets)
+}
+
+// expectedMaps returns banned IPs (pairs) by AS ("AS64496"; IPs without
+// one left out) and by city (IPs without a place left out).
+func (p banPlan) expectedMaps(bans []map[string][]string) (byASN, byCity map[string]float64) {
+	byASN, byCity = map[string]float64{}, map[string]float64{}
+	for _, jails := range bans {
+		for _, ips := range jails {
+			for _, ip := range ips {
+				if asn, ok := p.asns[ip]; ok {
+					byASN[fmt.Sprintf("AS%d", asn)]++
+				}
+				if c, ok := p.countries[ip]; ok {
+					byCity[planCities[c].city]++
+				}
+			}
+		}
+	}
+	return byASN, byCity
 }
 
 func freePort(t *testing.T) int {
@@ -402,6 +447,14 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	if flags["geo.ipapi.url"] {
 		args = append(args, "--geo.ipapi.url=")
 	}
+	// The top networks and places (banmap), recomputed every second here
+	// rather than every minute.
+	asnOn := flags["geo.asn-mmdb"]
+	if asnOn {
+		asnDB := filepath.Join(dir, "asn.mmdb")
+		plan.writeASNMMDB(t, asnDB)
+		args = append(args, "--geo.asn-mmdb="+asnDB, "--geo.top.interval=1s")
+	}
 	startProcess(t, "exporter", bin, args...)
 
 	early := []map[string][]string{plan.jails}
@@ -414,6 +467,27 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 	wantByJail := plan.expected(all, "jail", geo)
 	wantByCountry := plan.expected(all, "country", geo)
 	waitForExposition(ctx, t, exporterURL, wantByJail, wantByCountry, plan.expected([]map[string][]string{plan.late}, "country", geo))
+	var mw mapsWant
+	if asnOn {
+		mw.byASN, mw.byCity = plan.expectedMaps(all)
+		mw.on = true
+		// The lists follow the engine within their interval: each jail's
+		// ASN series sum to its banned IPs, the places to all of them.
+		testkit.Eventually(t, 30*time.Second, func() error { // waiting for banmap's lists to catch up
+			fams := exposition(t, exporterURL)
+			if got := sumBy(fams, "fail2ban_banned_ips_by_asn", "jail", nil); !maps.Equal(got, wantByJail) {
+				return fmt.Errorf("fail2ban_banned_ips_by_asn by jail %v, want %v", got, wantByJail)
+			}
+			total := 0.0
+			for _, v := range wantByJail {
+				total += v
+			}
+			if got := sumBy(fams, "fail2ban_banned_ips_by_location", "", nil); got[""] != total {
+				return fmt.Errorf("fail2ban_banned_ips_by_location sums to %v, want %v", got[""], total)
+			}
+			return nil
+		})
+	}
 	checkContract(t, exposition(t, exporterURL), flags["fail2ban.socket"])
 
 	// Prometheus with our scrape config (target rewritten, faster
@@ -450,7 +524,7 @@ func TestEndToEndWithRealPrometheus(t *testing.T) {
 		byJail:    plan.expected([]map[string][]string{plan.late}, "jail", geo),
 		byCountry: plan.expected([]map[string][]string{plan.late}, "country", geo),
 	}
-	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry, newBans, flags["fail2ban.socket"])
+	checkDashboardQueries(t, promURL, exporterURL, instance, wantByJail, wantByCountry, newBans, mw, flags["fail2ban.socket"])
 	checkRuleQueries(t, promURL)
 	checkFail2banAgrees(ctx, t, sb, promURL, instance)
 
@@ -640,7 +714,14 @@ func writePrometheusConfig(t *testing.T, dir, target string) string {
 // banCounts are bans summed per jail and per country.
 type banCounts struct{ byJail, byCountry map[string]float64 }
 
-func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, wantByJail, wantByCountry map[string]float64, newBans banCounts, socket bool) {
+// mapsWant is what the top networks and places panels must show (on: the
+// exporter has banmap).
+type mapsWant struct {
+	on            bool
+	byASN, byCity map[string]float64
+}
+
+func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, wantByJail, wantByCountry map[string]float64, newBans banCounts, mw mapsWant, socket bool) {
 	t.Helper()
 	queries, err := dashboards.AllQueries()
 	if err != nil {
@@ -681,7 +762,7 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 
 	exposed := exposition(t, exporterURL)
 	recentByCountry := sumBy(exposed, "fail2ban_recent_bans", "country", map[string]string{"window": values["window"]})
-	ran, compared := 0, 0
+	ran, compared, mapsCompared := 0, 0, 0
 	for _, q := range queries {
 		if q.VariableLabel != "" {
 			continue
@@ -713,6 +794,18 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 			var want map[string]float64
 			label := ""
 			switch {
+			case mw.on && q.Dashboard == "bangui-world-map" && q.Panel == "Bans per country" && q.RefID == "B":
+				// The city layer: banned now only.
+				label, want = "city", mw.byCity
+				if view == dashboards.ViewRecentWindow {
+					want = map[string]float64{}
+				}
+				mapsCompared++
+			case mw.on && q.Dashboard == "bangui-world-map" && q.Panel == "Top attacking networks":
+				label, want = "asn", mw.byASN
+				mapsCompared++
+			case q.Dashboard == "bangui-world-map" && q.Panel == "Bans per country" && q.RefID != "A":
+				continue
 			case q.Dashboard == "bangui-world-map" && (q.Panel == "Bans per country" || q.Panel == "Countries"):
 				label, want = "country", wantByCountry
 				if view == dashboards.ViewRecentWindow {
@@ -773,6 +866,9 @@ func checkDashboardQueries(t *testing.T, promURL, exporterURL, instance string, 
 				t.Errorf("%s / %s (view %q): %v by %s, want %v", q.Dashboard, q.Panel, view, got, label, want)
 			}
 		}
+	}
+	if mw.on && mapsCompared != 3 {
+		t.Errorf("%d results of the city layer and the top networks compared, want 3 (two views and one)", mapsCompared)
 	}
 	if ran < 30 || compared < 13 {
 		t.Errorf("only %d dashboard queries ran, %d compared with the exporter", ran, compared)

@@ -48,6 +48,9 @@ type MMDB struct {
 	// the reader in use and is replaced with it.
 	answersMu sync.Mutex
 	answers   map[uintptr]Answer
+	// details caches decoded City and ASN records the same way
+	// (details.go), under answersMu.
+	details detailCache
 }
 
 // MMDBOptions configure the mmdb provider.
@@ -222,6 +225,7 @@ func (m *MMDB) Reload(force bool) (bool, error) {
 	m.reader, m.file, m.failed, m.loadedAt, m.lastErr, m.problem = reader, st, nil, m.clock.Now(), "", ""
 	// No lookup runs while m.mu is held exclusively.
 	m.answers = make(map[uintptr]Answer)
+	m.details = detailCache{}
 	m.mu.Unlock()
 	if old != nil {
 		// No lookup holds m.mu any more, so none uses old.

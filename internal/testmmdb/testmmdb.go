@@ -24,6 +24,12 @@ const (
 	Official Layout = iota
 	// Flat is the country_code layout of DB-IP lite and ip-location-db.
 	Flat
+	// City is GeoLite2-City's layout: Official's fields plus city.names
+	// and location (latitude, longitude, accuracy_radius).
+	City
+	// ASN is GeoLite2-ASN's layout: autonomous_system_number and
+	// autonomous_system_organization.
+	ASN
 )
 
 // Network is one network of a test database.
@@ -37,6 +43,14 @@ type Network struct {
 	Name string
 	// Registered is registered_country.iso_code (Official only).
 	Registered string
+	// City is city.names.en (City only; left out when empty).
+	City string
+	// Lat and Lon are location.latitude and location.longitude (City
+	// only; location is left out when both are 0).
+	Lat, Lon float64
+	// ASNumber and ASOrg are the ASN layout's fields.
+	ASNumber uint32
+	ASOrg    string
 }
 
 // Options describe the file.
@@ -52,10 +66,7 @@ type Options struct {
 // Write writes a database holding nets to path (replacing it by rename).
 func Write(tb testing.TB, path string, opts Options, nets []Network) {
 	tb.Helper()
-	dbType := "GeoLite2-Country"
-	if opts.Layout == Flat {
-		dbType = "ip-location-db-country"
-	}
+	dbType := map[Layout]string{Official: "GeoLite2-Country", Flat: "ip-location-db-country", City: "GeoLite2-City", ASN: "GeoLite2-ASN"}[opts.Layout]
 	mo := mmdbwriter.Options{
 		DatabaseType:            dbType,
 		BuildEpoch:              opts.BuildEpoch,
@@ -111,8 +122,11 @@ func parseNetwork(s string) (*net.IPNet, error) {
 }
 
 func record(layout Layout, n Network) mmdbtype.Map {
-	if layout == Flat {
+	switch layout {
+	case Flat:
 		return mmdbtype.Map{"country_code": mmdbtype.String(n.Country)}
+	case ASN:
+		return asnRecord(n.ASNumber, n.ASOrg)
 	}
 	rec := mmdbtype.Map{"continent": mmdbtype.Map{"code": mmdbtype.String("EU")}}
 	if n.Country != "" {
@@ -123,6 +137,24 @@ func record(layout Layout, n Network) mmdbtype.Map {
 	}
 	if n.Registered != "" {
 		rec["registered_country"] = mmdbtype.Map{"iso_code": mmdbtype.String(n.Registered)}
+	}
+	if layout == City {
+		if n.City != "" {
+			rec["city"] = mmdbtype.Map{"geoname_id": mmdbtype.Uint32(1), "names": mmdbtype.Map{"en": mmdbtype.String(n.City)}}
+		}
+		if n.Lat != 0 || n.Lon != 0 {
+			rec["location"] = mmdbtype.Map{
+				"latitude": mmdbtype.Float64(n.Lat), "longitude": mmdbtype.Float64(n.Lon), "accuracy_radius": mmdbtype.Uint16(20),
+			}
+		}
+	}
+	return rec
+}
+
+func asnRecord(number uint32, org string) mmdbtype.Map {
+	rec := mmdbtype.Map{"autonomous_system_number": mmdbtype.Uint32(number)}
+	if org != "" {
+		rec["autonomous_system_organization"] = mmdbtype.String(org)
 	}
 	return rec
 }

@@ -68,8 +68,8 @@ func TestLeanReadEqualsExpressions(t *testing.T) {
 					row = []any{"sshd", fmt.Sprintf("192.0.2.%d", i%250), int64(1_790_000_000 + i), int64(600), int64(1)}
 				}
 				var q string
-				switch {
-				case tc.schema == 2:
+				switch tc.schema {
+				case 2:
 					q, row = "INSERT INTO bans(jail, ip, timeofban) VALUES(?, ?, ?)", row[:3]
 				default:
 					q = "INSERT INTO bans(jail, ip, timeofban, bantime, bancount) VALUES(?, ?, ?, ?, ?)"

@@ -193,7 +193,7 @@ func (e *engine) isFromArchiveByName(jail string, addr netip.Addr, timeOfBan int
 	if !ok || timeOfBan < 0 || timeOfBan > math.MaxUint32 {
 		return false
 	}
-	ip, ok := e.ipIndex[keyOf(addr)]
+	ip, ok := e.ipIndex.find(e.ips, keyOf(addr))
 	if !ok {
 		return false
 	}

@@ -256,7 +256,7 @@ func (e *engine) snapshot() *snapshot {
 		skipped:   cloneMap(e.skipped),
 		bansRows:  len(e.bansRows),
 		bipsRows:  e.liveBipsRows,
-		ips:       len(e.ipIndex),
+		ips:       e.ipIndex.count(),
 	}
 	if e.schema == 2 {
 		s.bipsRows = 0

@@ -113,7 +113,7 @@ func (e *engine) newBipsRow(r *sourceRow, now int64) bipsRow {
 	rec.jail = e.jail(r.Jail)
 	rec.ip = e.internIP(addr)
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
-	if old, ok := e.latestBipsRow[pk]; ok && old < r.Rowid {
+	if old, ok := e.latestBipsRow.get(pk); ok && old < r.Rowid {
 		// The same spelling (same length) is the same primary key; two
 		// spellings of one address are two rows and both stay.
 		if idx := e.findBipsRow(old); idx >= 0 && e.spellingMix(idx) == spellingPart(r.IPLen, r.JailLen) {
@@ -133,8 +133,8 @@ func (e *engine) activateBipsRow(idx int, now int64) {
 		return
 	}
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
-	if old, ok := e.latestBipsRow[pk]; !ok || old < rec.rowid {
-		e.latestBipsRow[pk] = rec.rowid
+	if old, ok := e.latestBipsRow.get(pk); !ok || old < rec.rowid {
+		e.latestBipsRow.set(pk, rec.rowid)
 	}
 	e.setBanned(rec, isBanned(rec, now))
 	if rec.banned() && rec.bantime > -1 {
@@ -160,8 +160,8 @@ func (e *engine) removeBipsRowAt(idx int, _ int64) {
 	}
 	e.setBanned(rec, false)
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
-	if e.latestBipsRow[pk] == rec.rowid {
-		delete(e.latestBipsRow, pk)
+	if latest, ok := e.latestBipsRow.get(pk); ok && latest == rec.rowid {
+		e.latestBipsRow.del(pk)
 	}
 	e.releaseIP(rec.ip)
 }
@@ -170,7 +170,7 @@ func (e *engine) removeBipsRowAt(idx int, _ int64) {
 // its latest ban plus the default bantime lies in the future (fail2ban
 // 0.9/0.10's own rule). Derived bips rows get increasing rowids of their own.
 func (e *engine) deriveSchema2Ban(pk pairKey, timeOfBan uint32, now int64) {
-	if rowid, ok := e.latestBipsRow[pk]; ok {
+	if rowid, ok := e.latestBipsRow.get(pk); ok {
 		rec := &e.bipsRows[e.findBipsRow(rowid)]
 		if rec.timeOfBan >= timeOfBan {
 			return
@@ -182,11 +182,12 @@ func (e *engine) deriveSchema2Ban(pk pairKey, timeOfBan uint32, now int64) {
 		e.ips[pk.ip].refs++
 		e.bipsRows = append(e.bipsRows, bipsRow{rowid: e.lastDerivedRowid, timeOfBan: timeOfBan, bantime: e.defaultBanSec, ip: pk.ip, jail: pk.jail})
 		e.liveBipsRows++
-		e.latestBipsRow[pk] = e.lastDerivedRowid
+		e.latestBipsRow.set(pk, e.lastDerivedRowid)
 		last := &e.bipsRows[len(e.bipsRows)-1]
 		e.setBanned(last, isBanned(last, now))
 	}
-	heap.Push(&e.expiries, expiry{at: int64(timeOfBan) + e.defaultBanSec, rowid: e.latestBipsRow[pk]})
+	latest, _ := e.latestBipsRow.get(pk)
+	heap.Push(&e.expiries, expiry{at: int64(timeOfBan) + e.defaultBanSec, rowid: latest})
 }
 
 // rebuildSchema2Bans recomputes the derived schema-2 bips rows from the bans rows, after
@@ -200,7 +201,7 @@ func (e *engine) rebuildSchema2Bans(now int64) {
 	}
 	e.bipsRows = e.bipsRows[:0]
 	e.deadBipsRows, e.liveBipsRows = 0, 0
-	clear(e.latestBipsRow)
+	e.latestBipsRow.clear()
 	e.expiries = e.expiries[:0]
 	for i := range e.bansRows {
 		if ev := &e.bansRows[i]; ev.skip == 0 {

@@ -100,7 +100,7 @@ type engine struct {
 	countryGen   uint64
 
 	ips     []ipInfo
-	ipIndex map[ipKey]uint32
+	ipIndex ipTable
 	ipFree  []uint32
 
 	// bans
@@ -124,7 +124,7 @@ type engine struct {
 	bipsRows         []bipsRow // sorted by rowid
 	deadBipsRows     int
 	liveBipsRows     int
-	latestBipsRow    map[pairKey]int64 // pair → rowid of its latest bips row
+	latestBipsRow    pairTable // pair → rowid of its latest bips row
 	expiries         expiryHeap
 	bannedRefs       map[pairKey]uint16 // banned bips rows per pair
 	bannedNow        map[seriesKey]int
@@ -184,11 +184,11 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 		jailIndex:     map[string]uint16{},
 		countryIndex:  map[string]uint16{UnknownCountry: 0},
 		countryNames:  []string{UnknownCountry},
-		ipIndex:       map[ipKey]uint32{},
+		ipIndex:       newIPTable(),
 		cursors:       make([]int, len(windows)),
 		windowCount:   make([]map[seriesKey]int, len(windows)),
 		bansFP:        map[int64]fingerprint{},
-		latestBipsRow: map[pairKey]int64{},
+		latestBipsRow: newPairTable(),
 		bannedRefs:    map[pairKey]uint16{},
 		bannedNow:     map[seriesKey]int{},
 		bipsFP:        map[int64]fingerprint{},
@@ -234,7 +234,7 @@ func (e *engine) reserve(bans, bips int64) {
 	if len(e.bipsRows) == 0 && bips > 0 {
 		e.bipsRows = make([]bipsRow, 0, room(bips))
 		// One entry per (ip, jail) pair: bips has one row per pair.
-		e.latestBipsRow = make(map[pairKey]int64, bips)
+		e.latestBipsRow.reserve(room(bips))
 	}
 }
 
@@ -324,10 +324,27 @@ func (e *engine) addBansRow(r *sourceRow, now int64) bansRow {
 	ev.jail = e.jail(r.Jail)
 	ev.ip = e.internIP(addr)
 	ev.timeOfBan = uint32(r.TimeOfBan)
-	e.newBanEvents = append(e.newBanEvents, banEvent{timeOfBan: ev.timeOfBan, ip: ev.ip, jail: ev.jail, count: 1})
+	stored, inPlace := false, false
+	if e.fromArchive > 0 {
+		// A start with the archive's events loaded: most rows are ban
+		// events banEvents holds already. One that is kept (as every
+		// loaded event is) takes the row in place: merging it in again
+		// would move every newer entry, for each chunk of rows.
+		if i, found := e.searchBanEvent(&banEvent{timeOfBan: ev.timeOfBan, jail: ev.jail, ip: ev.ip}); found {
+			t := &e.banEvents[i]
+			stored = t.fromArchive
+			if t.kept {
+				t.count++
+				inPlace = true
+			}
+		}
+	}
+	if !inPlace {
+		e.newBanEvents = append(e.newBanEvents, banEvent{timeOfBan: ev.timeOfBan, ip: ev.ip, jail: ev.jail, count: 1})
+	}
 	// A startup read in backfill mode offers nothing (the backfill reads
 	// its rows again); rows read later are offered as always.
-	if e.keep && (e.backfill == nil || e.live) && !e.isFromArchive(ev.timeOfBan, ev.jail, ev.ip) {
+	if e.keep && (e.backfill == nil || e.live) && !stored {
 		e.addOffer(pendingOffer{ip: keyOf(addr), bantime: rowBantime(r), bancount: r.Bancount, timeOfBan: ev.timeOfBan, jail: ev.jail})
 	}
 	if e.schema == 2 {
@@ -603,7 +620,7 @@ func (e *engine) keepHistory() { e.keep = true }
 // sizes is what the engine holds: rows of bans, live rows of bips (schema 4)
 // and distinct IPs.
 func (e *engine) sizes() (bansRows, bipsRows, ips int) {
-	return len(e.bansRows), e.liveBipsRows, len(e.ipIndex)
+	return len(e.bansRows), e.liveBipsRows, e.ipIndex.count()
 }
 
 // tableState is what settle compares with the database's shape of table:

@@ -32,17 +32,6 @@ func (e *engine) addArchived(ev *archive.Event, now int64, fromArchive bool) {
 	e.newBanEvents = append(e.newBanEvents, banEvent{timeOfBan: uint32(ev.TimeOfBan), ip: e.internIP(addr), jail: e.jail(ev.Jail), kept: true, fromArchive: fromArchive})
 }
 
-// isFromArchive reports whether the ban event (timeOfBan, jail, ip) was
-// loaded from the archive: it is stored there already. banEvents holds the
-// loaded ban events merged.
-func (e *engine) isFromArchive(timeOfBan uint32, jail uint16, ip uint32) bool {
-	if e.fromArchive == 0 {
-		return false
-	}
-	i, found := e.searchBanEvent(&banEvent{timeOfBan: timeOfBan, jail: jail, ip: ip})
-	return found && e.banEvents[i].fromArchive
-}
-
 // pendingOffer is a ban event waiting to be offered to the archive: 40
 // bytes and pointer-free, where an archive.Event is 64 with a string and a
 // netip.Addr the garbage collector scans. A startup read that archives a
@@ -185,7 +174,7 @@ func (ex *Exporter) loadHistory(ctx context.Context, eng *engine, now int64) err
 	// (retention is longer): a little more room than the load needs.
 	eng.reserveBanEvents(ex.opts.Archive.Count())
 	n := 0
-	err := ex.opts.Archive.Load(ctx, since, func(ev archive.Event) error {
+	err := ex.opts.Archive.LoadKeys(ctx, since, func(ev archive.Event) error {
 		eng.addArchived(&ev, now, true)
 		if n++; n%archive.DefaultLoadChunk == 0 {
 			eng.mergeBanEvents(now)

@@ -66,7 +66,7 @@ func (e *engine) country(code string) uint16 {
 // internIP returns the index of addr, adding a reference.
 func (e *engine) internIP(addr netip.Addr) uint32 {
 	key := keyOf(addr)
-	if i, ok := e.ipIndex[key]; ok {
+	if i, ok := e.ipIndex.find(e.ips, key); ok {
 		e.ips[i].refs++
 		return i
 	}
@@ -80,7 +80,7 @@ func (e *engine) internIP(addr netip.Addr) uint32 {
 		i = uint32(len(e.ips))
 		e.ips = append(e.ips, info)
 	}
-	e.ipIndex[key] = i
+	e.ipIndex.insert(e.ips, i)
 	e.countries.Track(addr)
 	return i
 }
@@ -91,7 +91,7 @@ func (e *engine) releaseIP(i uint32) {
 		return
 	}
 	key := e.ips[i].key
-	delete(e.ipIndex, key)
+	e.ipIndex.remove(e.ips, i)
 	e.ips[i] = ipInfo{}
 	e.ipFree = append(e.ipFree, i)
 	e.countries.Untrack(key.addr())
@@ -128,44 +128,61 @@ func (e *engine) refreshCountries() {
 		return
 	}
 	e.countryGen = gen
-	changed := map[uint32]uint16{} // ip → old country
+	// old[i] is the country IP i had before, for the IPs that changed
+	// (unchanged for the others): a dense slice, not a map, since on a
+	// first start every IP changes at once (interned before geo answered).
+	var old []uint16
+	changed := 0
 	for i := range e.ips {
 		info := &e.ips[i]
 		if info.refs == 0 {
 			continue
 		}
-		if c := e.country(normalizeCountry(e.countries.Country(info.key.addr()))); c != info.country {
-			changed[uint32(i)] = info.country
+		c := e.country(normalizeCountry(e.countries.Country(info.key.addr())))
+		if c == info.country {
+			continue
 		}
+		if old == nil {
+			old = make([]uint16, len(e.ips))
+			for k := range old {
+				old[k] = unchangedCountry
+			}
+		}
+		old[i] = info.country
+		info.country = c
+		changed++
 	}
-	if len(changed) == 0 {
+	if changed == 0 {
 		return
 	}
 	for pk := range e.bannedRefs {
-		if old, ok := changed[pk.ip]; ok {
-			jc := seriesKey{jail: pk.jail, country: old}
+		if o := old[pk.ip]; o != unchangedCountry {
+			jc := seriesKey{jail: pk.jail, country: o}
 			if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
 				delete(e.bannedNow, jc)
 			}
-		}
-	}
-	for ip := range changed {
-		e.ips[ip].country = e.country(normalizeCountry(e.countries.Country(e.ips[ip].key.addr())))
-	}
-	for pk := range e.bannedRefs {
-		if _, ok := changed[pk.ip]; ok {
 			e.bannedNow[seriesKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
 		}
+	}
+	if changed >= e.ipIndex.count()/8 {
+		// Many IPs moved: counting the windows again is cheaper than
+		// moving each of their ban events.
+		e.countWindows()
+		return
 	}
 	for w := range e.windows {
 		for j := e.cursors[w]; j < len(e.banEvents); j++ {
 			t := &e.banEvents[j]
-			old, ok := changed[t.ip]
-			if !ok || !t.alive() {
+			o := old[t.ip]
+			if o == unchangedCountry || !t.alive() {
 				continue
 			}
-			e.decWindow(w, seriesKey{jail: t.jail, country: old})
+			e.decWindow(w, seriesKey{jail: t.jail, country: o})
 			e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
 		}
 	}
 }
+
+// unchangedCountry marks, in refreshCountries, an IP whose country did not
+// change (country indices are far below it: two-letter codes).
+const unchangedCountry = math.MaxUint16

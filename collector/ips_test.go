@@ -90,8 +90,8 @@ func TestInternIP(t *testing.T) {
 		if got := s.do(); got != s.index {
 			t.Fatalf("%s: index %d, want %d", s.name, got, s.index)
 		}
-		if len(e.ipIndex) != s.ips {
-			t.Fatalf("%s: %d interned IPs, want %d", s.name, len(e.ipIndex), s.ips)
+		if e.ipIndex.count() != s.ips {
+			t.Fatalf("%s: %d interned IPs, want %d", s.name, e.ipIndex.count(), s.ips)
 		}
 		for ip, n := range s.tracked {
 			if c.tracked[ip] != n {

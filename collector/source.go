@@ -295,17 +295,113 @@ func (s *source) scanRows(ctx context.Context, out []sourceRow, table, query str
 	return out, nil
 }
 
+// leanColumns is the select list of the fast read of a bans or bips row:
+// the columns as stored, without rowColumns' expressions, which the
+// transpiled SQLite evaluates at several times the cost of reading the row.
+// decodeLean gives the same sourceRow for every row of the shape fail2ban
+// writes (NULL or plain ASCII text, NULL or integer numbers); a chunk with
+// another row is read again with rowColumns.
+func (s *source) leanColumns(table string) string {
+	if s.schema == 2 {
+		// No bantime in schema 2's bans (rowColumns: valid, 0), no bancount.
+		return "rowid, jail, ip, timeofban, 0, 0"
+	}
+	return "rowid, jail, ip, timeofban, bantime, bancount"
+}
+
+// scanLean appends the rows of a leanColumns query to out. odd reports a row
+// decodeLean cannot decode as rowColumns would: the caller reads the chunk
+// again with rowColumns (out then holds a partial chunk).
+func (s *source) scanLean(ctx context.Context, out []sourceRow, table, query string, args ...any) (_ []sourceRow, odd bool, _ error) {
+	rs, err := s.conn.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", table, err)
+	}
+	defer rs.Close()
+	hasBantime := table != "bans" || s.schema != 2
+	var jail, ip, timeOfBan, bantime, bancount any
+	for rs.Next() {
+		var r sourceRow
+		if err := rs.Scan(&r.Rowid, &jail, &ip, &timeOfBan, &bantime, &bancount); err != nil {
+			return nil, false, fmt.Errorf("read %s: %w", table, err)
+		}
+		if !decodeLean(&r, jail, ip, timeOfBan, bantime, bancount) {
+			return out, true, nil
+		}
+		r.HasBantime = hasBantime
+		out = append(out, r)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", table, err)
+	}
+	return out, false, nil
+}
+
+// decodeLean fills r from the stored values of a row as rowColumns'
+// expressions compute them, and reports false for a value whose
+// expression it does not reproduce (text that is not plain ASCII, a real,
+// a blob, text in a number column).
+func decodeLean(r *sourceRow, jail, ip, timeOfBan, bantime, bancount any) bool {
+	var ok1, ok2, ok3, ok4, ok5 bool
+	r.Jail, r.JailNull, r.JailLen, ok1 = leanText(jail)
+	r.IP, r.IPNull, r.IPLen, ok2 = leanText(ip)
+	r.TimeOfBan, r.TimeValid, ok3 = leanInt(timeOfBan)
+	r.Bantime, r.BanValid, ok4 = leanInt(bantime)
+	r.Bancount, _, ok5 = leanInt(bancount)
+	return ok1 && ok2 && ok3 && ok4 && ok5
+}
+
+// leanText decodes a text column as rowColumns' CAST to text (the empty
+// string for NULL), IS NULL and length (0 for NULL) do; ok is false unless
+// x is NULL or ASCII text without NUL (where length counts bytes).
+func leanText(v any) (s string, null bool, length int64, ok bool) {
+	switch x := v.(type) {
+	case nil:
+		return "", true, 0, true
+	case string:
+		for i := range len(x) {
+			if x[i] == 0 || x[i] >= 0x80 {
+				return "", false, 0, false
+			}
+		}
+		return x, false, int64(len(x)), true
+	}
+	return "", false, 0, false
+}
+
+// leanInt decodes a number column as coalesce(CAST(x AS INTEGER), 0) and
+// typeof(x) IN ('integer','real') do; ok is false unless x is NULL or an
+// integer.
+func leanInt(v any) (n int64, valid, ok bool) {
+	switch x := v.(type) {
+	case nil:
+		return 0, false, true
+	case int64:
+		return x, true, true
+	}
+	return 0, false, false
+}
+
+// readRows reads the rows of table that match where (with args) into buf
+// (reused from its start; nil allocates): with the lean select list, and
+// again with rowColumns' when a row needs it.
+func (s *source) readRows(ctx context.Context, buf []sourceRow, table, where string, args ...any) ([]sourceRow, error) {
+	rows, odd, err := s.scanLean(ctx, buf[:0], table, "SELECT "+s.leanColumns(table)+" FROM "+table+" WHERE "+where, args...)
+	if err != nil || !odd {
+		return rows, err
+	}
+	return s.scanRows(ctx, rows[:0], table, "SELECT "+s.rowColumns(table)+" FROM "+table+" WHERE "+where, args...)
+}
+
 // readAfter reads at most limit rows of table with rowid > after into buf
 // (reused from its start; nil allocates).
 func (s *source) readAfter(ctx context.Context, buf []sourceRow, table string, after int64, limit int) ([]sourceRow, error) {
-	q := "SELECT " + s.rowColumns(table) + " FROM " + table + " WHERE rowid > ? ORDER BY rowid LIMIT ?"
-	return s.scanRows(ctx, buf[:0], table, q, after, limit)
+	return s.readRows(ctx, buf, table, "rowid > ? ORDER BY rowid LIMIT ?", after, limit)
 }
 
 // readRange reads the rows of table with rowid in [lo, hi].
 func (s *source) readRange(ctx context.Context, table string, lo, hi int64) ([]sourceRow, error) {
-	q := "SELECT " + s.rowColumns(table) + " FROM " + table + " WHERE rowid BETWEEN ? AND ? ORDER BY rowid"
-	return s.scanRows(ctx, nil, table, q, lo, hi)
+	return s.readRows(ctx, nil, table, "rowid BETWEEN ? AND ? ORDER BY rowid", lo, hi)
 }
 
 // tableShape is what tells cheaply whether a table still holds what the

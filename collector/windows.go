@@ -236,11 +236,44 @@ func (e *engine) resetCursors(now int64) {
 
 func (e *engine) recountWindows(now int64) {
 	e.resetCursors(now)
+	e.countWindows()
+}
+
+// maxDenseSeries bounds the dense array countWindows counts a window in
+// (jails × countries); beyond it, it counts in the window's map directly.
+const maxDenseSeries = 1 << 16
+
+// countWindows counts every window's series again from the ban events at
+// and after its cursor. It counts into a dense array indexed by (jail,
+// country), an increment per ban event rather than a map update, and
+// fills the window's map from it.
+func (e *engine) countWindows() {
+	nc := len(e.countryNames)
+	size := len(e.jailNames) * nc
+	var dense []int
+	if size <= maxDenseSeries {
+		dense = make([]int, size)
+	}
 	for w := range e.windows {
-		clear(e.windowCount[w])
+		m := e.windowCount[w]
+		clear(m)
+		if dense == nil {
+			for i := e.cursors[w]; i < len(e.banEvents); i++ {
+				if t := &e.banEvents[i]; t.alive() {
+					m[seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
+				}
+			}
+			continue
+		}
+		clear(dense)
 		for i := e.cursors[w]; i < len(e.banEvents); i++ {
 			if t := &e.banEvents[i]; t.alive() {
-				e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
+				dense[int(t.jail)*nc+int(e.ips[t.ip].country)]++
+			}
+		}
+		for k, n := range dense {
+			if n > 0 {
+				m[seriesKey{jail: uint16(k / nc), country: uint16(k % nc)}] = n
 			}
 		}
 	}

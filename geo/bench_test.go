@@ -137,13 +137,24 @@ func geolitePathForBench() string {
 
 // fillCache writes n resolved rows to geo_cache (one transaction).
 func fillCache(b *testing.B, db *appdb.DB, ips []netip.Addr) {
-	rows := make([]flushRow, len(ips))
+	ctx := context.Background()
+	tx, err := db.Writer.BeginTx(ctx, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	stmt, err := tx.PrepareContext(ctx, upsertSQL)
+	if err != nil {
+		b.Fatal(err)
+	}
 	for i, ip := range ips {
 		c := benchCountries[i%len(benchCountries)]
-		rows[i] = flushRow{ip: ip.String(), country: c, name: "Country " + c, asn: fmt.Sprintf("AS%d Example Networks", 64512+i%5000),
-			provider: "mmdb", resolvedAt: 1_790_000_000}
+		if _, err := stmt.ExecContext(ctx, ip.String(), c, "Country "+c, fmt.Sprintf("AS%d Example Networks", 64512+i%5000),
+			"mmdb", 1_790_000_000, nil, 0, nil); err != nil {
+			b.Fatal(err)
+		}
 	}
-	if err := writeRows(context.Background(), db, rows); err != nil {
+	if err := tx.Commit(); err != nil {
 		b.Fatal(err)
 	}
 }

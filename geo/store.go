@@ -121,6 +121,14 @@ type flushRow struct {
 	failures                          uint8
 }
 
+// flushChunk is how many dirty entries Flush copies and writes at a time.
+// A first start resolves every banned IP at once (235,000 at a million bans
+// rows): copied in one piece, their rows (~140 bytes each with the IP's
+// text) would be a transient 30 MB on top of the engine's data, at the
+// process's peak. Chunks keep that at a few hundred KB; the transaction and
+// its single commit span all of them.
+const flushChunk = 2048
+
 // Flush writes every dirty entry to geo_cache with one prepared statement in
 // one transaction: one commit, however many entries. When it fails, the
 // entries stay dirty for the next flush and nothing is lost. A flush with
@@ -128,43 +136,88 @@ type flushRow struct {
 func (r *Resolver) Flush(ctx context.Context) error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
-	rows := r.takeDirty()
-	if len(rows) > 0 {
-		if err := writeRows(ctx, r.db, rows); err != nil {
-			r.restoreDirty(rows)
+	var written flushProgress
+	if keys := r.takeDirtyKeys(); len(keys) > 0 {
+		var err error
+		if written, err = r.writeDirty(ctx, keys); err != nil {
+			r.restoreDirty(keys, written)
 			r.metrics.flushErrors.Inc()
 			r.mu.Lock()
 			r.flushState.lastErr = err.Error()
 			r.mu.Unlock()
 			return err
 		}
-		r.metrics.flushes.Inc()
-		r.metrics.flushedEntries.Add(float64(len(rows)))
+		if written.rows > 0 {
+			r.metrics.flushes.Inc()
+			r.metrics.flushedEntries.Add(float64(written.rows))
+		}
 	}
 	now := r.clock.Now()
 	r.metrics.lastFlush.Set(float64(now.UnixNano()) / 1e9)
 	r.mu.Lock()
-	r.flushState = flushState{last: now, lastRows: len(rows)}
+	r.flushState = flushState{last: now, lastRows: written.rows}
 	r.mu.Unlock()
 	return nil
 }
 
-// takeDirty copies the dirty entries and clears their dirty flags. The IPs
-// are formatted after the lock is released, so Country calls wait for a
-// copy, not for formatting.
-func (r *Resolver) takeDirty() []flushRow {
-	rows := r.copyDirty()
-	for i := range rows {
-		rows[i].ip = rows[i].k.addr().String()
-	}
-	return rows
-}
-
-func (r *Resolver) copyDirty() []flushRow {
+// takeDirtyKeys takes the list of dirty entries; their flags stay set until
+// writeDirty copies them.
+func (r *Resolver) takeDirtyKeys() []key {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rows := make([]flushRow, 0, len(r.dirty))
-	for _, k := range r.dirty {
+	keys := r.dirty
+	r.dirty = nil
+	return keys
+}
+
+// flushProgress is how far writeDirty got: keys[:taken] had their dirty
+// flags cleared (copied), rows of them were still dirty and written.
+type flushProgress struct {
+	taken, rows int
+}
+
+// writeDirty upserts the dirty entries of keys in one transaction, copying
+// flushChunk of them at a time under the lock (the IPs formatted outside
+// it, so Country calls wait for a copy, not for formatting).
+func (r *Resolver) writeDirty(ctx context.Context, keys []key) (flushProgress, error) {
+	var p flushProgress
+	tx, err := r.db.Writer.BeginTx(ctx, nil)
+	if err != nil {
+		return p, fmt.Errorf("geo: flush: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after Commit
+	stmt, err := tx.PrepareContext(ctx, upsertSQL)
+	if err != nil {
+		return p, fmt.Errorf("geo: flush: prepare: %w", err)
+	}
+	defer stmt.Close() //nolint:errcheck // closed with the transaction anyway
+	rows := make([]flushRow, 0, min(len(keys), flushChunk))
+	for p.taken < len(keys) {
+		next := min(p.taken+flushChunk, len(keys))
+		rows = r.copyDirty(rows[:0], keys[p.taken:next])
+		p.taken = next
+		for i := range rows {
+			row := &rows[i]
+			row.ip = row.k.addr().String()
+			if _, err := stmt.ExecContext(ctx, row.ip, nullString(row.country), nullString(row.name), nullString(row.asn),
+				nullString(row.provider), nullTime(row.resolvedAt), nullTime(row.failedAt), int(row.failures), nullString(row.msg)); err != nil {
+				return p, fmt.Errorf("geo: flush: write %s: %w", row.ip, err)
+			}
+		}
+		p.rows += len(rows)
+	}
+	if err := tx.Commit(); err != nil {
+		return p, fmt.Errorf("geo: flush: commit %d entries: %w", p.rows, err)
+	}
+	return p, nil
+}
+
+// copyDirty appends to rows the entries of keys that are still dirty and
+// clears their dirty flags.
+func (r *Resolver) copyDirty(rows []flushRow, keys []key) []flushRow {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, k := range keys {
 		ce, ok := r.entries.get(k)
 		if !ok || !ce.has(flagDirty) {
 			continue
@@ -183,22 +236,29 @@ func (r *Resolver) copyDirty() []flushRow {
 			failures:   ce.failures,
 		})
 	}
-	r.dirty = nil
 	return rows
 }
 
-// restoreDirty marks the rows of a failed flush dirty again (unless they
-// changed since and are dirty already).
-func (r *Resolver) restoreDirty(rows []flushRow) {
+// restoreDirty puts the entries of a failed flush back in the dirty list:
+// those it copied are marked dirty again (unless they changed since and are
+// dirty already); those it had not reached yet kept their flags and only
+// need their place in the list back.
+func (r *Resolver) restoreDirty(keys []key, p flushProgress) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, row := range rows {
-		ce, ok := r.entries.get(row.k)
+	for i, k := range keys {
+		ce, ok := r.entries.get(k)
 		if !ok {
 			continue
 		}
-		r.markDirtyLocked(row.k, &ce)
-		r.entries.set(row.k, ce)
+		if i >= p.taken {
+			if ce.has(flagDirty) {
+				r.dirty = append(r.dirty, k)
+			}
+			continue
+		}
+		r.markDirtyLocked(k, &ce)
+		r.entries.set(k, ce)
 	}
 }
 
@@ -207,30 +267,6 @@ const upsertSQL = `INSERT INTO geo_cache (ip, country_code, country_name, asn, p
 	ON CONFLICT (ip) DO UPDATE SET country_code = excluded.country_code, country_name = excluded.country_name,
 		asn = excluded.asn, provider = excluded.provider, resolved_at = excluded.resolved_at,
 		failed_at = excluded.failed_at, failures = excluded.failures, message = excluded.message`
-
-// writeRows upserts rows in one transaction.
-func writeRows(ctx context.Context, db *appdb.DB, rows []flushRow) error {
-	tx, err := db.Writer.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("geo: flush: begin: %w", err)
-	}
-	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	stmt, err := tx.PrepareContext(ctx, upsertSQL)
-	if err != nil {
-		return fmt.Errorf("geo: flush: prepare: %w", err)
-	}
-	defer stmt.Close() //nolint:errcheck // closed with the transaction anyway
-	for _, row := range rows {
-		if _, err := stmt.ExecContext(ctx, row.ip, nullString(row.country), nullString(row.name), nullString(row.asn),
-			nullString(row.provider), nullTime(row.resolvedAt), nullTime(row.failedAt), int(row.failures), nullString(row.msg)); err != nil {
-			return fmt.Errorf("geo: flush: write %s: %w", row.ip, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("geo: flush: commit %d entries: %w", len(rows), err)
-	}
-	return nil
-}
 
 func nullString(s string) any {
 	if s == "" {

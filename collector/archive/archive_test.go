@@ -419,6 +419,19 @@ func TestLoad(t *testing.T) {
 			if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
 				t.Fatalf("Load differs (-want +got):\n%s", diff)
 			}
+			// LoadKeys: the same events in the same order, without bantime
+			// and bancount.
+			var keys []Event
+			if err := s.LoadKeys(context.Background(), tc.since, func(e Event) error { keys = append(keys, e); return nil }); err != nil {
+				t.Fatal(err)
+			}
+			sortEvents(keys)
+			for i := range want {
+				want[i].Bantime, want[i].Bancount = 0, 0
+			}
+			if diff := cmp.Diff(want, keys, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+				t.Fatalf("LoadKeys differs (-want +got):\n%s", diff)
+			}
 		})
 	}
 	stop := errors.New("stop")

@@ -14,6 +14,18 @@ import (
 // short read, and calls fn outside of any read, so a slow fn holds no
 // transaction open. An error of fn stops Load and is returned.
 func (s *Store) Load(ctx context.Context, since time.Time, fn func(Event) error) error {
+	return s.load(ctx, since, true, fn)
+}
+
+// LoadKeys is Load without bantime and bancount (left 0): what the engine
+// needs of an event, (jail, ip, timeofban), read at about two thirds of the
+// cost, which at a restart with a million archived events is a part of the
+// time until ready.
+func (s *Store) LoadKeys(ctx context.Context, since time.Time, fn func(Event) error) error {
+	return s.load(ctx, since, false, fn)
+}
+
+func (s *Store) load(ctx context.Context, since time.Time, full bool, fn func(Event) error) error {
 	if err := s.loadJails(ctx); err != nil {
 		return err
 	}
@@ -40,7 +52,7 @@ func (s *Store) Load(ctx context.Context, since time.Time, fn func(Event) error)
 			default:
 				buf = make([]Event, 0, s.opts.LoadChunk)
 			}
-			chunk, next, err := s.loadChunk(ctx, since, last, buf[:0])
+			chunk, next, err := s.loadChunk(ctx, since, last, full, buf[:0])
 			if err == nil && len(chunk) == 0 {
 				return
 			}
@@ -81,16 +93,20 @@ type loadKey struct {
 // loadChunk reads the events after last (from since when last is nil), at
 // most LoadChunk, into out, with their jail names; it returns the position
 // of the last one.
-func (s *Store) loadChunk(ctx context.Context, since time.Time, last *loadKey, out []Event) ([]Event, *loadKey, error) {
+func (s *Store) loadChunk(ctx context.Context, since time.Time, last *loadKey, full bool, out []Event) ([]Event, *loadKey, error) {
 	var (
 		rows *sql.Rows
 		err  error
 	)
+	columns := "timeofban, jail, ip, bantime, bancount"
+	if !full {
+		columns = "timeofban, jail, ip, 0, 0"
+	}
 	if last == nil {
-		rows, err = s.db.Reader.QueryContext(ctx, `SELECT timeofban, jail, ip, bantime, bancount FROM archive_events
+		rows, err = s.db.Reader.QueryContext(ctx, `SELECT `+columns+` FROM archive_events
 			WHERE timeofban >= ? ORDER BY timeofban, jail, ip LIMIT ?`, since.Unix(), s.opts.LoadChunk)
 	} else {
-		rows, err = s.db.Reader.QueryContext(ctx, `SELECT timeofban, jail, ip, bantime, bancount FROM archive_events
+		rows, err = s.db.Reader.QueryContext(ctx, `SELECT `+columns+` FROM archive_events
 			WHERE (timeofban, jail, ip) > (?, ?, ?) ORDER BY timeofban, jail, ip LIMIT ?`,
 			last.timeOfBan, last.jail, last.ip, s.opts.LoadChunk)
 	}

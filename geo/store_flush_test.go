@@ -1,0 +1,60 @@
+package geo
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
+)
+
+// TestFlushInChunksFailsAsAWhole resolves more IPs than one flush chunk and
+// makes SQLite refuse a row of a later chunk: the whole flush rolls back,
+// every entry (written chunks, the refused one, those not reached) stays
+// dirty, and the retry writes all of them in one commit.
+func TestFlushInChunksFailsAsAWhole(t *testing.T) {
+	const n = 2*flushChunk + 900
+	env := newResolverEnv(t, []string{"mmdb"}, Options{})
+	r := env.r
+	ctx := context.Background()
+	for _, ip := range globalIPs(n) {
+		r.Track(ip)
+	}
+	r.drain(ctx)
+	if s := r.Status(); s.Dirty != n {
+		t.Fatalf("%d dirty before the flush, want %d", s.Dirty, n)
+	}
+	// Refuse the first row of the second chunk, inside the transaction.
+	if _, err := r.db.Writer.ExecContext(ctx, `CREATE TRIGGER geo_cache_refuse BEFORE INSERT ON geo_cache
+		WHEN (SELECT count(*) FROM geo_cache) >= `+strconv.Itoa(flushChunk)+`
+		BEGIN SELECT RAISE(ABORT, 'disk says no'); END`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err == nil || !strings.Contains(err.Error(), "disk says no") {
+		t.Fatalf("flush error = %v", err)
+	}
+	if s := r.Status(); s.Dirty != n {
+		t.Fatalf("%d dirty after the failed flush, want %d", s.Dirty, n)
+	}
+	if c := countRows(t, r.db, ""); c != 0 {
+		t.Fatalf("%d rows after a failed flush (the transaction must roll back)", c)
+	}
+	if _, err := r.db.Writer.ExecContext(ctx, "DROP TRIGGER geo_cache_refuse"); err != nil {
+		t.Fatal(err)
+	}
+	commits := testkit.CountCommits(t, r.db)
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := countRows(t, r.db, ""); c != n || commits.Load() != 1 {
+		t.Fatalf("%d rows in %d commits, want %d in 1", c, commits.Load(), n)
+	}
+	if s := r.Status(); s.Dirty != 0 || s.LastFlushedRows != n || s.LastFlushError != "" {
+		t.Fatalf("status after the retry: %+v", s)
+	}
+	// Nothing dirty: nothing written, nothing committed.
+	if err := r.Flush(ctx); err != nil || commits.Load() != 1 {
+		t.Fatalf("empty flush: err %v, %d commits", err, commits.Load())
+	}
+}

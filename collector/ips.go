@@ -143,6 +143,7 @@ func (e *engine) refreshCountries() {
 	}
 	for pk := range e.bannedRefs {
 		if old, ok := changed[pk.ip]; ok {
+			e.changes[familyBanned]++
 			jc := seriesKey{jail: pk.jail, country: old}
 			if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
 				delete(e.bannedNow, jc)
@@ -164,7 +165,7 @@ func (e *engine) refreshCountries() {
 			if !ok || !t.alive() {
 				continue
 			}
-			e.decWindow(w, seriesKey{jail: t.jail, country: old})
+			e.decWindow(w, seriesKey{jail: t.jail, country: old}) // counts the change
 			e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
 		}
 	}

@@ -210,6 +210,10 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int, withArch
 		if err := x.Refresh(ctx); err != nil {
 			t.Fatalf("step %d (%s): refresh: %v", step, op, err)
 		}
+		// The cached families the /metrics handler writes equal the
+		// families built afresh from the same refresh, across every
+		// window edge and expiry the random clock crosses.
+		checkCachedEqualsFresh(t, x, step, op)
 		countryOf := func(a netip.Addr) string { return countries.Country(a) }
 		want := naive(t, d, clk.Now().Unix(), windows, countryOf, defaultBantime)
 		if withArchive {

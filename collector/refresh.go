@@ -155,7 +155,7 @@ func (ex *Exporter) refreshOnce(ctx context.Context) error {
 	ex.up = true
 	ex.ready.Store(true)
 	ex.lastSuccess = ex.now()
-	ex.snap = ex.eng.snapshot()
+	ex.takeSnapshot()
 	return nil
 }
 

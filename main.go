@@ -271,6 +271,8 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	// waiting for the first scrape.
 	e.goBackground(phaseWorkers, f2b.Warm)
 	e.goBackground(phaseWorkers, f2b.RunIntegrityCheck)
+	// Countries geo learns move between scrapes, not in one.
+	e.goBackground(phaseWorkers, f2b.RunCountryRefresh)
 	e.start(ctx)
 
 	server := newHTTPServer(e.mux, "/api/", logger)

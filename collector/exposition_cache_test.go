@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 )
@@ -357,4 +360,94 @@ func TestUncachedAndCachedMakeCollect(t *testing.T) {
 			t.Errorf("%s: Collect %v, Uncached with CachedCollector %v (present %v)", k, v, pv, ok)
 		}
 	}
+}
+
+// countingCountries counts the lookups of a tableCountries.
+type countingCountries struct {
+	*tableCountries
+	mu      sync.Mutex
+	lookups int
+}
+
+func (c *countingCountries) Country(ip netip.Addr) string {
+	c.mu.Lock()
+	c.lookups++
+	c.mu.Unlock()
+	return c.tableCountries.Country(ip)
+}
+
+func (c *countingCountries) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lookups
+}
+
+// TestCountryRefreshAside: countries geo learns between scrapes are moved
+// by the background pass, so the next refresh looks up no IP again, and
+// the exposition equals the naive recomputation; the background pass runs
+// beside refreshes and new bans without a race.
+func TestCountryRefreshAside(t *testing.T) {
+	t0 := int64(1_790_000_000)
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	clk := newClock(t0)
+	countries := &countingCountries{tableCountries: newTableCountries()}
+	windows := windowsOf(t, "1h", "1d")
+	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
+	defer func() { _ = x.Close() }()
+	ips := make([]string, 40)
+	for i := range ips {
+		ips[i] = fmt.Sprintf("198.51.100.%d", i+1)
+		d.ban("sshd", ips[i], t0-int64(i*100), 3600)
+	}
+	ctx := context.Background()
+	if err := x.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string) {
+		t.Helper()
+		want := naive(t, d, clk.Now().Unix(), windows, countries.tableCountries.Country, 600)
+		got := only(scrape(t, x), "fail2ban_banned_ips", "fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("%s: engine differs from naive recomputation (-naive +engine):\n%s", what, diff)
+		}
+		checkCachedEqualsFresh(t, x, 0, what)
+	}
+	for i, ip := range ips[:20] {
+		countries.set(ip, []string{"DE", "FR", "US"}[i%3])
+	}
+	x.refreshCountriesAside()
+	before := countries.count()
+	if err := x.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := countries.count() - before; n != 0 {
+		t.Errorf("the refresh after the background pass looked up %d IPs, want 0", n)
+	}
+	check("after the background pass")
+
+	// Concurrently: the background job, refreshes, new bans, new countries.
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { x.RunCountryRefresh(runCtx) }) // returns when cancelled
+	wg.Go(func() {
+		for runCtx.Err() == nil {
+			x.refreshCountriesAside()
+		}
+	})
+	for i := range 60 {
+		countries.set(ips[i%len(ips)], []string{"CN", "BR", "DE", ""}[i%4])
+		if i%3 == 0 {
+			d.ban("sshd", fmt.Sprintf("203.0.113.%d", i+1), t0, 600)
+		}
+		if err := x.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	wg.Wait()
+	if err := x.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after concurrent passes")
 }

@@ -121,52 +121,78 @@ func parseIP(s string) (netip.Addr, bool) {
 // ---- countries ---------------------------------------------------------
 
 // refreshCountries moves IPs whose country changed. It looks only when the
-// CountryLookup's generation changed.
+// CountryLookup's generation changed; RunCountryRefresh usually did the
+// work before, off the scrape path.
 func (e *engine) refreshCountries() {
 	gen := e.countries.Generation()
 	if gen == e.countryGen {
 		return
 	}
 	e.countryGen = gen
-	changed := map[uint32]uint16{} // ip → old country
+	var moves []countryMove
 	for i := range e.ips {
 		info := &e.ips[i]
 		if info.refs == 0 {
 			continue
 		}
 		if c := e.country(normalizeCountry(e.countries.Country(info.key.addr()))); c != info.country {
-			changed[uint32(i)] = info.country
+			moves = append(moves, countryMove{ip: uint32(i), to: c})
 		}
 	}
-	if len(changed) == 0 {
+	e.moveCountries(moves)
+}
+
+// countryMove gives the IP at index ip the country index to.
+type countryMove struct {
+	ip uint32
+	to uint16
+}
+
+// moveCountries gives each IP of moves its new country and moves its counts
+// in fail2ban_banned_ips and fail2ban_recent_bans with it. The window counts
+// move in one pass over the ban events of the longest window, with a slice
+// lookup per event.
+func (e *engine) moveCountries(moves []countryMove) {
+	if len(moves) == 0 {
 		return
 	}
+	old := make(map[uint32]uint16, len(moves)) // ip → old country
+	moved := make([]bool, len(e.ips))
+	for _, m := range moves {
+		old[m.ip] = e.ips[m.ip].country
+		moved[m.ip] = true
+	}
 	for pk := range e.bannedRefs {
-		if old, ok := changed[pk.ip]; ok {
+		if moved[pk.ip] {
 			e.changes[familyBanned]++
-			jc := seriesKey{jail: pk.jail, country: old}
+			jc := seriesKey{jail: pk.jail, country: old[pk.ip]}
 			if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
 				delete(e.bannedNow, jc)
 			}
 		}
 	}
-	for ip := range changed {
-		e.ips[ip].country = e.country(normalizeCountry(e.countries.Country(e.ips[ip].key.addr())))
+	for _, m := range moves {
+		e.ips[m.ip].country = m.to
 	}
 	for pk := range e.bannedRefs {
-		if _, ok := changed[pk.ip]; ok {
+		if moved[pk.ip] {
 			e.bannedNow[seriesKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
 		}
 	}
+	from := len(e.banEvents)
 	for w := range e.windows {
-		for j := e.cursors[w]; j < len(e.banEvents); j++ {
-			t := &e.banEvents[j]
-			old, ok := changed[t.ip]
-			if !ok || !t.alive() {
-				continue
+		from = min(from, e.cursors[w])
+	}
+	for j := from; j < len(e.banEvents); j++ {
+		t := &e.banEvents[j]
+		if !moved[t.ip] || !t.alive() {
+			continue
+		}
+		for w := range e.windows {
+			if j >= e.cursors[w] {
+				e.decWindow(w, seriesKey{jail: t.jail, country: old[t.ip]}) // counts the change
+				e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
 			}
-			e.decWindow(w, seriesKey{jail: t.jail, country: old}) // counts the change
-			e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
 		}
 	}
 }

@@ -184,6 +184,11 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int, withArch
 		case r < 80:
 			op = "country"
 			countries.set(ips[rng.IntN(len(ips))], []string{"DE", "us", "FR", "CN", "BR"}[rng.IntN(5)])
+			if rng.IntN(2) == 0 {
+				// The background pass (RunCountryRefresh) gets there
+				// before the next scrape.
+				x.refreshCountriesAside()
+			}
 		case r < 83:
 			op = "restart"
 			x.Close()

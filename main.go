@@ -273,6 +273,8 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	e.goBackground(phaseWorkers, f2b.RunIntegrityCheck)
 	// Countries geo learns move between scrapes, not in one.
 	e.goBackground(phaseWorkers, f2b.RunCountryRefresh)
+	// Scrapes do not count fail2ban's rows; this does, after them.
+	e.goBackground(phaseWorkers, f2b.RunVerify)
 	e.start(ctx)
 
 	server := newHTTPServer(e.mux, "/api/", logger)

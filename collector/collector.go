@@ -91,6 +91,14 @@ type Exporter struct {
 	familyGen uint64
 	// encoded holds the cached families' encoded text (EncodedFamilies).
 	encoded familyCache
+	// settleLight makes the current refresh settle without counting rows
+	// (dbsync.go); unverified is true while the engine was last settled
+	// so: RunVerify settles fully in the background then.
+	settleLight bool
+	unverified  bool
+	// verifying is true while RunVerify runs: only then do scrapes settle
+	// lightly.
+	verifying atomic.Bool
 	// integrityErr is the damage the last integrity pass found (nil: none,
 	// or no pass yet); while set, refreshes fail with it.
 	integrityErr error
@@ -170,11 +178,13 @@ func (ex *Exporter) Collect(ch chan<- prometheus.Metric) {
 	ex.collect(ch, true)
 }
 
-// refreshForScrape brings the engine up to date for a scrape.
+// refreshForScrape brings the engine up to date for a scrape: lightly
+// while RunVerify runs.
 func (ex *Exporter) refreshForScrape() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_ = ex.Refresh(ctx) // the error is in fail2ban_up and the error counter
+	// The error is in fail2ban_up and the error counter.
+	_ = ex.refresh(ctx, ex.verifying.Load())
 }
 
 // collect emits the metrics of the last refresh; the cached families

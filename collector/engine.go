@@ -573,6 +573,22 @@ func (e *engine) high(table string) int64 {
 	return e.bansHigh()
 }
 
+// low is the lowest rowid of table the engine holds (0 when none).
+func (e *engine) low(table string) int64 {
+	if table == "bips" {
+		for k := range e.bipsRows {
+			if !e.bipsRows[k].dead() {
+				return e.bipsRows[k].rowid
+			}
+		}
+		return 0
+	}
+	if len(e.bansRows) > 0 {
+		return e.bansRows[0].rowid
+	}
+	return 0
+}
+
 // bipsHigh is the highest live bips rowid (0 when none).
 func (e *engine) bipsHigh() int64 {
 	for k := len(e.bipsRows) - 1; k >= 0; k-- {

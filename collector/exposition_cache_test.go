@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
+
+	"github.com/bangui/bangui_exporter/internal/testkit"
 )
 
 // snapCollector collects the cached families of a fixed snapshot as
@@ -450,4 +452,76 @@ func TestCountryRefreshAside(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("after concurrent passes")
+}
+
+// TestLightSettleAndVerify: a light settle takes in new bans and a purge of
+// the oldest rows at once; a row deleted below the top fingerprint bucket
+// is found by the next full settle, which RunVerify runs by itself.
+func TestLightSettleAndVerify(t *testing.T) {
+	t0 := int64(1_790_000_000)
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	// 9,000 rows: more than one bucket of rowids.
+	d.exec(`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 9000)
+		INSERT INTO bans(jail, ip, timeofban, bantime, bancount, data) SELECT 'sshd', '10.0.' || (i / 250) || '.' || (i % 250), ?, 600, 1, NULL FROM n`, t0-3000)
+	clk := newClock(t0)
+	windows := windowsOf(t, "1h")
+	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, nil)
+	defer func() { _ = x.Close() }()
+	ctx := context.Background()
+	recent := func() float64 {
+		return scrapeLight(t, x)[`fail2ban_recent_bans{country=ZZ,jail=sshd,window=1h}`]
+	}
+	if err := x.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []struct {
+		what string
+		do   func()
+		want float64
+	}{
+		{"a new ban", func() { d.ban("sshd", "192.0.2.1", t0, 600) }, 9001},
+		{"a purge of the oldest rows", func() { d.exec("DELETE FROM bans WHERE rowid <= 10") }, 8991},
+		{"a row deleted in the middle: the light settle does not see it", func() { d.exec("DELETE FROM bans WHERE rowid = 500") }, 8991},
+	} {
+		st.do()
+		if got := recent(); got != st.want {
+			t.Fatalf("%s: %v ban events in the window, want %v", st.what, got, st.want)
+		}
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); x.RunVerify(runCtx) }()
+	testkit.EventuallyFor(t, "RunVerify to find the deleted row", 30*time.Second, func() error {
+		if got := recent(); got != 8990 {
+			return fmt.Errorf("%v ban events in the window", got)
+		}
+		return nil
+	})
+	cancel()
+	<-done
+	checkCachedEqualsFresh(t, x, 0, "verified")
+}
+
+// scrapeLight scrapes x the way the /metrics handler does while RunVerify
+// runs: a light refresh, then the metrics.
+func scrapeLight(t *testing.T, x *Exporter) map[string]float64 {
+	t.Helper()
+	if err := x.refresh(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(x.CachedCollector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			out[sampleKey(mf.GetName(), m.GetLabel())] = value(mf, m)
+		}
+	}
+	return out
 }

@@ -91,14 +91,18 @@ type Exporter struct {
 	familyGen uint64
 	// encoded holds the cached families' encoded text (EncodedFamilies).
 	encoded familyCache
-	// settleLight makes the current refresh settle without counting rows
-	// (dbsync.go); unverified is true while the engine was last settled
-	// so: RunVerify settles fully in the background then.
+	// settleLight is true during a scrape's refresh (refreshForScrape):
+	// while RunVerify runs it settles without counting rows (dbsync.go),
+	// and while RunCountryRefresh runs it leaves countries to it.
+	// unverified is true while the engine was last settled without a
+	// count: RunVerify settles fully in the background then.
 	settleLight bool
 	unverified  bool
-	// verifying is true while RunVerify runs: only then do scrapes settle
-	// lightly.
-	verifying atomic.Bool
+	// verifying and countriesAside are true while RunVerify and
+	// RunCountryRefresh run; kickCountries wakes RunCountryRefresh.
+	verifying      atomic.Bool
+	countriesAside atomic.Bool
+	kickCountries  chan struct{}
 	// integrityErr is the damage the last integrity pass found (nil: none,
 	// or no pass yet); while set, refreshes fail with it.
 	integrityErr error
@@ -160,6 +164,7 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 		reconciles:    map[string]float64{},
 		offerCtx:      offerCtx,
 		offerCancel:   offerCancel,
+		kickCountries: make(chan struct{}, 1),
 	}
 }
 
@@ -178,13 +183,13 @@ func (ex *Exporter) Collect(ch chan<- prometheus.Metric) {
 	ex.collect(ch, true)
 }
 
-// refreshForScrape brings the engine up to date for a scrape: lightly
-// while RunVerify runs.
+// refreshForScrape brings the engine up to date for a scrape, leaving to
+// RunVerify and RunCountryRefresh what they do in the background.
 func (ex *Exporter) refreshForScrape() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// The error is in fail2ban_up and the error counter.
-	_ = ex.refresh(ctx, ex.verifying.Load())
+	_ = ex.refresh(ctx, ex.verifying.Load() || ex.countriesAside.Load())
 }
 
 // collect emits the metrics of the last refresh; the cached families

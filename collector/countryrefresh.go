@@ -4,7 +4,7 @@ package collector
 // changes), every IP the engine holds is looked up again, and those whose
 // country changed move their counts. A scrape would do that itself
 // (refreshCountries) — hundreds of thousands of lookups at a million rows.
-// RunCountryRefresh does it in the background first: it copies the IPs
+// While RunCountryRefresh runs, it does it in the background instead: it copies the IPs
 // under the Exporter's lock, looks them up without it, and moves the
 // changed ones under the lock again.
 
@@ -19,8 +19,12 @@ import (
 const countryRefreshEvery = time.Second
 
 // RunCountryRefresh moves the IPs whose country changed in the background
-// until ctx ends.
+// until ctx ends: every countryRefreshEvery, and at once when a scrape
+// found geo's generation moved. While it runs, scrapes leave the countries
+// to it; after it returns, they move them themselves again.
 func (ex *Exporter) RunCountryRefresh(ctx context.Context) {
+	ex.countriesAside.Store(true)
+	defer ex.countriesAside.Store(false)
 	t := time.NewTicker(countryRefreshEvery)
 	defer t.Stop()
 	for {
@@ -28,6 +32,7 @@ func (ex *Exporter) RunCountryRefresh(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-ex.kickCountries:
 		}
 		ex.refreshCountriesAside()
 	}

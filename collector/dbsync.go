@@ -78,7 +78,7 @@ const settleAttempts = 3
 // differs from the engine's lost or changed rows (unban, purge, reused
 // rowids) and is reconciled.
 //
-// A light settle (ex.settleLight) reads the rowid bounds without counting
+// A light settle (a scrape's, while RunVerify runs) reads the rowid bounds without counting
 // the rows: it takes in the new rows and finds a changed top bucket or a
 // purge of the oldest rows at once, but a deletion below the top bucket
 // only at the next full settle, which RunVerify runs in the background.
@@ -88,7 +88,7 @@ func (ex *Exporter) settle(ctx context.Context, now int64) error {
 	if ex.src.schema == 4 {
 		tables = append(tables, "bips")
 	}
-	light := ex.settleLight && ex.loaded
+	light := ex.settleLight && ex.loaded && ex.verifying.Load()
 	for attempt := 1; ; attempt++ {
 		if ex.testHookBeforeSettle != nil {
 			ex.testHookBeforeSettle()

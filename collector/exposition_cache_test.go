@@ -468,6 +468,8 @@ func TestLightSettleAndVerify(t *testing.T) {
 	windows := windowsOf(t, "1h")
 	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, nil)
 	defer func() { _ = x.Close() }()
+	// As while RunVerify runs, before its first check.
+	x.verifying.Store(true)
 	ctx := context.Background()
 	recent := func() float64 {
 		return scrapeLight(t, x)[`fail2ban_recent_bans{country=ZZ,jail=sshd,window=1h}`]
@@ -524,4 +526,56 @@ func scrapeLight(t *testing.T, x *Exporter) map[string]float64 {
 		}
 	}
 	return out
+}
+
+// TestScrapeLeavesCountriesAside: while RunCountryRefresh runs, a scrape
+// looks no IP up again when geo learned countries; it wakes the background
+// pass, and the next scrapes show the countries.
+func TestScrapeLeavesCountriesAside(t *testing.T) {
+	t0 := int64(1_790_000_000)
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	clk := newClock(t0)
+	countries := &countingCountries{tableCountries: newTableCountries()}
+	windows := windowsOf(t, "1h")
+	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
+	defer func() { _ = x.Close() }()
+	for i := range 50 {
+		d.ban("sshd", fmt.Sprintf("198.51.100.%d", i+1), t0-int64(i), 3600)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := x.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// As while RunCountryRefresh runs, before its first pass.
+	x.countriesAside.Store(true)
+	for i := range 50 {
+		countries.set(fmt.Sprintf("198.51.100.%d", i+1), "DE")
+	}
+	before := countries.count()
+	x.refreshForScrape()
+	if n := countries.count() - before; n != 0 {
+		t.Errorf("%d lookups during the scrape, want none", n)
+	}
+	if len(x.kickCountries) != 1 {
+		t.Error("the scrape did not wake RunCountryRefresh")
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Go(func() { x.RunCountryRefresh(ctx) })
+	testkit.EventuallyFor(t, "the countries in the exposition", 10*time.Second, func() error {
+		x.refreshForScrape()
+		want := naive(t, d, clk.Now().Unix(), windows, countries.tableCountries.Country, 600)
+		got := map[string]float64{}
+		for k, v := range scrape(t, x.CachedCollector()) {
+			if strings.HasPrefix(k, "fail2ban_banned_ips{") || strings.HasPrefix(k, "fail2ban_recent_bans{") {
+				got[k] = v
+			}
+		}
+		if diff := cmp.Diff(only(want, "fail2ban_banned_ips", "fail2ban_recent_bans"), got); diff != "" {
+			return fmt.Errorf("differs from naive: %s", diff)
+		}
+		return nil
+	})
 }

@@ -103,6 +103,8 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int, withArch
 			DBPath: d.path, Windows: windows, ChunkSize: 1 + rng.IntN(50),
 			DefaultBantime: defaultBantime * time.Second, Now: clk.Now, Archive: store,
 		}, countries)
+		// Light refreshes settle as scrapes do while RunVerify runs.
+		x.verifying.Store(true)
 		if withArchive && rng.IntN(2) == 0 {
 			// Half the starts archive their startup read by backfill.
 			x.backfillAbove, x.backfillChunk = int64(rng.IntN(4)), 1+rng.IntN(16)

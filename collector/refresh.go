@@ -216,7 +216,17 @@ func (ex *Exporter) refreshLocked(ctx context.Context) error {
 		return err
 	}
 	eng.advance(now)
-	eng.refreshCountries()
+	if ex.settleLight && ex.countriesAside.Load() {
+		// RunCountryRefresh moves what geo learned, now, beside the scrape.
+		if ex.countries.Generation() != eng.countryGen {
+			select {
+			case ex.kickCountries <- struct{}{}:
+			default:
+			}
+		}
+	} else {
+		eng.refreshCountries()
+	}
 	if ex.loaded && src.hasVersion && version == src.dataVersion && (ex.settleLight || !ex.unverified) {
 		return nil
 	}

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -316,7 +317,7 @@ func compareProtobuf(t *testing.T, got, want []byte) {
 		out := map[string]*dto.MetricFamily{}
 		for {
 			mf := &dto.MetricFamily{}
-			if err := dec.Decode(mf); err == io.EOF {
+			if err := dec.Decode(mf); errors.Is(err, io.EOF) {
 				return out
 			} else if err != nil {
 				t.Fatal(err)
@@ -530,7 +531,7 @@ func TestMetricsHandlerRealClient(t *testing.T) {
 		}
 	}
 	// Plain, Content-Length is the body's length.
-	req, _ := http.NewRequest("GET", srv.URL+"/metrics", nil)
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/metrics", nil)
 	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

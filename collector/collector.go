@@ -92,8 +92,8 @@ type Exporter struct {
 	// encoded holds the cached families' encoded text (EncodedFamilies).
 	encoded familyCache
 	// settleLight is true during a scrape's refresh (refreshForScrape):
-	// while RunVerify runs it settles without counting rows (dbsync.go),
-	// and while RunCountryRefresh runs it leaves countries to it.
+	// while RunVerify runs it settles without counting rows (dbsync.go).
+	// While RunCountryRefresh runs, every refresh leaves countries to it.
 	// unverified is true while the engine was last settled without a
 	// count: RunVerify settles fully in the background then.
 	settleLight bool

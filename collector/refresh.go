@@ -216,8 +216,10 @@ func (ex *Exporter) refreshLocked(ctx context.Context) error {
 		return err
 	}
 	eng.advance(now)
-	if ex.settleLight && ex.countriesAside.Load() {
-		// RunCountryRefresh moves what geo learned, now, beside the scrape.
+	if ex.countriesAside.Load() {
+		// RunCountryRefresh moves what geo learned, now, beside this
+		// refresh (a scrape's or RunVerify's, which would hold the lock
+		// for the whole pass).
 		if ex.countries.Generation() != eng.countryGen {
 			select {
 			case ex.kickCountries <- struct{}{}:

@@ -34,7 +34,7 @@ func (ex *Exporter) RunCountryRefresh(ctx context.Context) {
 		case <-t.C:
 		case <-ex.kickCountries:
 		}
-		ex.refreshCountriesAside()
+		ex.refreshCountriesAside(ctx)
 	}
 }
 
@@ -46,8 +46,9 @@ type probedIP struct {
 }
 
 // refreshCountriesAside is one background pass; it does nothing unless
-// geo's generation moved since the engine last looked.
-func (ex *Exporter) refreshCountriesAside() {
+// geo's generation moved since the engine last looked, and stops early
+// when ctx ends (a shutdown does not wait for a whole pass).
+func (ex *Exporter) refreshCountriesAside(ctx context.Context) {
 	gen := ex.countries.Generation()
 	ex.mu.Lock()
 	eng := ex.eng
@@ -67,6 +68,9 @@ func (ex *Exporter) refreshCountriesAside() {
 	// The lookups, without the lock: a scrape meanwhile does not wait.
 	codes := make([]string, len(probe))
 	for i := range probe {
+		if i%4096 == 0 && ctx.Err() != nil {
+			return
+		}
 		codes[i] = normalizeCountry(ex.countries.Country(probe[i].key.addr()))
 	}
 

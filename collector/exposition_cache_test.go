@@ -418,7 +418,7 @@ func TestCountryRefreshAside(t *testing.T) {
 	for i, ip := range ips[:20] {
 		countries.set(ip, []string{"DE", "FR", "US"}[i%3])
 	}
-	x.refreshCountriesAside()
+	x.refreshCountriesAside(context.Background())
 	before := countries.count()
 	if err := x.Refresh(ctx); err != nil {
 		t.Fatal(err)
@@ -434,7 +434,7 @@ func TestCountryRefreshAside(t *testing.T) {
 	wg.Go(func() { x.RunCountryRefresh(runCtx) }) // returns when cancelled
 	wg.Go(func() {
 		for runCtx.Err() == nil {
-			x.refreshCountriesAside()
+			x.refreshCountriesAside(context.Background())
 		}
 	})
 	for i := range 60 {

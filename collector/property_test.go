@@ -189,7 +189,7 @@ func runRandomHistory(t *testing.T, schema int, seed uint64, steps int, withArch
 			if rng.IntN(2) == 0 {
 				// The background pass (RunCountryRefresh) gets there
 				// before the next scrape.
-				x.refreshCountriesAside()
+				x.refreshCountriesAside(context.Background())
 			}
 		case r < 83:
 			op = "restart"

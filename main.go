@@ -17,7 +17,6 @@ import (
 	"github.com/alecthomas/kingpin/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/promslog"
 	promslogflag "github.com/prometheus/common/promslog/flag"
 	"github.com/prometheus/common/version"
@@ -228,7 +227,9 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		IntegrityCheckInterval: *flags.integrityCheck,
 	}, e.countries)
 	e.atShutdown(phaseEngine, func(context.Context) error { return f2b.Close() })
-	e.registry.MustRegister(f2b)
+	// The /metrics handler writes f2b's large families from its cache
+	// (main_metrics.go); the registry holds the rest of f2b's metrics.
+	e.registry.MustRegister(f2b.Uncached())
 
 	if err := e.setupAdmin(ctx, adminFlags, flags); err != nil {
 		return err
@@ -237,12 +238,10 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		return err
 	}
 
-	metricsHandler := promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{
-		ErrorLog:            slog.NewLogLogger(logger.Handler(), slog.LevelError),
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: *flags.maxRequests,
-		Registry:            e.registry,
-	})
+	metricsHandler, err := newMetricsHandler(e.registry, f2b, *flags.maxRequests, slog.NewLogLogger(logger.Handler(), slog.LevelError))
+	if err != nil {
+		return err
+	}
 	for _, wrap := range e.wrapMetrics {
 		metricsHandler = wrap(metricsHandler)
 	}
@@ -280,6 +279,10 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	// waiting for the first scrape.
 	e.goBackground(phaseWorkers, f2b.Warm)
 	e.goBackground(phaseWorkers, f2b.RunIntegrityCheck)
+	// Countries geo learns move between scrapes, not in one.
+	e.goBackground(phaseWorkers, f2b.RunCountryRefresh)
+	// Scrapes do not count fail2ban's rows; this does, after them.
+	e.goBackground(phaseWorkers, f2b.RunVerify)
 	e.start(ctx)
 
 	server := newHTTPServer(e.mux, "/api/", logger)

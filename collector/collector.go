@@ -85,6 +85,24 @@ type Exporter struct {
 	lastSuccess time.Time
 	carry       *engineCarry
 	snap        *snapshot
+	// engineSeq numbers the engines (engine.seq); familyGen is the last
+	// generation given to a cached family (snapshot.gen).
+	engineSeq uint64
+	familyGen uint64
+	// encoded holds the cached families' encoded text (EncodedFamilies).
+	encoded familyCache
+	// settleLight is true during a scrape's refresh (refreshForScrape):
+	// while RunVerify runs it settles without counting rows (dbsync.go).
+	// While RunCountryRefresh runs, every refresh leaves countries to it.
+	// unverified is true while the engine was last settled without a
+	// count: RunVerify settles fully in the background then.
+	settleLight bool
+	unverified  bool
+	// verifying and countriesAside are true while RunVerify and
+	// RunCountryRefresh run; kickCountries wakes RunCountryRefresh.
+	verifying      atomic.Bool
+	countriesAside atomic.Bool
+	kickCountries  chan struct{}
 	// integrityErr is the damage the last integrity pass found (nil: none,
 	// or no pass yet); while set, refreshes fail with it.
 	integrityErr error
@@ -150,6 +168,7 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 		reconciles:    map[string]float64{},
 		offerCtx:      offerCtx,
 		offerCancel:   offerCancel,
+		kickCountries: make(chan struct{}, 1),
 	}
 }
 
@@ -161,12 +180,26 @@ func (ex *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
+// Collect implements prometheus.Collector: it refreshes, then emits every
+// metric of the Exporter.
 func (ex *Exporter) Collect(ch chan<- prometheus.Metric) {
+	ex.refreshForScrape()
+	ex.collect(ch, true)
+}
+
+// refreshForScrape brings the engine up to date for a scrape, leaving to
+// RunVerify and RunCountryRefresh what they do in the background.
+func (ex *Exporter) refreshForScrape() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	_ = ex.Refresh(ctx) // the error is in fail2ban_up and the error counter
+	// The error is in fail2ban_up and the error counter.
+	_ = ex.refresh(ctx, ex.verifying.Load() || ex.countriesAside.Load())
+}
 
+// collect emits the metrics of the last refresh; the cached families
+// (fail2ban_banned_ips, fail2ban_recent_bans, fail2ban_bans_total) only
+// with withCached.
+func (ex *Exporter) collect(ch chan<- prometheus.Metric, withCached bool) {
 	ex.mu.Lock()
 	up, snap, jails := ex.up, ex.snap, ex.jails
 	readErrors := cloneMap(ex.readErrors)
@@ -193,25 +226,14 @@ func (ex *Exporter) Collect(ch chan<- prometheus.Metric) {
 	if snap == nil {
 		return
 	}
-	// The counter is exposed even while the database is unreadable, so it
-	// never looks reset.
-	for k, v := range snap.bansTotal {
-		ch <- prometheus.MustNewConstMetric(bansTotalDesc, prometheus.CounterValue, float64(v), snap.jails[k.jail], snap.countries[k.country])
+	if withCached {
+		ex.collectCached(ch, snap, up)
 	}
 	if !up {
 		return
 	}
 	for jail, enabled := range jails {
 		ch <- prometheus.MustNewConstMetric(jailEnabledDesc, prometheus.GaugeValue, boolFloat(enabled), jail)
-	}
-	for k, v := range snap.bannedNow {
-		ch <- prometheus.MustNewConstMetric(bannedDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country])
-	}
-	for w, counts := range snap.windows {
-		label := ex.opts.Windows[w].Label
-		for k, v := range counts {
-			ch <- prometheus.MustNewConstMetric(recentDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country], label)
-		}
 	}
 	oldest, haveOldest := snap.oldest, snap.haveOldest
 	if ex.opts.Archive != nil {
@@ -232,7 +254,30 @@ func (ex *Exporter) Collect(ch chan<- prometheus.Metric) {
 	ch <- gauge(ipsDesc, float64(snap.ips))
 }
 
-// snapshot is a copy of the aggregates for one scrape.
+// collectCached emits the cached families of snap as metrics: the counter
+// fail2ban_bans_total also while the database is unreadable (up false), so
+// it never looks reset; the gauges only with up.
+func (ex *Exporter) collectCached(ch chan<- prometheus.Metric, snap *snapshot, up bool) {
+	for k, v := range snap.bansTotal {
+		ch <- prometheus.MustNewConstMetric(bansTotalDesc, prometheus.CounterValue, float64(v), snap.jails[k.jail], snap.countries[k.country])
+	}
+	if !up {
+		return
+	}
+	for k, v := range snap.bannedNow {
+		ch <- prometheus.MustNewConstMetric(bannedDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country])
+	}
+	for w, counts := range snap.windows {
+		label := ex.opts.Windows[w].Label
+		for k, v := range counts {
+			ch <- prometheus.MustNewConstMetric(recentDesc, prometheus.GaugeValue, float64(v), snap.jails[k.jail], snap.countries[k.country], label)
+		}
+	}
+}
+
+// snapshot is a copy of the aggregates for one scrape. Its maps are never
+// written after it was taken: the next snapshot shares the maps of the
+// cached families whose counts did not change.
 type snapshot struct {
 	jails      []string
 	countries  []string
@@ -245,27 +290,69 @@ type snapshot struct {
 	bansRows   int
 	bipsRows   int
 	ips        int
+
+	// gen is, per cached family, the generation of its counts: two
+	// snapshots with the same gen of a family hold the same counts and
+	// names for it, so its encoded text is the same (exposition_cache.go).
+	gen [numCachedFamilies]uint64
+	// engSeq and changes are the engine and its change counters the
+	// snapshot was taken from.
+	engSeq  uint64
+	changes [numCachedFamilies]uint64
 }
 
-func (e *engine) snapshot() *snapshot {
+// takeSnapshot copies the engine's aggregates for the scrapes until the
+// next refresh; ex.mu is held. A cached family whose counts did not change
+// since the previous snapshot of the same engine keeps its maps and its
+// generation; any other gets a copy and a new generation.
+func (ex *Exporter) takeSnapshot() {
+	e, prev := ex.eng, ex.snap
+	if e.seq == 0 {
+		ex.engineSeq++
+		e.seq = ex.engineSeq
+	}
 	s := &snapshot{
 		jails:     slices.Clone(e.jailNames),
 		countries: slices.Clone(e.countryNames),
-		bannedNow: cloneMap(e.bannedNow),
-		bansTotal: cloneMap(e.bansTotal),
 		skipped:   cloneMap(e.skipped),
 		bansRows:  len(e.bansRows),
 		bipsRows:  e.liveBipsRows,
 		ips:       e.ipIndex.count(),
+		engSeq:    e.seq,
+		changes:   e.changes,
 	}
 	if e.schema == 2 {
 		s.bipsRows = 0
 	}
-	for _, w := range e.windowCount {
-		s.windows = append(s.windows, cloneMap(w))
-	}
 	s.oldest, s.haveOldest = e.oldestBan()
-	return s
+	for f := range numCachedFamilies {
+		if prev != nil && prev.engSeq == e.seq && prev.changes[f] == e.changes[f] {
+			s.gen[f] = prev.gen[f]
+			switch f {
+			case familyBanned:
+				s.bannedNow = prev.bannedNow
+			case familyRecent:
+				s.windows = prev.windows
+			case familyTotal:
+				s.bansTotal = prev.bansTotal
+			}
+			continue
+		}
+		ex.familyGen++
+		s.gen[f] = ex.familyGen
+		switch f {
+		case familyBanned:
+			s.bannedNow = cloneMap(e.bannedNow)
+		case familyRecent:
+			s.windows = make([]map[seriesKey]int, 0, len(e.windowCount))
+			for _, w := range e.windowCount {
+				s.windows = append(s.windows, cloneMap(w))
+			}
+		case familyTotal:
+			s.bansTotal = cloneMap(e.bansTotal)
+		}
+	}
+	ex.snap = s
 }
 
 func cloneMap[K comparable, V any](m map[K]V) map[K]V {

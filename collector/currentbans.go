@@ -75,12 +75,14 @@ func (e *engine) setBanned(rec *bipsRow, banned bool) {
 		e.bannedRefs[pk]++
 		if e.bannedRefs[pk] == 1 {
 			e.bannedNow[jc]++
+			e.changes[familyBanned]++
 		}
 		return
 	}
 	e.bannedRefs[pk]--
 	if e.bannedRefs[pk] == 0 {
 		delete(e.bannedRefs, pk)
+		e.changes[familyBanned]++
 		if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
 			delete(e.bannedNow, jc)
 		}

@@ -77,16 +77,23 @@ const settleAttempts = 3
 // exporter reads is never mistaken for a deletion. A table whose shape
 // differs from the engine's lost or changed rows (unban, purge, reused
 // rowids) and is reconciled.
+//
+// A light settle (a scrape's, while RunVerify runs) reads the rowid bounds without counting
+// the rows: it takes in the new rows and finds a changed top bucket or a
+// purge of the oldest rows at once, but a deletion below the top bucket
+// only at the next full settle, which RunVerify runs in the background.
+// A light settle that finds the shapes differ settles fully.
 func (ex *Exporter) settle(ctx context.Context, now int64) error {
 	tables := []string{"bans"}
 	if ex.src.schema == 4 {
 		tables = append(tables, "bips")
 	}
+	light := ex.settleLight && ex.loaded && ex.verifying.Load()
 	for attempt := 1; ; attempt++ {
 		if ex.testHookBeforeSettle != nil {
 			ex.testHookBeforeSettle()
 		}
-		tails, more, err := ex.readTails(ctx, tables)
+		tails, more, err := ex.readTails(ctx, tables, light)
 		if err != nil {
 			return err
 		}
@@ -108,12 +115,25 @@ func (ex *Exporter) settle(ctx context.Context, now int64) error {
 			continue
 		}
 		for i, t := range tables {
-			if !ex.consistent(t, &tails[i]) {
-				if err := ex.reconcile(ctx, t, tails[i].shape, now); err != nil {
-					return err
-				}
+			if ex.consistent(t, &tails[i]) {
+				continue
+			}
+			if light {
+				// Count, and reconcile with what the count says.
+				light = false
+				attempt = 0
+				break
+			}
+			if err := ex.reconcile(ctx, t, tails[i].shape, now); err != nil {
+				return err
 			}
 		}
+		if attempt == 0 {
+			continue
+		}
+		// After a light settle the engine may still hold rows deleted
+		// below the top bucket, until the next full settle.
+		ex.unverified = light
 		return nil
 	}
 }
@@ -131,7 +151,7 @@ type tailRead struct {
 // what was read. The transaction holds a SHARED lock for a few
 // milliseconds: a row count through the smallest index, two rowid lookups,
 // one bucket's fingerprint.
-func (ex *Exporter) readTails(ctx context.Context, tables []string) (tails []tailRead, more bool, err error) {
+func (ex *Exporter) readTails(ctx context.Context, tables []string, light bool) (tails []tailRead, more bool, err error) {
 	conn := ex.src.conn
 	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
 		return nil, false, fmt.Errorf("begin read: %w", err)
@@ -146,10 +166,15 @@ func (ex *Exporter) readTails(ctx context.Context, tables []string) (tails []tai
 			return nil, false, err
 		}
 		more = more || len(tr.rows) >= ex.opts.ChunkSize
-		if tr.shape, err = readShape(ctx, conn, t); err != nil {
+		if light {
+			tr.shape, err = readBounds(ctx, conn, t)
+		} else {
+			tr.shape, err = readShape(ctx, conn, t)
+		}
+		if err != nil {
 			return nil, false, err
 		}
-		if tr.shape.count > 0 {
+		if tr.shape.count != 0 { // -1: not counted (a light settle)
 			top := bucketOf(tr.shape.max)
 			fps, err := ex.src.fingerprints(ctx, t, top<<bucketShift, (top+1)<<bucketShift-1)
 			if err != nil {
@@ -174,9 +199,18 @@ func (ex *Exporter) apply(table string, rows []sourceRow, now int64) {
 }
 
 // consistent reports whether the engine holds what tr says table holds.
+// Without a row count (a light settle), the lowest rowid stands in for it:
+// fail2ban's purge deletes the oldest rows.
 func (ex *Exporter) consistent(table string, tr *tailRead) bool {
 	count, high, fps := ex.eng.tableState(table)
-	if tr.shape.count != count || tr.shape.max != high {
+	if tr.shape.count < 0 {
+		if count == 0 || tr.shape.min != ex.eng.low(table) {
+			return false
+		}
+	} else if tr.shape.count != count {
+		return false
+	}
+	if tr.shape.max != high {
 		return false
 	}
 	return count == 0 || fps[bucketOf(high)] == tr.topFP

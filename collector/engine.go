@@ -145,6 +145,16 @@ type engine struct {
 	// reread holds the ban events a reconciliation took out and is about
 	// to read again: they are not new and must not count in bans_total.
 	reread map[banEventKey]struct{}
+
+	// changes counts, per cached family, the changes of its counts
+	// (bannedNow, windowCount, bansTotal): the Exporter copies and encodes
+	// a family again only when its counter moved (exposition_cache.go).
+	// Time passing changes nothing until a ban expires or a counted ban
+	// event leaves a window.
+	changes [numCachedFamilies]uint64
+	// seq tells engines apart (a reload replaces the engine): set by the
+	// Exporter's first snapshot of it.
+	seq uint64
 }
 
 // banEventKey names one distinct ban event independently of IP indices (an IP
@@ -485,6 +495,7 @@ func (e *engine) settlePending(now int64, all bool) {
 		}
 		if settled {
 			e.bansTotal[seriesKey{jail: p.jail, country: e.country(c)}]++
+			e.changes[familyTotal]++
 			continue
 		}
 		keep = append(keep, p)
@@ -581,6 +592,22 @@ func (e *engine) high(table string) int64 {
 		return e.bipsHigh()
 	}
 	return e.bansHigh()
+}
+
+// low is the lowest rowid of table the engine holds (0 when none).
+func (e *engine) low(table string) int64 {
+	if table == "bips" {
+		for k := range e.bipsRows {
+			if !e.bipsRows[k].dead() {
+				return e.bipsRows[k].rowid
+			}
+		}
+		return 0
+	}
+	if len(e.bansRows) > 0 {
+		return e.bansRows[0].rowid
+	}
+	return 0
 }
 
 // bipsHigh is the highest live bips rowid (0 when none).

@@ -121,42 +121,55 @@ func parseIP(s string) (netip.Addr, bool) {
 // ---- countries ---------------------------------------------------------
 
 // refreshCountries moves IPs whose country changed. It looks only when the
-// CountryLookup's generation changed.
+// CountryLookup's generation changed; RunCountryRefresh usually did the
+// work before, off the scrape path.
 func (e *engine) refreshCountries() {
 	gen := e.countries.Generation()
 	if gen == e.countryGen {
 		return
 	}
 	e.countryGen = gen
-	// old[i] is the country IP i had before, for the IPs that changed
-	// (unchanged for the others): a dense slice, not a map, since on a
-	// first start every IP changes at once (interned before geo answered).
-	var old []uint16
-	changed := 0
+	var moves []countryMove
 	for i := range e.ips {
 		info := &e.ips[i]
 		if info.refs == 0 {
 			continue
 		}
-		c := e.country(normalizeCountry(e.countries.Country(info.key.addr())))
-		if c == info.country {
-			continue
+		if c := e.country(normalizeCountry(e.countries.Country(info.key.addr()))); c != info.country {
+			moves = append(moves, countryMove{ip: uint32(i), to: c})
 		}
-		if old == nil {
-			old = make([]uint16, len(e.ips))
-			for k := range old {
-				old[k] = unchangedCountry
-			}
-		}
-		old[i] = info.country
-		info.country = c
-		changed++
 	}
-	if changed == 0 {
+	e.moveCountries(moves)
+}
+
+// countryMove gives the IP at index ip the country index to.
+type countryMove struct {
+	ip uint32
+	to uint16
+}
+
+// moveCountries gives each IP of moves its new country and moves its counts
+// in fail2ban_banned_ips and fail2ban_recent_bans with it. The window counts
+// move in one pass over the ban events of the longest window, with a slice
+// lookup per event; when many IPs moved (a first start: every IP was
+// interned before geo answered) counting the windows again is cheaper.
+func (e *engine) moveCountries(moves []countryMove) {
+	if len(moves) == 0 {
 		return
+	}
+	// old[i] is the country IP i had before, for the IPs that move
+	// (unchangedCountry for the others): a dense slice, not a map.
+	old := make([]uint16, len(e.ips))
+	for k := range old {
+		old[k] = unchangedCountry
+	}
+	for _, m := range moves {
+		old[m.ip] = e.ips[m.ip].country
+		e.ips[m.ip].country = m.to
 	}
 	for pk := range e.bannedRefs {
 		if o := old[pk.ip]; o != unchangedCountry {
+			e.changes[familyBanned]++
 			jc := seriesKey{jail: pk.jail, country: o}
 			if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
 				delete(e.bannedNow, jc)
@@ -164,21 +177,26 @@ func (e *engine) refreshCountries() {
 			e.bannedNow[seriesKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
 		}
 	}
-	if changed >= e.ipIndex.count()/8 {
-		// Many IPs moved: counting the windows again is cheaper than
-		// moving each of their ban events.
+	if len(moves) >= e.ipIndex.count()/8 {
+		e.changes[familyRecent]++
 		e.countWindows()
 		return
 	}
+	from := len(e.banEvents)
 	for w := range e.windows {
-		for j := e.cursors[w]; j < len(e.banEvents); j++ {
-			t := &e.banEvents[j]
-			o := old[t.ip]
-			if o == unchangedCountry || !t.alive() {
-				continue
+		from = min(from, e.cursors[w])
+	}
+	for j := from; j < len(e.banEvents); j++ {
+		t := &e.banEvents[j]
+		o := old[t.ip]
+		if o == unchangedCountry || !t.alive() {
+			continue
+		}
+		for w := range e.windows {
+			if j >= e.cursors[w] {
+				e.decWindow(w, seriesKey{jail: t.jail, country: o}) // counts the change
+				e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
 			}
-			e.decWindow(w, seriesKey{jail: t.jail, country: o})
-			e.windowCount[w][seriesKey{jail: t.jail, country: e.ips[t.ip].country}]++
 		}
 	}
 }

@@ -62,9 +62,17 @@ func (ex *Exporter) Close() error {
 // Refresh brings the engine up to date. Concurrent callers share one refresh:
 // a caller arriving while one runs waits for it, and gives up when its own
 // ctx ends, instead of starting another. All of them return its error.
-func (ex *Exporter) Refresh(ctx context.Context) error {
-	ch := ex.flight.DoChan("refresh", func() (any, error) {
-		offers, err := ex.refreshAndTake(ctx)
+func (ex *Exporter) Refresh(ctx context.Context) error { return ex.refresh(ctx, false) }
+
+// refresh is Refresh; with light, the refresh settles without counting
+// rows (settle), and shares only other light refreshes.
+func (ex *Exporter) refresh(ctx context.Context, light bool) error {
+	key := "refresh"
+	if light {
+		key = "refresh-light"
+	}
+	ch := ex.flight.DoChan(key, func() (any, error) {
+		offers, err := ex.refreshAndTake(ctx, light)
 		ex.offerArchive(offers.all())
 		return nil, err
 	})
@@ -79,11 +87,13 @@ func (ex *Exporter) Refresh(ctx context.Context) error {
 // refreshAndTake refreshes under the lock and returns the ban events read
 // for the archive; those of a startup read are handed to a background
 // AddWait here, under the lock, so Close can wait for them.
-func (ex *Exporter) refreshAndTake(ctx context.Context) (offers offerBatch, err error) {
+func (ex *Exporter) refreshAndTake(ctx context.Context, light bool) (offers offerBatch, err error) {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
 	startup := !ex.loaded
+	ex.settleLight = light
 	err = ex.refreshOnce(ctx)
+	ex.settleLight = false
 	if ex.opts.Archive == nil || ex.eng == nil {
 		return offerBatch{}, err
 	}
@@ -155,7 +165,7 @@ func (ex *Exporter) refreshOnce(ctx context.Context) error {
 	ex.up = true
 	ex.ready.Store(true)
 	ex.lastSuccess = ex.now()
-	ex.snap = ex.eng.snapshot()
+	ex.takeSnapshot()
 	return nil
 }
 
@@ -206,8 +216,20 @@ func (ex *Exporter) refreshLocked(ctx context.Context) error {
 		return err
 	}
 	eng.advance(now)
-	eng.refreshCountries()
-	if ex.loaded && src.hasVersion && version == src.dataVersion {
+	if ex.countriesAside.Load() {
+		// RunCountryRefresh moves what geo learned, now, beside this
+		// refresh (a scrape's or RunVerify's, which would hold the lock
+		// for the whole pass).
+		if ex.countries.Generation() != eng.countryGen {
+			select {
+			case ex.kickCountries <- struct{}{}:
+			default:
+			}
+		}
+	} else {
+		eng.refreshCountries()
+	}
+	if ex.loaded && src.hasVersion && version == src.dataVersion && (ex.settleLight || !ex.unverified) {
 		return nil
 	}
 

@@ -90,6 +90,7 @@ func (e *engine) inWindow(w int, timeOfBan, now int64) bool {
 }
 
 func (e *engine) decWindow(w int, jc seriesKey) {
+	e.changes[familyRecent]++
 	m := e.windowCount[w]
 	if m[jc]--; m[jc] <= 0 {
 		delete(m, jc)
@@ -192,6 +193,7 @@ func (e *engine) mergeBanEvents(now int64) {
 		for w := range e.windows {
 			if e.inWindow(w, int64(t.timeOfBan), now) {
 				e.windowCount[w][jc]++
+				e.changes[familyRecent]++
 			}
 		}
 		if e.live {
@@ -235,6 +237,7 @@ func (e *engine) resetCursors(now int64) {
 }
 
 func (e *engine) recountWindows(now int64) {
+	e.changes[familyRecent]++
 	e.resetCursors(now)
 	e.countWindows()
 }

@@ -1,0 +1,101 @@
+package collector
+
+// Countries off the scrape path: when geo learns countries (its generation
+// changes), every IP the engine holds is looked up again, and those whose
+// country changed move their counts. A scrape would do that itself
+// (refreshCountries) — hundreds of thousands of lookups at a million rows.
+// While RunCountryRefresh runs, it does it in the background instead: it copies the IPs
+// under the Exporter's lock, looks them up without it, and moves the
+// changed ones under the lock again.
+
+import (
+	"context"
+	"time"
+)
+
+// countryRefreshEvery is how often RunCountryRefresh looks at geo's
+// generation: countries learned after a scrape are in place well before
+// the next one, and a burst of answers costs at most one pass a second.
+const countryRefreshEvery = time.Second
+
+// RunCountryRefresh moves the IPs whose country changed in the background
+// until ctx ends: every countryRefreshEvery, and at once when a scrape
+// found geo's generation moved. While it runs, scrapes leave the countries
+// to it; after it returns, they move them themselves again.
+func (ex *Exporter) RunCountryRefresh(ctx context.Context) {
+	ex.countriesAside.Store(true)
+	defer ex.countriesAside.Store(false)
+	t := time.NewTicker(countryRefreshEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-ex.kickCountries:
+		}
+		ex.refreshCountriesAside(ctx)
+	}
+}
+
+// probedIP is an IP as the engine held it when its country was looked up.
+type probedIP struct {
+	key     ipKey
+	idx     uint32
+	country uint16
+}
+
+// refreshCountriesAside is one background pass; it does nothing unless
+// geo's generation moved since the engine last looked, and stops early
+// when ctx ends (a shutdown does not wait for a whole pass).
+func (ex *Exporter) refreshCountriesAside(ctx context.Context) {
+	gen := ex.countries.Generation()
+	ex.mu.Lock()
+	eng := ex.eng
+	if eng == nil || !ex.loaded || gen == eng.countryGen {
+		ex.mu.Unlock()
+		return
+	}
+	startGen := eng.countryGen
+	probe := make([]probedIP, 0, eng.ipIndex.count())
+	for i := range eng.ips {
+		if info := &eng.ips[i]; info.refs > 0 {
+			probe = append(probe, probedIP{key: info.key, idx: uint32(i), country: info.country})
+		}
+	}
+	ex.mu.Unlock()
+
+	// The lookups, without the lock: a scrape meanwhile does not wait.
+	codes := make([]string, len(probe))
+	for i := range probe {
+		if i%4096 == 0 && ctx.Err() != nil {
+			return
+		}
+		codes[i] = normalizeCountry(ex.countries.Country(probe[i].key.addr()))
+	}
+
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	if ex.eng != eng {
+		return // reloaded meanwhile: the new engine looked up its IPs itself
+	}
+	var moves []countryMove
+	for i, p := range probe {
+		info := &eng.ips[p.idx]
+		// An IP released, replaced by another in its slot, or moved by a
+		// scrape meanwhile is left to the next pass.
+		if info.refs == 0 || info.key != p.key || info.country != p.country {
+			continue
+		}
+		if c := eng.country(codes[i]); c != info.country {
+			moves = append(moves, countryMove{ip: p.idx, to: c})
+		}
+	}
+	eng.moveCountries(moves)
+	if eng.countryGen == startGen {
+		// Every IP held now has a country at least as recent as gen: the
+		// probed ones were looked up after gen was read, the others were
+		// interned (and looked up) since.
+		eng.countryGen = gen
+	}
+}

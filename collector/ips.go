@@ -177,14 +177,22 @@ func (e *engine) moveCountries(moves []countryMove) {
 			e.bannedNow[seriesKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
 		}
 	}
-	if len(moves) >= e.ipIndex.count()/8 {
-		e.changes[familyRecent]++
-		e.countWindows()
-		return
-	}
 	from := len(e.banEvents)
 	for w := range e.windows {
 		from = min(from, e.cursors[w])
+	}
+	if len(moves) >= recountMoves && len(moves) >= e.ipIndex.count()/8 {
+		// Many IPs moved: counting the windows again is cheaper than
+		// moving each of their ban events. The windows' generation moves
+		// only if a moved IP has a counted ban event.
+		for j := from; j < len(e.banEvents); j++ {
+			if t := &e.banEvents[j]; t.alive() && old[t.ip] != unchangedCountry {
+				e.changes[familyRecent]++
+				e.countWindows()
+				return
+			}
+		}
+		return
 	}
 	for j := from; j < len(e.banEvents); j++ {
 		t := &e.banEvents[j]
@@ -200,6 +208,10 @@ func (e *engine) moveCountries(moves []countryMove) {
 		}
 	}
 }
+
+// recountMoves is the least number of moved IPs for which moveCountries
+// counts the windows again instead of moving ban events one by one.
+const recountMoves = 4096
 
 // unchangedCountry marks, in refreshCountries, an IP whose country did not
 // change (country indices are far below it: two-letter codes).

@@ -103,6 +103,10 @@ type Exporter struct {
 	verifying      atomic.Bool
 	countriesAside atomic.Bool
 	kickCountries  chan struct{}
+	// inlineCountries is the most IPs for which a refresh moves countries
+	// itself while RunCountryRefresh runs (inlineCountryIPs; tests lower
+	// it to exercise the background pass with a few IPs).
+	inlineCountries int
 	// integrityErr is the damage the last integrity pass found (nil: none,
 	// or no pass yet); while set, refreshes fail with it.
 	integrityErr error
@@ -157,18 +161,19 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 	}
 	offerCtx, offerCancel := context.WithCancel(context.Background())
 	return &Exporter{
-		backfillAbove: backfillAbove,
-		backfillChunk: backfillChunk,
-		integrityPace: integrityPace,
-		opts:          opts,
-		countries:     countries,
-		logger:        opts.Logger,
-		now:           now,
-		readErrors:    map[errorKind]float64{},
-		reconciles:    map[string]float64{},
-		offerCtx:      offerCtx,
-		offerCancel:   offerCancel,
-		kickCountries: make(chan struct{}, 1),
+		backfillAbove:   backfillAbove,
+		backfillChunk:   backfillChunk,
+		integrityPace:   integrityPace,
+		opts:            opts,
+		countries:       countries,
+		logger:          opts.Logger,
+		now:             now,
+		readErrors:      map[errorKind]float64{},
+		reconciles:      map[string]float64{},
+		offerCtx:        offerCtx,
+		offerCancel:     offerCancel,
+		kickCountries:   make(chan struct{}, 1),
+		inlineCountries: inlineCountryIPs,
 	}
 }
 

@@ -4,7 +4,8 @@ package collector
 // changes), every IP the engine holds is looked up again, and those whose
 // country changed move their counts. A scrape would do that itself
 // (refreshCountries) — hundreds of thousands of lookups at a million rows.
-// While RunCountryRefresh runs, it does it in the background instead: it copies the IPs
+// While RunCountryRefresh runs, it does it in the background instead (for
+// more than inlineCountryIPs IPs): it copies the IPs
 // under the Exporter's lock, looks them up without it, and moves the
 // changed ones under the lock again.
 
@@ -17,6 +18,12 @@ import (
 // generation: countries learned after a scrape are in place well before
 // the next one, and a burst of answers costs at most one pass a second.
 const countryRefreshEvery = time.Second
+
+// inlineCountryIPs is the most IPs for which a scrape moves countries
+// itself even while RunCountryRefresh runs: looking a few thousand IPs up
+// costs a scrape well under a millisecond, and a small host's scrape then
+// shows every country geo knows (no second of ZZ after geo answered).
+const inlineCountryIPs = 4096
 
 // RunCountryRefresh moves the IPs whose country changed in the background
 // until ctx ends: every countryRefreshEvery, and at once when a scrape

@@ -397,6 +397,7 @@ func TestCountryRefreshAside(t *testing.T) {
 	windows := windowsOf(t, "1h", "1d")
 	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
 	defer func() { _ = x.Close() }()
+	x.inlineCountries = 0 // the background pass, even for a few IPs
 	ips := make([]string, 40)
 	for i := range ips {
 		ips[i] = fmt.Sprintf("198.51.100.%d", i+1)
@@ -540,6 +541,7 @@ func TestScrapeLeavesCountriesAside(t *testing.T) {
 	windows := windowsOf(t, "1h")
 	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
 	defer func() { _ = x.Close() }()
+	x.inlineCountries = 0 // the background pass, even for a few IPs
 	for i := range 50 {
 		d.ban("sshd", fmt.Sprintf("198.51.100.%d", i+1), t0-int64(i), 3600)
 	}
@@ -578,4 +580,54 @@ func TestScrapeLeavesCountriesAside(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestScrapeMovesFewCountriesItself: while RunCountryRefresh runs, a
+// scrape of a host with at most inlineCountries IPs still moves the
+// countries geo learned itself (the exposition is right at once, nothing
+// to wake); above that it leaves them to the background pass.
+func TestScrapeMovesFewCountriesItself(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		ips, inline    int
+		wantInline     bool
+		wantCountryDEs float64
+	}{
+		{"fewer IPs than the bound", 30, 31, true, 30},
+		{"as many IPs as the bound", 30, 30, true, 30},
+		{"more IPs than the bound", 30, 29, false, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := int64(1_790_000_000)
+			d := newF2BDB(t, 4)
+			d.addJail("sshd", true)
+			clk := newClock(t0)
+			countries := &countingCountries{tableCountries: newTableCountries()}
+			x := NewExporter(Options{DBPath: d.path, Windows: windowsOf(t, "1h"), Now: clk.Now}, countries)
+			defer func() { _ = x.Close() }()
+			x.inlineCountries = tc.inline
+			for i := range tc.ips {
+				d.ban("sshd", fmt.Sprintf("198.51.100.%d", i+1), t0-int64(i), 3600)
+			}
+			if err := x.Refresh(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			x.countriesAside.Store(true)
+			for i := range tc.ips {
+				countries.set(fmt.Sprintf("198.51.100.%d", i+1), "DE")
+			}
+			before := countries.count()
+			x.refreshForScrape()
+			if n, want := countries.count()-before, map[bool]int{true: tc.ips, false: 0}[tc.wantInline]; n != want {
+				t.Errorf("%d lookups during the scrape, want %d", n, want)
+			}
+			if kicked := len(x.kickCountries) == 1; kicked == tc.wantInline {
+				t.Errorf("RunCountryRefresh woken: %v, want %v", kicked, !tc.wantInline)
+			}
+			got := scrape(t, x.CachedCollector())
+			if v := got[`fail2ban_banned_ips{country=DE,jail=sshd}`]; v != tc.wantCountryDEs {
+				t.Errorf("fail2ban_banned_ips{country=DE} = %v, want %v", v, tc.wantCountryDEs)
+			}
+		})
+	}
 }

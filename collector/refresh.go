@@ -216,7 +216,7 @@ func (ex *Exporter) refreshLocked(ctx context.Context) error {
 		return err
 	}
 	eng.advance(now)
-	if ex.countriesAside.Load() {
+	if ex.countriesAside.Load() && eng.ipIndex.count() > ex.inlineCountries {
 		// RunCountryRefresh moves what geo learned, now, beside this
 		// refresh (a scrape's or RunVerify's, which would hold the lock
 		// for the whole pass).

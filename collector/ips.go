@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 )
 
 // ipKey is an IP as its 16-byte form. parseIP unmaps IPv4-mapped IPv6
@@ -35,7 +36,19 @@ type seriesKey struct {
 	country uint16
 }
 
+// validLabel returns name with every byte sequence that is not UTF-8
+// replaced by U+FFFD: a jail name is a label value, and client_golang
+// refuses (MustNewConstMetric panics on) a label value that is not UTF-8,
+// while fail2ban's database stores whatever bytes a jail was named with.
+func validLabel(name string) string {
+	if utf8.ValidString(name) {
+		return name
+	}
+	return strings.ToValidUTF8(name, "\uFFFD")
+}
+
 func (e *engine) jail(name string) uint16 {
+	name = validLabel(name)
 	if i, ok := e.jailIndex[name]; ok {
 		return i
 	}

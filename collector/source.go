@@ -347,6 +347,7 @@ func (s *source) readJails(ctx context.Context) (map[string]bool, error) {
 		if err := rs.Scan(&name, &enabled); err != nil {
 			return nil, fmt.Errorf("read jails: %w", err)
 		}
+		name = validLabel(name)
 		out[name] = out[name] || enabled.Int64 != 0
 	}
 	if err := rs.Err(); err != nil {

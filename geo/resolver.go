@@ -69,9 +69,12 @@ type Resolver struct {
 
 	generation atomic.Uint64
 
-	mu         sync.Mutex
-	entries    entryMap
-	dirty      []key
+	mu      sync.Mutex
+	entries entryMap
+	dirty   []key
+	// flushing is how many dirty entries a running Flush took: they count
+	// as dirty (not yet persisted) until its transaction committed.
+	flushing   int
 	waiting    map[key]struct{} // unresolved, not final, not pending: negative tier and backlog
 	texts      interner16
 	asns       interner32
@@ -391,7 +394,7 @@ func (r *Resolver) Status() Status {
 		Unresolved:      r.entries.len() - r.nResolved,
 		Pending:         r.nPending,
 		Tracked:         r.nTracked,
-		Dirty:           len(r.dirty),
+		Dirty:           len(r.dirty) + r.flushing,
 		Generation:      r.generation.Load(),
 		LastFlush:       r.flushState.last,
 		LastFlushError:  r.flushState.lastErr,

@@ -144,6 +144,7 @@ func (r *Resolver) Flush(ctx context.Context) error {
 			r.metrics.flushErrors.Inc()
 			r.mu.Lock()
 			r.flushState.lastErr = err.Error()
+			r.flushing = 0
 			r.mu.Unlock()
 			return err
 		}
@@ -156,6 +157,7 @@ func (r *Resolver) Flush(ctx context.Context) error {
 	r.metrics.lastFlush.Set(float64(now.UnixNano()) / 1e9)
 	r.mu.Lock()
 	r.flushState = flushState{last: now, lastRows: written.rows}
+	r.flushing = 0
 	r.mu.Unlock()
 	return nil
 }
@@ -167,6 +169,7 @@ func (r *Resolver) takeDirtyKeys() []key {
 	defer r.mu.Unlock()
 	keys := r.dirty
 	r.dirty = nil
+	r.flushing = len(keys)
 	return keys
 }
 

@@ -5,6 +5,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/bangui/bangui_exporter/internal/testkit"
 )
@@ -56,5 +59,47 @@ func TestFlushInChunksFailsAsAWhole(t *testing.T) {
 	// Nothing dirty: nothing written, nothing committed.
 	if err := r.Flush(ctx); err != nil || commits.Load() != 1 {
 		t.Fatalf("empty flush: err %v, %d commits", err, commits.Load())
+	}
+}
+
+// TestStatusCountsEntriesBeingFlushed: entries a running flush took count
+// as dirty until its commit (a caller waiting for Dirty == 0 then finds the
+// flush done and counted), and the flush is counted once.
+func TestStatusCountsEntriesBeingFlushed(t *testing.T) {
+	const n = 300
+	env := newResolverEnv(t, []string{"mmdb"}, Options{})
+	r := env.r
+	ctx := context.Background()
+	for _, ip := range globalIPs(n) {
+		r.Track(ip)
+	}
+	r.drain(ctx)
+	// Hold the one writer connection: the flush takes its entries, then
+	// waits for the connection.
+	conn, err := r.db.Writer.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Flush(ctx) }()
+	testkit.EventuallyTrue(t, 10*time.Second, "the flush to take the dirty entries", func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.dirty) == 0
+	})
+	if s := r.Status(); s.Dirty != n {
+		t.Errorf("%d dirty while the flush waits to write them, want %d", s.Dirty, n)
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if s := r.Status(); s.Dirty != 0 || s.LastFlushedRows != n {
+		t.Errorf("after the flush: %d dirty, %d rows in the last flush; want 0, %d", s.Dirty, s.LastFlushedRows, n)
+	}
+	if got := testutil.ToFloat64(r.metrics.flushes); got != 1 {
+		t.Errorf("%v flushes counted, want 1", got)
 	}
 }

@@ -20,9 +20,22 @@ type CountryLookup interface {
 	// Country returns ip's ISO 3166-1 alpha-2 code in upper case, or ""
 	// when it is not known yet.
 	Country(ip netip.Addr) string
-	// Generation changes whenever a country became known for an IP that had
-	// none, so the engine knows when to look again at its unknown IPs.
+	// Generation changes whenever an IP's country changed (most often: it
+	// became known for an IP that had none), so the engine knows when to
+	// look at its IPs again.
 	Generation() uint64
+}
+
+// ReassignCountryLookup is a CountryLookup that also tells when an IP that
+// had a country got another one or lost it. With it, when Generation moved
+// and Reassigned did not, the engine looks again only at its IPs without a
+// country (a few thousand) instead of at every IP it holds (hundreds of
+// thousands at a million rows).
+type ReassignCountryLookup interface {
+	CountryLookup
+	// Reassigned changes whenever an IP that had a country got another
+	// one or lost it; Generation changes too, after it.
+	Reassigned() uint64
 }
 
 // FinalCountryLookup is a CountryLookup that also tells when its answer for

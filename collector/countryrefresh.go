@@ -64,9 +64,13 @@ func (ex *Exporter) refreshCountriesAside(ctx context.Context) {
 		return
 	}
 	startGen := eng.countryGen
-	probe := make([]probedIP, 0, eng.ipIndex.count())
+	reassigned, all := eng.countryScope()
+	var probe []probedIP
+	if all {
+		probe = make([]probedIP, 0, eng.ipIndex.count())
+	}
 	for i := range eng.ips {
-		if info := &eng.ips[i]; info.refs > 0 {
+		if info := &eng.ips[i]; info.refs > 0 && (all || info.country == 0) {
 			probe = append(probe, probedIP{key: info.key, idx: uint32(i), country: info.country})
 		}
 	}
@@ -102,7 +106,8 @@ func (ex *Exporter) refreshCountriesAside(ctx context.Context) {
 	if eng.countryGen == startGen {
 		// Every IP held now has a country at least as recent as gen: the
 		// probed ones were looked up after gen was read, the others were
-		// interned (and looked up) since.
-		eng.countryGen = gen
+		// interned (and looked up) since, or (not all) had a country that
+		// no reassignment changed.
+		eng.countryGen, eng.reassignGen = gen, reassigned
 	}
 }

@@ -98,6 +98,11 @@ type engine struct {
 	countryNames []string
 	countryIndex map[string]uint16
 	countryGen   uint64
+	// reassigns is countries when it tells reassignments (nil otherwise:
+	// every country pass looks at every IP); reassignGen is its
+	// Reassigned() as of the engine's last pass over every IP.
+	reassigns   ReassignCountryLookup
+	reassignGen uint64
 
 	ips     []ipInfo
 	ipIndex ipTable
@@ -206,6 +211,9 @@ func newEngine(countries CountryLookup, windows []Window, schema int, defaultBan
 		bansTotal:     map[seriesKey]uint64{},
 		pendingAge:    2 * time.Minute,
 		countryGen:    countries.Generation(),
+	}
+	if r, ok := countries.(ReassignCountryLookup); ok {
+		e.reassigns, e.reassignGen = r, r.Reassigned()
 	}
 	for i := range e.windowCount {
 		e.windowCount[i] = map[seriesKey]int{}

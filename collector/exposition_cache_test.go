@@ -631,3 +631,67 @@ func TestScrapeMovesFewCountriesItself(t *testing.T) {
 		})
 	}
 }
+
+// TestCountryPassLooksAtUnknownIPs: when geo learned countries for IPs that
+// had none, a country pass (the scrape's and the background one) looks up
+// only the IPs without a country; when an IP that had one got another,
+// every IP. Either way the exposition equals the naive recomputation.
+func TestCountryPassLooksAtUnknownIPs(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		background  bool
+		reassign    bool
+		wantLookups int
+	}{
+		{"scrape, new countries", false, false, 10},
+		{"scrape, a country changed", false, true, 50},
+		{"background, new countries", true, false, 10},
+		{"background, a country changed", true, true, 50},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t0 := int64(1_790_000_000)
+			d := newF2BDB(t, 4)
+			d.addJail("sshd", true)
+			clk := newClock(t0)
+			countries := &countingCountries{tableCountries: newTableCountries()}
+			windows := windowsOf(t, "1h")
+			x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
+			defer func() { _ = x.Close() }()
+			ip := func(i int) string { return fmt.Sprintf("198.51.100.%d", i+1) }
+			// 40 IPs with a country, 10 without.
+			for i := range 50 {
+				if i < 40 {
+					countries.set(ip(i), "DE")
+				}
+				d.ban("sshd", ip(i), t0-int64(i), 3600)
+			}
+			ctx := context.Background()
+			if err := x.Refresh(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for i := 40; i < 50; i++ {
+				countries.set(ip(i), "FR")
+			}
+			if tc.reassign {
+				countries.set(ip(0), "US")
+			}
+			before := countries.count()
+			if tc.background {
+				x.refreshCountriesAside(ctx)
+			} else if err := x.Refresh(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := countries.count() - before; n != tc.wantLookups {
+				t.Errorf("%d lookups in the pass, want %d", n, tc.wantLookups)
+			}
+			if err := x.Refresh(ctx); err != nil {
+				t.Fatal(err)
+			}
+			want := naive(t, d, clk.Now().Unix(), windows, countries.tableCountries.Country, 600)
+			got := only(scrape(t, x), "fail2ban_banned_ips", "fail2ban_recent_bans", "fail2ban_oldest_ban_timestamp_seconds")
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("engine differs from naive recomputation (-naive +engine):\n%s", diff)
+			}
+		})
+	}
+}

@@ -167,10 +167,13 @@ func (c *clock) Add(d time.Duration) {
 // country of an IP is whatever the test put in the table; set bumps the
 // generation as geo does when an IP gets a country.
 type tableCountries struct {
-	mu      sync.Mutex
-	m       map[netip.Addr]string
-	gen     uint64
-	tracked map[netip.Addr]int
+	mu  sync.Mutex
+	m   map[netip.Addr]string
+	gen uint64
+	// reassigned moves when an IP that had a country gets another or
+	// loses it (ReassignCountryLookup).
+	reassigned uint64
+	tracked    map[netip.Addr]int
 }
 
 func newTableCountries() *tableCountries {
@@ -180,8 +183,18 @@ func newTableCountries() *tableCountries {
 func (c *tableCountries) set(ip, country string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.m[netip.MustParseAddr(ip)] = country
+	addr := netip.MustParseAddr(ip)
+	if old := c.m[addr]; old != "" && old != country {
+		c.reassigned++
+	}
+	c.m[addr] = country
 	c.gen++
+}
+
+func (c *tableCountries) Reassigned() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reassigned
 }
 
 func (c *tableCountries) Track(ip netip.Addr) {

@@ -141,11 +141,12 @@ func (e *engine) refreshCountries() {
 	if gen == e.countryGen {
 		return
 	}
-	e.countryGen = gen
+	reassigned, all := e.countryScope()
+	e.countryGen, e.reassignGen = gen, reassigned
 	var moves []countryMove
 	for i := range e.ips {
 		info := &e.ips[i]
-		if info.refs == 0 {
+		if info.refs == 0 || (!all && info.country != 0) {
 			continue
 		}
 		if c := e.country(normalizeCountry(e.countries.Country(info.key.addr()))); c != info.country {
@@ -153,6 +154,18 @@ func (e *engine) refreshCountries() {
 		}
 	}
 	e.moveCountries(moves)
+}
+
+// countryScope tells which IPs a country pass must look at: all of them
+// when an IP that had a country may have got another one (or the lookup
+// does not tell), else only those without a country. Read it after
+// Generation: geo moves Reassigned first.
+func (e *engine) countryScope() (reassigned uint64, all bool) {
+	if e.reassigns == nil {
+		return 0, true
+	}
+	reassigned = e.reassigns.Reassigned()
+	return reassigned, reassigned != e.reassignGen
 }
 
 // countryMove gives the IP at index ip the country index to.

@@ -68,6 +68,9 @@ type Resolver struct {
 	metrics       *metrics
 
 	generation atomic.Uint64
+	// reassigned moves (before generation) whenever an IP that had a
+	// country got another one or lost it.
+	reassigned atomic.Uint64
 
 	mu      sync.Mutex
 	entries entryMap
@@ -264,8 +267,13 @@ func (r *Resolver) CountryFinal(ip netip.Addr) (string, bool) {
 	return c, c != "" || ce.has(flagFinal)
 }
 
-// Generation changes whenever an IP got a country it did not have.
+// Generation changes whenever an IP's country changed: it got one it did
+// not have, another one, or lost it.
 func (r *Resolver) Generation() uint64 { return r.generation.Load() }
+
+// Reassigned changes whenever an IP that had a country got another one or
+// lost it (a reloaded database, a re-resolve); Generation changes after it.
+func (r *Resolver) Reassigned() uint64 { return r.reassigned.Load() }
 
 // Lookup returns what the memory tier knows about ip. When ip is unknown,
 // or unresolved and due for a retry, it is queued for background resolution

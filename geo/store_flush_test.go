@@ -2,6 +2,7 @@ package geo
 
 import (
 	"context"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,5 +102,45 @@ func TestStatusCountsEntriesBeingFlushed(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(r.metrics.flushes); got != 1 {
 		t.Errorf("%v flushes counted, want 1", got)
+	}
+}
+
+// TestGenerationAndReassigned: Generation moves whenever an IP's country
+// changes; Reassigned only when an IP that had a country gets another one
+// or loses it (the engine then looks at every IP again, else only at its
+// IPs without a country).
+func TestGenerationAndReassigned(t *testing.T) {
+	found := func(c string) Answer { return Answer{Kind: AnswerFound, CountryCode: c} }
+	for _, tc := range []struct {
+		name               string
+		before             []Answer // applied first, in turn
+		then               Answer
+		wantGen, wantReass bool
+	}{
+		{"unknown gets a country", nil, found("DE"), true, false},
+		{"the same country again", []Answer{found("DE")}, found("DE"), false, false},
+		{"another country", []Answer{found("DE")}, found("FR"), true, true},
+		{"a country lost (final answer without one)", []Answer{found("DE")}, Answer{Kind: AnswerNoCountry, Message: "reserved"}, true, true},
+		{"no country, then none again", []Answer{{Kind: AnswerNoCountry, Message: "reserved"}}, Answer{Kind: AnswerNoCountry, Message: "reserved"}, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := newResolverEnv(t, []string{"mmdb"}, Options{})
+			r := env.r
+			k := keyOf(netip.MustParseAddr("203.0.113.9"))
+			r.mu.Lock()
+			r.entries.set(k, cacheEntry{flags: flagTracked})
+			r.mu.Unlock()
+			for _, a := range tc.before {
+				r.apply(0, []key{k}, []Answer{a})
+			}
+			gen, reass := r.Generation(), r.Reassigned()
+			r.apply(0, []key{k}, []Answer{tc.then})
+			if moved := r.Generation() != gen; moved != tc.wantGen {
+				t.Errorf("Generation moved: %v, want %v", moved, tc.wantGen)
+			}
+			if moved := r.Reassigned() != reass; moved != tc.wantReass {
+				t.Errorf("Reassigned moved: %v, want %v", moved, tc.wantReass)
+			}
+		})
 	}
 }

@@ -292,7 +292,7 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 	}()
 	now := r.now()
 	provider := r.providerIndex(providerName)
-	gotCountry := false
+	countryChanged, reassigned := false, false
 	for j, k := range keys {
 		a := answers[j]
 		counts[a.Kind]++
@@ -309,7 +309,8 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 		case a.Kind == AnswerFound && validCountryCode(a.CountryCode):
 			code := [2]byte{a.CountryCode[0], a.CountryCode[1]}
 			if ce.country != code {
-				gotCountry = true
+				countryChanged = true
+				reassigned = reassigned || hadCountry
 			}
 			ce.country = code
 			ce.text = r.texts.intern(a.CountryName)
@@ -325,6 +326,7 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 		case a.Kind == AnswerNoCountry:
 			if hadCountry {
 				r.nResolved--
+				countryChanged, reassigned = true, true
 			}
 			ce.country = [2]byte{}
 			ce.asn = r.asns.intern(a.ASN)
@@ -368,7 +370,10 @@ func (r *Resolver) apply(i int, keys []key, answers []Answer) {
 		r.markDirtyLocked(k, &ce)
 		r.entries.set(k, ce)
 	}
-	if gotCountry {
+	if reassigned {
+		r.reassigned.Add(1)
+	}
+	if countryChanged {
 		r.generation.Add(1)
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -440,17 +441,31 @@ func (s *Store) Flush(ctx context.Context) error {
 	return nil
 }
 
-const insertSQL = `INSERT OR IGNORE INTO archive_events (timeofban, jail, ip, bantime, bancount) VALUES (?, ?, ?, ?, ?)`
+// insertRows is how many events one INSERT statement takes: one statement
+// per event spent most of an ingest in the driver (binding, stepping and
+// resetting a statement, a goroutine per execution watching the context),
+// not in SQLite's B-tree.
+const insertRows = 128
+
+// insertSQL inserts n events.
+func insertSQL(n int) string {
+	return "INSERT OR IGNORE INTO archive_events (timeofban, jail, ip, bantime, bancount) VALUES " +
+		strings.Repeat("(?, ?, ?, ?, ?), ", n-1) + "(?, ?, ?, ?, ?)"
+}
 
 // writeResult is what one ingest transaction did.
 type writeResult struct {
 	inserted int64 // new rows (duplicates are ignored)
-	oldest   int64 // the oldest timeofban among the new rows
-	expired  int64 // events older than the retention, not written
+	// oldest is the oldest timeofban among the statements that inserted a
+	// row: each of their events is in the archive after the commit (new,
+	// or the duplicate of one there).
+	oldest  int64
+	expired int64 // events older than the retention, not written
 }
 
-// write inserts batch in one transaction. Jail ids created by the
-// transaction enter the in-memory maps only after its commit.
+// write inserts batch in one transaction, insertRows events per statement.
+// Jail ids created by the transaction enter the in-memory maps only after
+// its commit.
 func (s *Store) write(ctx context.Context, batch []Event) (writeResult, error) {
 	var r writeResult
 	cutoff := s.cutoff()
@@ -459,13 +474,41 @@ func (s *Store) write(ctx context.Context, batch []Event) (writeResult, error) {
 		return writeResult{}, fmt.Errorf("archive: ingest: begin: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck // no-op after Commit
-	stmt, err := tx.PrepareContext(ctx, insertSQL)
-	if err != nil {
-		return writeResult{}, fmt.Errorf("archive: ingest: prepare: %w", err)
-	}
-	defer stmt.Close() //nolint:errcheck // closed with the transaction anyway
+	var full *sql.Stmt  // the statement for insertRows events, prepared once
 	newJails := map[string]int64{}
-	var ipBuf [16]byte
+	args := make([]any, 0, 5*insertRows)
+	ips := make([]byte, 0, 16*insertRows) // the rows' IP bytes, never reallocated
+	var first *Event                      // the statement's first event, for errors
+	oldest, rows := int64(0), 0
+	flush := func() error {
+		if rows == 0 {
+			return nil
+		}
+		stmt := full
+		if rows < insertRows || full == nil {
+			var err error
+			if stmt, err = tx.PrepareContext(ctx, insertSQL(rows)); err != nil {
+				return fmt.Errorf("archive: ingest: prepare: %w", err)
+			}
+			if rows == insertRows {
+				full = stmt
+			} else {
+				defer stmt.Close() //nolint:errcheck // closed with the transaction anyway
+			}
+		}
+		res, err := stmt.ExecContext(ctx, args...)
+		if err != nil {
+			return fmt.Errorf("archive: ingest: insert %d events from %s %s %d: %w", rows, first.Jail, first.IP, first.TimeOfBan, err)
+		}
+		if n, err := res.RowsAffected(); err == nil && n > 0 {
+			if r.inserted == 0 || oldest < r.oldest {
+				r.oldest = oldest
+			}
+			r.inserted += n
+		}
+		args, ips, rows = args[:0], ips[:0], 0
+		return nil
+	}
 	for i := range batch {
 		e := &batch[i]
 		if e.TimeOfBan < cutoff {
@@ -476,17 +519,26 @@ func (s *Store) write(ctx context.Context, batch []Event) (writeResult, error) {
 		if err != nil {
 			return writeResult{}, err
 		}
-		ip := ipBytes(e.IP, &ipBuf)
-		res, err := stmt.ExecContext(ctx, e.TimeOfBan, jail, ip, e.Bantime, e.Bancount)
-		if err != nil {
-			return writeResult{}, fmt.Errorf("archive: ingest: insert %s %s %d: %w", e.Jail, e.IP, e.TimeOfBan, err)
+		if rows == 0 || e.TimeOfBan < oldest {
+			oldest = e.TimeOfBan
 		}
-		if n, err := res.RowsAffected(); err == nil && n > 0 {
-			if r.inserted == 0 || e.TimeOfBan < r.oldest {
-				r.oldest = e.TimeOfBan
+		if rows == 0 {
+			first = e
+		}
+		from := len(ips)
+		ips = appendIP(ips, e.IP)
+		args = append(args, e.TimeOfBan, jail, ips[from:len(ips):len(ips)], e.Bantime, e.Bancount)
+		if rows++; rows == insertRows {
+			if err := flush(); err != nil {
+				return writeResult{}, err
 			}
-			r.inserted += n
 		}
+	}
+	if err := flush(); err != nil {
+		return writeResult{}, err
+	}
+	if full != nil {
+		_ = full.Close()
 	}
 	if err := tx.Commit(); err != nil {
 		return writeResult{}, fmt.Errorf("archive: ingest: commit %d events: %w", len(batch), err)
@@ -523,15 +575,20 @@ func (s *Store) jailID(ctx context.Context, tx *sql.Tx, name string, created map
 	return id, nil
 }
 
+// ipBytes is the archive's form of an IP: 4 bytes for IPv4, 16 for IPv6.
 func ipBytes(a netip.Addr, buf *[16]byte) []byte {
+	return appendIP(buf[:0], a)
+}
+
+// appendIP appends the archive's form of a to b.
+func appendIP(b []byte, a netip.Addr) []byte {
 	a = a.Unmap().WithZone("")
 	if a.Is4() {
-		b := a.As4()
-		copy(buf[:4], b[:])
-		return buf[:4]
+		v := a.As4()
+		return append(b, v[:]...)
 	}
-	*buf = a.As16()
-	return buf[:16]
+	v := a.As16()
+	return append(b, v[:]...)
 }
 
 func (s *Store) cutoff() int64 {

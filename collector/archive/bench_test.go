@@ -172,7 +172,7 @@ func BenchmarkIngestBaseline(b *testing.B) {
 			}
 			jails[j], _ = res.LastInsertId()
 		}
-		stmt, err := db.Writer.PrepareContext(ctx, insertSQL)
+		stmt, err := db.Writer.PrepareContext(ctx, insertSQL(1))
 		if err != nil {
 			b.Fatal(err)
 		}

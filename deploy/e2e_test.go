@@ -165,7 +165,8 @@ func freePort(t *testing.T) int {
 }
 
 // startProcess runs a command until the test ends (SIGTERM, then a kill
-// after 10 s), with its output in a log file shown when the test fails.
+// after 10 s) or the test binary dies, with its output in a log file shown
+// when the test fails.
 func startProcess(t *testing.T, name string, bin string, args ...string) {
 	t.Helper()
 	logPath := filepath.Join(t.TempDir(), name+".log")
@@ -178,6 +179,10 @@ func startProcess(t *testing.T, name string, bin string, args ...string) {
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
+	// A test binary that dies (a -timeout panic skips every Cleanup) takes
+	// its processes with it rather than leave 50 exporters and two stores
+	// running on the machine.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("start %s: %v", name, err)

@@ -381,6 +381,8 @@ func TestScrapeWithoutGzip(t *testing.T) {
 func TestWaitCountries(t *testing.T) {
 	pending := strings.Replace(resolvedExposition, "pending_ips 0", "pending_ips 5", 1)
 	unresolved := strings.ReplaceAll(resolvedExposition, `country="US"`, `country="ZZ"`)
+	expired := strings.Replace(resolvedExposition, `{country="DE",jail="sshd"} 3`, `{country="DE",jail="sshd"} 2`, 1)
+	unresolvedExpired := strings.Replace(unresolved, `{country="DE",jail="sshd"} 3`, `{country="DE",jail="sshd"} 4`, 1)
 	for _, tc := range []struct {
 		name         string
 		bodies       []string
@@ -391,6 +393,8 @@ func TestWaitCountries(t *testing.T) {
 		{"pending, then resolving, then stable", []string{pending, pending, unresolved, resolvedExposition}, 5, false},
 		{"nothing pending but series still changing", []string{unresolved, resolvedExposition}, 3, false},
 		{"bans_total still catching up", []string{resolvedExposition, resolvedExposition + "# TYPE fail2ban_bans_total counter\nfail2ban_bans_total{country=\"DE\",jail=\"sshd\"} 3\n"}, 3, false},
+		{"stable while bans expire: counts only fall", []string{resolvedExposition, expired}, 2, false},
+		{"a country rises while another count falls", []string{unresolvedExpired, resolvedExposition}, 3, false},
 		{"never resolved", []string{pending}, 0, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,13 +26,10 @@ var (
 		"1 when the last read of fail2ban's database succeeded, 0 otherwise.", nil, nil)
 	jailEnabledDesc = prometheus.NewDesc(namespace+"_jail_enabled",
 		"1 when the jail is enabled in fail2ban's jails table, 0 otherwise.", []string{"jail"}, nil)
-	bannedDesc = prometheus.NewDesc(namespace+"_banned_ips",
-		"IPs banned right now by fail2ban's rule on bips: bantime <= -1 OR timeofban + bantime > now.", []string{"jail", "country"}, nil)
-	recentDesc = prometheus.NewDesc(namespace+"_recent_bans",
-		"Ban events (distinct rows of bans, united with the exporter's ban archive when it is on) whose timeofban lies in the trailing window.", []string{"jail", "country", "window"}, nil)
-	bansTotalDesc = prometheus.NewDesc(namespace+"_bans_total",
-		"Ban events that appeared in fail2ban's database since the exporter started.", []string{"jail", "country"}, nil)
-	oldestDesc = prometheus.NewDesc(namespace+"_oldest_ban_timestamp_seconds",
+	bannedDesc    = prometheus.NewDesc(cachedFamilyText[familyBanned].name, cachedFamilyText[familyBanned].help, []string{"jail", "country"}, nil)
+	recentDesc    = prometheus.NewDesc(cachedFamilyText[familyRecent].name, cachedFamilyText[familyRecent].help, []string{"jail", "country", "window"}, nil)
+	bansTotalDesc = prometheus.NewDesc(cachedFamilyText[familyTotal].name, cachedFamilyText[familyTotal].help, []string{"jail", "country"}, nil)
+	oldestDesc    = prometheus.NewDesc(namespace+"_oldest_ban_timestamp_seconds",
 		"timeofban of the oldest ban event in fail2ban's bans table or, when it is on, the exporter's ban archive: the history horizon of the windows.", nil, nil)
 
 	readDurationDesc = prometheus.NewDesc(selfNS+"_fail2ban_read_duration_seconds",

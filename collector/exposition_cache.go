@@ -33,8 +33,8 @@ const (
 	numCachedFamilies
 )
 
-// cachedFamilyText is the name, HELP and TYPE of each cached family, as its
-// prometheus.Desc holds them.
+// cachedFamilyText is the name, HELP and TYPE of each cached family; their
+// prometheus.Descs (collector.go) are made from it.
 var cachedFamilyText = [numCachedFamilies]struct{ name, help, typ string }{
 	familyBanned: {namespace + "_banned_ips", "IPs banned right now by fail2ban's rule on bips: bantime <= -1 OR timeofban + bantime > now.", "gauge"},
 	familyTotal:  {namespace + "_bans_total", "Ban events that appeared in fail2ban's database since the exporter started.", "counter"},

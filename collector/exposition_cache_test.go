@@ -38,14 +38,7 @@ func (c snapCollector) Collect(ch chan<- prometheus.Metric) { c.ex.collectCached
 // expfmtTexts gathers c and encodes every family with expfmt: name → text.
 func expfmtTexts(t *testing.T, c prometheus.Collector) map[string]string {
 	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatal(err)
-	}
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mfs := gather(t, c)
 	out := map[string]string{}
 	for _, mf := range mfs {
 		var b bytes.Buffer
@@ -341,19 +334,7 @@ func TestUncachedAndCachedMakeCollect(t *testing.T) {
 		return m
 	}
 	whole := drop(scrape(t, x))
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(x.Uncached(), x.CachedCollector())
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	parts := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			parts[sampleKey(mf.GetName(), m.GetLabel())] = value(mf, m)
-		}
-	}
-	parts = drop(parts)
+	parts := drop(scrape(t, x.Uncached(), x.CachedCollector()))
 	if len(whole) != len(parts) {
 		t.Errorf("Collect has %d samples, Uncached with CachedCollector %d", len(whole), len(parts))
 	}
@@ -514,19 +495,7 @@ func scrapeLight(t *testing.T, x *Exporter) map[string]float64 {
 	if err := x.refresh(context.Background(), true); err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(x.CachedCollector())
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			out[sampleKey(mf.GetName(), m.GetLabel())] = value(mf, m)
-		}
-	}
-	return out
+	return scrape(t, x.CachedCollector())
 }
 
 // TestScrapeLeavesCountriesAside: while RunCountryRefresh runs, a scrape

@@ -223,18 +223,27 @@ func (c *tableCountries) Generation() uint64 {
 	return c.gen
 }
 
-// scrape gathers x and returns every sample as "name{k=v,...}" → value, with
-// labels sorted.
-func scrape(t testing.TB, x prometheus.Collector) map[string]float64 {
+// gather registers cs with a pedantic registry and gathers them.
+func gather(t testing.TB, cs ...prometheus.Collector) []*dto.MetricFamily {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(x); err != nil {
-		t.Fatal(err)
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			t.Fatal(err)
+		}
 	}
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return mfs
+}
+
+// scrape gathers cs and returns every sample as "name{k=v,...}" → value,
+// with labels sorted.
+func scrape(t testing.TB, cs ...prometheus.Collector) map[string]float64 {
+	t.Helper()
+	mfs := gather(t, cs...)
 	out := map[string]float64{}
 	for _, mf := range mfs {
 		for _, m := range mf.GetMetric() {

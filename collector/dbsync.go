@@ -153,12 +153,12 @@ type tailRead struct {
 // one bucket's fingerprint.
 func (ex *Exporter) readTails(ctx context.Context, tables []string, light bool) (tails []tailRead, more bool, err error) {
 	conn := ex.src.conn
-	if _, err := conn.ExecContext(ctx, "BEGIN"); err != nil {
+	if err := conn.Exec(ctx, "BEGIN"); err != nil {
 		return nil, false, fmt.Errorf("begin read: %w", err)
 	}
 	// A read transaction: ROLLBACK ends it as COMMIT would, and is safe
 	// after an error that already ended it.
-	defer func() { _, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK") }()
+	defer func() { _ = conn.Exec(context.WithoutCancel(ctx), "ROLLBACK") }()
 	tails = make([]tailRead, len(tables))
 	for i, t := range tables {
 		tr := &tails[i]

@@ -76,21 +76,16 @@ func (s *source) fingerprints(ctx context.Context, table string, lo, hi int64) (
 		"sum(coalesce(CAST(timeofban AS INTEGER), 0) %% %[2]d + 3 * (%[3]s %% %[2]d) + 5 * coalesce(length(ip), 0) + 7 * coalesce(length(jail), 0)) "+
 		"FROM %[4]s WHERE rowid BETWEEN ? AND ? GROUP BY 1",
 		bucketShift, fingerprintModulus, bantime, table)
-	rs, err := s.conn.QueryContext(ctx, q, lo, hi)
+	rs, err := s.conn.Query(ctx, q, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("fingerprint %s: %w", table, err)
 	}
 	defer rs.Close()
 	out := map[int64]fingerprint{}
 	for rs.Next() {
-		var b int64
-		var f fingerprint
-		if err := rs.Scan(&b, &f.Count, &f.RowidSum, &f.MixSum); err != nil {
-			return nil, fmt.Errorf("fingerprint %s: %w", table, err)
-		}
-		out[b] = f
+		out[rs.Int64(0)] = fingerprint{Count: rs.Int64(1), RowidSum: rs.Int64(2), MixSum: rs.Int64(3)}
 	}
-	if err := rs.Err(); err != nil {
+	if err := rs.Close(); err != nil {
 		return nil, fmt.Errorf("fingerprint %s: %w", table, err)
 	}
 	return out, nil

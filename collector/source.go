@@ -2,7 +2,6 @@ package collector
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,22 +12,28 @@ import (
 
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/bangui/bangui_exporter/internal/sqliteread"
 )
 
 // source reads fail2ban's database strictly read-only: a file: URI with
-// mode=ro (so a missing file is never created), query_only, and a busy
-// timeout below fail2ban's own 5 s. Every statement is its own short read
-// transaction; large reads go in chunks.
+// mode=ro (so a missing file is never created), opened SQLITE_OPEN_READONLY,
+// query_only, and a busy timeout below fail2ban's own 5 s. Every statement
+// is its own short read transaction; large reads go in chunks. It holds one
+// connection of its own (sqliteread, not database/sql: a startup read of a
+// million rows through database/sql spends most of its time in the driver).
 type source struct {
 	path   string
-	db     *sql.DB
-	conn   *sql.Conn // pinned: PRAGMA data_version is per connection
+	conn   *sqliteread.Conn // one: PRAGMA data_version is per connection
 	dev    uint64
 	ino    uint64
 	schema int
 	// dataVersion is PRAGMA data_version when the last read started.
 	dataVersion int64
 	hasVersion  bool
+	// jails are the jail names read so far, so rows of a known jail
+	// share its string instead of each allocating one.
+	jails []string
 }
 
 // errorKind classifies read errors for bangui_exporter_fail2ban_read_errors_total
@@ -65,19 +70,23 @@ func classifyError(err error) errorKind {
 	case errors.Is(err, fs.ErrPermission):
 		return kindPermission
 	}
+	code := -1
 	if se, ok := errors.AsType[*sqlite.Error](err); ok {
-		switch se.Code() & 0xff {
-		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-			return kindLocked
-		case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
-			return kindCorrupt
-		case sqlite3.SQLITE_CANTOPEN:
-			return kindMissing
-		case sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH, sqlite3.SQLITE_READONLY:
-			return kindPermission
-		case sqlite3.SQLITE_IOERR:
-			return kindCorrupt
-		}
+		code = se.Code()
+	} else if se, ok := errors.AsType[*sqliteread.Error](err); ok {
+		code = se.Code()
+	}
+	switch code & 0xff {
+	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
+		return kindLocked
+	case sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB:
+		return kindCorrupt
+	case sqlite3.SQLITE_CANTOPEN:
+		return kindMissing
+	case sqlite3.SQLITE_PERM, sqlite3.SQLITE_AUTH, sqlite3.SQLITE_READONLY:
+		return kindPermission
+	case sqlite3.SQLITE_IOERR:
+		return kindCorrupt
 	}
 	msg := err.Error()
 	switch {
@@ -91,7 +100,8 @@ func classifyError(err error) errorKind {
 	return kindOther
 }
 
-// readOnlyURI is the DSN that opens path read-only.
+// readOnlyURI is the database/sql DSN that opens path read-only (the
+// integrity check's connection; the source's own is sourcePragmas').
 func readOnlyURI(path string) string {
 	u := url.URL{Scheme: "file", Path: path, OmitHost: true}
 	q := url.Values{}
@@ -101,6 +111,18 @@ func readOnlyURI(path string) string {
 	u.RawQuery = q.Encode()
 	return u.String()
 }
+
+// fileURI is the SQLite URI that opens path read-only: mode=ro, so a
+// missing file is never created.
+func fileURI(path string) string {
+	u := url.URL{Scheme: "file", Path: path, OmitHost: true, RawQuery: "mode=ro"}
+	return u.String()
+}
+
+// sourcePragmas are set on the source's connection when it opens: the
+// busy timeout (below fail2ban's own 5 s) and query_only, as readOnlyURI's
+// DSN sets them for database/sql.
+var sourcePragmas = []string{"PRAGMA busy_timeout = 3000", "PRAGMA query_only = 1"}
 
 // fileID returns the device and inode of path, to notice a replaced file.
 func fileID(path string) (dev, ino uint64, err error) {
@@ -131,20 +153,17 @@ func openSource(ctx context.Context, path string) (*source, error) {
 	}
 	_ = f.Close()
 
-	db, err := sql.Open("sqlite", readOnlyURI(path))
+	conn, err := sqliteread.Open(fileURI(path))
 	if err != nil {
 		return nil, fmt.Errorf("open fail2ban database: %w", err)
 	}
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
-	db.SetConnMaxLifetime(0)
-	db.SetConnMaxIdleTime(0)
-	conn, err := db.Conn(ctx)
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("open fail2ban database: %w", err)
+	s := &source{path: path, conn: conn, dev: dev, ino: ino}
+	for _, p := range sourcePragmas {
+		if err := conn.Exec(ctx, p); err != nil {
+			s.close()
+			return nil, fmt.Errorf("open fail2ban database: %s: %w", p, err)
+		}
 	}
-	s := &source{path: path, db: db, conn: conn, dev: dev, ino: ino}
 	if err := s.readSchema(ctx); err != nil {
 		s.close()
 		return nil, err
@@ -156,16 +175,46 @@ func (s *source) close() {
 	if s.conn != nil {
 		_ = s.conn.Close()
 	}
-	if s.db != nil {
-		_ = s.db.Close()
+}
+
+// errNoRows is queryInts' error for a query that returned no row.
+var errNoRows = errors.New("no rows in result set")
+
+// queryInts runs query, which returns one row of len(out) integer columns,
+// into out; valid (when not nil) tells which were not NULL.
+func queryInts(ctx context.Context, conn *sqliteread.Conn, out []int64, valid []bool, query string, args ...any) error {
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return err
 	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return errNoRows
+	}
+	for i := range out {
+		if valid != nil {
+			valid[i] = rows.Type(i) != sqliteread.Null
+		}
+		out[i] = rows.Int64(i)
+	}
+	return rows.Close()
+}
+
+// readVersion reads fail2ban's schema version; valid is false for NULL.
+func (s *source) readVersion(ctx context.Context) (version int64, valid bool, err error) {
+	var out [1]int64
+	var ok [1]bool
+	err = queryInts(ctx, s.conn, out[:], ok[:], "SELECT version FROM fail2banDb LIMIT 1")
+	return out[0], ok[0], err
 }
 
 func (s *source) readSchema(ctx context.Context) error {
-	var version sql.NullInt64
-	err := s.conn.QueryRowContext(ctx, "SELECT version FROM fail2banDb LIMIT 1").Scan(&version)
+	version, _, err := s.readVersion(ctx)
 	if err != nil {
-		if errors.Is(err, sql.ErrNoRows) || strings.Contains(err.Error(), "no such table") {
+		if errors.Is(err, errNoRows) || strings.Contains(err.Error(), "no such table") {
 			if terr := truncated(s.path); terr != nil {
 				return &readError{kind: kindCorrupt, err: terr}
 			}
@@ -173,11 +222,11 @@ func (s *source) readSchema(ctx context.Context) error {
 		}
 		return fmt.Errorf("read fail2ban schema version: %w", err)
 	}
-	switch version.Int64 {
+	switch version {
 	case 2, 4:
-		s.schema = int(version.Int64)
+		s.schema = int(version)
 	default:
-		return &readError{kind: kindSchema, err: fmt.Errorf("unsupported fail2ban database schema version %d in %s (supported: 2 and 4, fail2ban 0.9 to 1.1)", version.Int64, s.path)}
+		return &readError{kind: kindSchema, err: fmt.Errorf("unsupported fail2ban database schema version %d in %s (supported: 2 and 4, fail2ban 0.9 to 1.1)", version, s.path)}
 	}
 	// The tables the schema promises must be there.
 	tables := []string{"bans", "jails"}
@@ -185,11 +234,11 @@ func (s *source) readSchema(ctx context.Context) error {
 		tables = append(tables, "bips")
 	}
 	for _, t := range tables {
-		var n int
-		if err := s.conn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", t).Scan(&n); err != nil {
+		var n [1]int64
+		if err := queryInts(ctx, s.conn, n[:], nil, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?", t); err != nil {
 			return fmt.Errorf("read fail2ban schema: %w", err)
 		}
-		if n == 0 {
+		if n[0] == 0 {
 			return &readError{kind: kindSchema, err: fmt.Errorf("fail2ban database %s (schema %d) has no table %q", s.path, s.schema, t)}
 		}
 	}
@@ -250,11 +299,11 @@ func (s *source) replaced() (bool, error) {
 // currentVersion is PRAGMA data_version of the pinned connection: it
 // changes when another connection commits.
 func (s *source) currentVersion(ctx context.Context) (int64, error) {
-	var v int64
-	if err := s.conn.QueryRowContext(ctx, "PRAGMA data_version").Scan(&v); err != nil {
+	var v [1]int64
+	if err := queryInts(ctx, s.conn, v[:], nil, "PRAGMA data_version"); err != nil {
 		return 0, fmt.Errorf("read data_version: %w", err)
 	}
-	return v, nil
+	return v[0], nil
 }
 
 // rowColumns returns the select list of a bans or bips row.
@@ -275,21 +324,25 @@ func (s *source) rowColumns(table string) string {
 
 // scanRows appends the rows of query to out (a buffer to reuse, may be nil).
 func (s *source) scanRows(ctx context.Context, out []sourceRow, table, query string, args ...any) ([]sourceRow, error) {
-	rs, err := s.conn.QueryContext(ctx, query, args...)
+	rs, err := s.conn.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", table, err)
 	}
 	defer rs.Close()
 	hasBantime := table != "bans" || s.schema != 2
 	for rs.Next() {
-		var r sourceRow
-		if err := rs.Scan(&r.Rowid, &r.JailNull, &r.Jail, &r.IPNull, &r.IP, &r.TimeValid, &r.TimeOfBan, &r.BanValid, &r.Bantime, &r.IPLen, &r.JailLen, &r.Bancount); err != nil {
-			return nil, fmt.Errorf("read %s: %w", table, err)
+		r := sourceRow{
+			Rowid:    rs.Int64(0),
+			JailNull: rs.Int64(1) != 0, Jail: rs.Text(2),
+			IPNull: rs.Int64(3) != 0, IP: rs.Text(4),
+			TimeValid: rs.Int64(5) != 0, TimeOfBan: rs.Int64(6),
+			BanValid: rs.Int64(7) != 0, Bantime: rs.Int64(8),
+			IPLen: rs.Int64(9), JailLen: rs.Int64(10), Bancount: rs.Int64(11),
+			HasBantime: hasBantime,
 		}
-		r.HasBantime = hasBantime
 		out = append(out, r)
 	}
-	if err := rs.Err(); err != nil {
+	if err := rs.Close(); err != nil {
 		return nil, fmt.Errorf("read %s: %w", table, err)
 	}
 	return out, nil
@@ -313,25 +366,20 @@ func (s *source) leanColumns(table string) string {
 // decodeLean cannot decode as rowColumns would: the caller reads the chunk
 // again with rowColumns (out then holds a partial chunk).
 func (s *source) scanLean(ctx context.Context, out []sourceRow, table, query string, args ...any) (_ []sourceRow, odd bool, _ error) {
-	rs, err := s.conn.QueryContext(ctx, query, args...)
+	rs, err := s.conn.Query(ctx, query, args...)
 	if err != nil {
 		return nil, false, fmt.Errorf("read %s: %w", table, err)
 	}
 	defer rs.Close()
 	hasBantime := table != "bans" || s.schema != 2
-	var jail, ip, timeOfBan, bantime, bancount any
 	for rs.Next() {
-		var r sourceRow
-		if err := rs.Scan(&r.Rowid, &jail, &ip, &timeOfBan, &bantime, &bancount); err != nil {
-			return nil, false, fmt.Errorf("read %s: %w", table, err)
-		}
-		if !decodeLean(&r, jail, ip, timeOfBan, bantime, bancount) {
+		r := sourceRow{Rowid: rs.Int64(0), HasBantime: hasBantime}
+		if !s.decodeLean(&r, rs) {
 			return out, true, nil
 		}
-		r.HasBantime = hasBantime
 		out = append(out, r)
 	}
-	if err := rs.Err(); err != nil {
+	if err := rs.Close(); err != nil {
 		return nil, false, fmt.Errorf("read %s: %w", table, err)
 	}
 	return out, false, nil
@@ -341,43 +389,67 @@ func (s *source) scanLean(ctx context.Context, out []sourceRow, table, query str
 // expressions compute them, and reports false for a value whose
 // expression it does not reproduce (text that is not plain ASCII, a real,
 // a blob, text in a number column).
-func decodeLean(r *sourceRow, jail, ip, timeOfBan, bantime, bancount any) bool {
-	var ok1, ok2, ok3, ok4, ok5 bool
-	r.Jail, r.JailNull, r.JailLen, ok1 = leanText(jail)
-	r.IP, r.IPNull, r.IPLen, ok2 = leanText(ip)
-	r.TimeOfBan, r.TimeValid, ok3 = leanInt(timeOfBan)
-	r.Bantime, r.BanValid, ok4 = leanInt(bantime)
-	r.Bancount, _, ok5 = leanInt(bancount)
-	return ok1 && ok2 && ok3 && ok4 && ok5
+func (s *source) decodeLean(r *sourceRow, rs *sqliteread.Rows) bool {
+	jail, jailNull, ok1 := leanText(rs, 1)
+	ip, ipNull, ok2 := leanText(rs, 2)
+	if !ok1 || !ok2 {
+		return false
+	}
+	r.Jail, r.JailNull, r.JailLen = s.jailName(jail), jailNull, int64(len(jail))
+	r.IP, r.IPNull, r.IPLen = string(ip), ipNull, int64(len(ip))
+	var ok3, ok4, ok5 bool
+	r.TimeOfBan, r.TimeValid, ok3 = leanInt(rs, 3)
+	r.Bantime, r.BanValid, ok4 = leanInt(rs, 4)
+	r.Bancount, _, ok5 = leanInt(rs, 5)
+	return ok3 && ok4 && ok5
 }
 
-// leanText decodes a text column as rowColumns' CAST to text (the empty
+// maxJailNames bounds the jail names a source keeps for sharing.
+const maxJailNames = 256
+
+// jailName returns b as a string, the same string for the same name.
+func (s *source) jailName(b []byte) string {
+	for _, j := range s.jails {
+		if j == string(b) {
+			return j
+		}
+	}
+	name := string(b)
+	if len(s.jails) < maxJailNames {
+		s.jails = append(s.jails, name)
+	}
+	return name
+}
+
+// leanText decodes text column i as rowColumns' CAST to text (the empty
 // string for NULL), IS NULL and length (0 for NULL) do; ok is false unless
-// x is NULL or ASCII text without NUL (where length counts bytes).
-func leanText(v any) (s string, null bool, length int64, ok bool) {
-	switch x := v.(type) {
-	case nil:
-		return "", true, 0, true
-	case string:
-		for i := range len(x) {
-			if x[i] == 0 || x[i] >= 0x80 {
-				return "", false, 0, false
+// the value is NULL or ASCII text without NUL (where length counts bytes).
+// text points into SQLite's memory (valid until the next row).
+func leanText(rs *sqliteread.Rows, i int) (text []byte, null, ok bool) {
+	switch rs.Type(i) {
+	case sqliteread.Null:
+		return nil, true, true
+	case sqliteread.Text:
+		b := rs.Bytes(i)
+		for _, c := range b {
+			if c == 0 || c >= 0x80 {
+				return nil, false, false
 			}
 		}
-		return x, false, int64(len(x)), true
+		return b, false, true
 	}
-	return "", false, 0, false
+	return nil, false, false
 }
 
-// leanInt decodes a number column as coalesce(CAST(x AS INTEGER), 0) and
-// typeof(x) IN ('integer','real') do; ok is false unless x is NULL or an
-// integer.
-func leanInt(v any) (n int64, valid, ok bool) {
-	switch x := v.(type) {
-	case nil:
+// leanInt decodes number column i as coalesce(CAST(x AS INTEGER), 0) and
+// typeof(x) IN ('integer','real') do; ok is false unless the value is NULL
+// or an integer.
+func leanInt(rs *sqliteread.Rows, i int) (n int64, valid, ok bool) {
+	switch rs.Type(i) {
+	case sqliteread.Null:
 		return 0, false, true
-	case int64:
-		return x, true, true
+	case sqliteread.Integer:
+		return rs.Int64(i), true, true
 	}
 	return 0, false, false
 }
@@ -418,9 +490,9 @@ type tableShape struct {
 // (0.11 turns schema 2 into 4 in the same file), and a changed version is a
 // schema error, so the exporter reopens the file and reads it afresh.
 func (s *source) readJails(ctx context.Context) (map[string]bool, error) {
-	var version sql.NullInt64
-	if err := s.conn.QueryRowContext(ctx, "SELECT version FROM fail2banDb LIMIT 1").Scan(&version); err != nil {
-		if errors.Is(err, sql.ErrNoRows) || strings.Contains(err.Error(), "no such table") {
+	version, valid, err := s.readVersion(ctx)
+	if err != nil {
+		if errors.Is(err, errNoRows) || strings.Contains(err.Error(), "no such table") {
 			if terr := truncated(s.path); terr != nil {
 				return nil, &readError{kind: kindCorrupt, err: terr}
 			}
@@ -428,25 +500,20 @@ func (s *source) readJails(ctx context.Context) (map[string]bool, error) {
 		}
 		return nil, fmt.Errorf("read fail2ban schema version: %w", err)
 	}
-	if !version.Valid || version.Int64 != int64(s.schema) {
-		return nil, &readError{kind: kindSchema, err: fmt.Errorf("fail2ban database %s changed from schema version %d to %v", s.path, s.schema, version.Int64)}
+	if !valid || version != int64(s.schema) {
+		return nil, &readError{kind: kindSchema, err: fmt.Errorf("fail2ban database %s changed from schema version %d to %v", s.path, s.schema, version)}
 	}
-	rs, err := s.conn.QueryContext(ctx, "SELECT name, enabled FROM jails WHERE name IS NOT NULL")
+	rs, err := s.conn.Query(ctx, "SELECT name, enabled FROM jails WHERE name IS NOT NULL")
 	if err != nil {
 		return nil, fmt.Errorf("read jails: %w", err)
 	}
 	defer rs.Close()
 	out := map[string]bool{}
 	for rs.Next() {
-		var name string
-		var enabled sql.NullInt64
-		if err := rs.Scan(&name, &enabled); err != nil {
-			return nil, fmt.Errorf("read jails: %w", err)
-		}
-		name = validLabel(name)
-		out[name] = out[name] || enabled.Int64 != 0
+		name := validLabel(rs.Text(0))
+		out[name] = out[name] || rs.Int64(1) != 0
 	}
-	if err := rs.Err(); err != nil {
+	if err := rs.Close(); err != nil {
 		return nil, fmt.Errorf("read jails: %w", err)
 	}
 	return out, nil
@@ -456,29 +523,27 @@ func (s *source) readJails(ctx context.Context) (map[string]bool, error) {
 // own subquery so that SQLite counts through its smallest b-tree (without
 // reading a row) and finds the bounds in the rowid b-tree; one aggregate
 // over the three would scan every row of the table, data included.
-func readShape(ctx context.Context, conn *sql.Conn, table string) (tableShape, error) {
-	var sh tableShape
-	var mx, mn sql.NullInt64
+func readShape(ctx context.Context, conn *sqliteread.Conn, table string) (tableShape, error) {
+	var v [3]int64
 	q := "SELECT (SELECT count(*) FROM " + table + "), (SELECT max(rowid) FROM " + table + "), (SELECT min(rowid) FROM " + table + ")"
-	if err := conn.QueryRowContext(ctx, q).Scan(&sh.count, &mx, &mn); err != nil {
-		return sh, fmt.Errorf("count %s: %w", table, err)
+	if err := queryInts(ctx, conn, v[:], nil, q); err != nil {
+		return tableShape{}, fmt.Errorf("count %s: %w", table, err)
 	}
-	sh.max, sh.min = mx.Int64, mn.Int64
-	return sh, nil
+	return tableShape{count: v[0], max: v[1], min: v[2]}, nil
 }
 
 // readBounds reads the rowid bounds of table, without its row count: two
 // lookups in the rowid b-tree, where counting reads a whole index (tens of
 // milliseconds at a million rows). count is -1.
-func readBounds(ctx context.Context, conn *sql.Conn, table string) (tableShape, error) {
-	sh := tableShape{count: -1}
-	var mx, mn sql.NullInt64
+func readBounds(ctx context.Context, conn *sqliteread.Conn, table string) (tableShape, error) {
+	var v [2]int64
+	var valid [2]bool
 	q := "SELECT (SELECT max(rowid) FROM " + table + "), (SELECT min(rowid) FROM " + table + ")"
-	if err := conn.QueryRowContext(ctx, q).Scan(&mx, &mn); err != nil {
-		return sh, fmt.Errorf("bounds of %s: %w", table, err)
+	if err := queryInts(ctx, conn, v[:], valid[:], q); err != nil {
+		return tableShape{count: -1}, fmt.Errorf("bounds of %s: %w", table, err)
 	}
-	sh.max, sh.min = mx.Int64, mn.Int64
-	if !mx.Valid {
+	sh := tableShape{count: -1, max: v[0], min: v[1]}
+	if !valid[0] {
 		sh.count = 0 // an empty table
 	}
 	return sh, nil

@@ -21,6 +21,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/bangui/bangui_exporter/internal/sqliteread"
 )
 
 // DB is the application database.
@@ -176,6 +178,26 @@ func dsn(path string, readOnly bool) string {
 	u := url.URL{Scheme: "file", Path: path, OmitHost: true, RawQuery: q.Encode()}
 	// url.URL escapes ( ) in RawQuery? It does not re-encode RawQuery.
 	return u.String()
+}
+
+// BulkReader opens a connection of its own for one large read (a startup
+// load of a million rows), without database/sql (see sqliteread): opened
+// read-only, query_only, with the pools' busy timeout. It sees the
+// database as the Reader pool does (WAL: the last commit, never blocking
+// the writer). The caller closes it when the read is done.
+func (d *DB) BulkReader(ctx context.Context) (*sqliteread.Conn, error) {
+	u := url.URL{Scheme: "file", Path: d.path, OmitHost: true, RawQuery: "mode=ro"}
+	c, err := sqliteread.Open(u.String())
+	if err != nil {
+		return nil, fmt.Errorf("appdb: open bulk reader %s: %w", d.path, err)
+	}
+	for _, p := range []string{"PRAGMA busy_timeout = 10000", "PRAGMA query_only = 1"} {
+		if err := c.Exec(ctx, p); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("appdb: open bulk reader %s: %s: %w", d.path, p, err)
+		}
+	}
+	return c, nil
 }
 
 // Path is the file the database lives in.

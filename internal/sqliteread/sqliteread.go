@@ -173,7 +173,8 @@ func (c *Conn) prepare(query string) (uintptr, error) {
 	return st, nil
 }
 
-// Query runs query with args (int64, int or string) and returns its rows.
+// Query runs query with args (int64, int, string or []byte, bound as a
+// blob) and returns its rows.
 // Only one Rows is open at a time: Query closes the previous one. The rows
 // must be closed (Close) before the connection is used by another
 // goroutine.
@@ -227,7 +228,7 @@ type Rows struct {
 	ctx           context.Context
 	err           error
 	done          bool
-	texts         []uintptr // C strings bound to the statement
+	texts         []uintptr // C memory of text and blobs bound to the statement
 	stopInterrupt func() bool
 }
 
@@ -239,6 +240,14 @@ func (r *Rows) bind(i int32, arg any) error {
 		rc = sqlite3.Xsqlite3_bind_int64(tls, st, i, a)
 	case int:
 		rc = sqlite3.Xsqlite3_bind_int64(tls, st, i, int64(a))
+	case []byte:
+		z := libc.Xmalloc(tls, libc.Tsize_t(max(len(a), 1)))
+		if z == 0 {
+			return errors.New("sqliteread: out of memory")
+		}
+		copy(unsafe.Slice(cmem[byte](z), len(a)), a)
+		r.texts = append(r.texts, z)
+		rc = sqlite3.Xsqlite3_bind_blob(tls, st, i, z, int32(len(a)), 0)
 	case string:
 		z, err := libc.CString(a)
 		if err != nil {
@@ -325,6 +334,17 @@ func (r *Rows) Int64(i int) int64 {
 // to be kept or changed.
 func (r *Rows) Bytes(i int) []byte {
 	p := sqlite3.Xsqlite3_column_text(r.c.tls, r.stmt, int32(i))
+	if p == 0 {
+		return nil
+	}
+	n := sqlite3.Xsqlite3_column_bytes(r.c.tls, r.stmt, int32(i))
+	return unsafe.Slice(cmem[byte](p), int(n))
+}
+
+// Blob is column i as a blob (nil for NULL or an empty blob), in SQLite's
+// memory as Bytes is.
+func (r *Rows) Blob(i int) []byte {
+	p := sqlite3.Xsqlite3_column_blob(r.c.tls, r.stmt, int32(i))
 	if p == 0 {
 		return nil
 	}

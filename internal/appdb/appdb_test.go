@@ -107,3 +107,50 @@ func TestOpenPaths(t *testing.T) {
 		})
 	}
 }
+
+// The bulk reader sees what the writer committed, never what it has not,
+// and cannot write.
+func TestBulkReader(t *testing.T) {
+	ctx := context.Background()
+	db, err := Open(ctx, filepath.Join(t.TempDir(), "app.sqlite3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Writer.ExecContext(ctx, "CREATE TABLE t(v INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Writer.ExecContext(ctx, "INSERT INTO t VALUES (1), (2), (3)"); err != nil {
+		t.Fatal(err)
+	}
+	// An open write transaction: the reader must not wait for it or see it.
+	tx, err := db.Writer.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck // the test's end
+	if _, err := tx.ExecContext(ctx, "INSERT INTO t VALUES (100)"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := db.BulkReader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	rows, err := r.Query(ctx, "SELECT sum(v), count(*) FROM t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rows.Next() {
+		t.Fatal(rows.Err())
+	}
+	if sum, n := rows.Int64(0), rows.Int64(1); sum != 6 || n != 3 {
+		t.Errorf("sum %d of %d rows, want 6 of 3 (the committed rows only)", sum, n)
+	}
+	if err := rows.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Exec(ctx, "INSERT INTO t VALUES (7)"); err == nil {
+		t.Error("the bulk reader wrote")
+	}
+}

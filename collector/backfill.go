@@ -34,6 +34,12 @@ const backfillAbove = 1 << 16
 // backfillChunk is how many rows one backfill step reads.
 const backfillChunk = offerChunkLen
 
+// backfillQueued is how many events the backfill keeps in the archive's
+// queue (queued or being written): a few chunks keep the archive busy, and
+// the queue's own bound (200,000 events, 13 MB, and the garbage of growing
+// it) would put the backfill's memory on top of the first start's peak.
+const backfillQueued = 4 * backfillChunk
+
 // backfillState is the engine's part of a backfill.
 type backfillState struct {
 	// cursor: rows with rowid <= cursor are done. to: the highest rowid to
@@ -283,7 +289,7 @@ func (ex *Exporter) runBackfill(ctx context.Context, eng *engine) {
 		}
 		events, done := eng.backfillStep(rows, hi)
 		ex.mu.Unlock()
-		if err := store.AddWait(ctx, events...); err != nil {
+		if err := store.AddWaitBelow(ctx, backfillQueued, events...); err != nil {
 			ex.logger.Warn("ban archive: backfill stopped; the rows it did not queue stay in fail2ban's database and are offered at the next start", "err", err)
 			ex.backfillGiveUp(eng, b)
 			return

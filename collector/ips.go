@@ -76,6 +76,18 @@ func (e *engine) country(code string) uint16 {
 	return i
 }
 
+// countryOf is country for a normalized code as two bytes (zero: none),
+// without making a string of a code already interned.
+func (e *engine) countryOf(code [2]byte) uint16 {
+	if code == ([2]byte{}) {
+		return 0
+	}
+	if i, ok := e.countryIndex[string(code[:])]; ok {
+		return i
+	}
+	return e.country(string(code[:]))
+}
+
 // internIP returns the index of addr, adding a reference.
 func (e *engine) internIP(addr netip.Addr) uint32 {
 	key := keyOf(addr)

@@ -262,18 +262,19 @@ func valid(e *Event) bool { return e.Jail != "" && e.IP.IsValid() }
 // caller may offer events[n:] again later; events still in fail2ban's
 // database are offered again anyway when the engine rereads it at startup.
 func (s *Store) Add(events ...Event) int {
-	n, _ := s.add(events, true)
+	n, _ := s.add(events, s.opts.MaxQueue, true)
 	return n
 }
 
-// add queues as many of events as fit and returns how many it consumed and
-// a channel closed when the queue next shrinks. countFull counts the events
-// that did not fit as dropped: false for AddWait, which queues them later.
-func (s *Store) add(events []Event, countFull bool) (int, <-chan struct{}) {
+// add queues as many of events as fit below limit (at most MaxQueue) and
+// returns how many it consumed and a channel closed when the queue next
+// shrinks. countFull counts the events that did not fit as dropped: false
+// for AddWait, which queues them later.
+func (s *Store) add(events []Event, limit int, countFull bool) (int, <-chan struct{}) {
 	s.mu.Lock()
 	taken, invalid := 0, 0
 	for i := range events {
-		if len(s.queue)+s.inflight >= s.opts.MaxQueue {
+		if len(s.queue)+s.inflight >= limit {
 			break
 		}
 		taken++
@@ -306,9 +307,19 @@ func (s *Store) add(events []Event, countFull bool) (int, <-chan struct{}) {
 // needs Run to be running to make progress, and returns ctx's error when ctx
 // ends first (events queued so far stay queued).
 func (s *Store) AddWait(ctx context.Context, events ...Event) error {
+	return s.AddWaitBelow(ctx, s.opts.MaxQueue, events...)
+}
+
+// AddWaitBelow is AddWait for a producer that may fill the queue faster
+// than the archive writes it (the backfill of a first start): it waits
+// while limit events (at most MaxQueue) are queued or being written, so
+// the queue it keeps is at most limit events, not MaxQueue (200,000
+// events are 13 MB).
+func (s *Store) AddWaitBelow(ctx context.Context, limit int, events ...Event) error {
+	limit = min(max(limit, 1), s.opts.MaxQueue)
 	for len(events) > 0 {
 		s.mu.Lock()
-		full := len(s.queue)+s.inflight >= s.opts.MaxQueue
+		full := len(s.queue)+s.inflight >= limit
 		room := s.room
 		s.mu.Unlock()
 		if full {
@@ -323,7 +334,7 @@ func (s *Store) AddWait(ctx context.Context, events ...Event) error {
 			}
 			continue
 		}
-		n, _ := s.add(events, false)
+		n, _ := s.add(events, limit, false)
 		events = events[n:]
 	}
 	return nil

@@ -46,8 +46,12 @@ func (f *fingerprint) add(rowid int64, mix int32, sign int64) {
 	f.MixSum += sign * int64(mix)
 }
 
-// bucketShift groups rowids into buckets of 8192 for reconciliation.
-const bucketShift = 13
+// bucketShift groups rowids into buckets of 2048 for reconciliation. A
+// light settle (every scrape while RunVerify runs) sums the top bucket in
+// SQL: 1 ms for a full bucket of 2048 bips rows, where buckets of 8192
+// cost up to 6 ms of every scrape after new bans. The engine keeps a
+// fingerprint per bucket: about 500 at a million rows.
+const bucketShift = 11
 
 func bucketOf(rowid int64) int64 { return rowid >> bucketShift }
 

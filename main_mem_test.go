@@ -19,7 +19,8 @@ func TestGCPercentFor(t *testing.T) {
 		{"no live heap yet", 0, maxGCPercent},
 		{"small heap: the most headroom", 5 * mb, maxGCPercent},
 		{"at the headroom twice over", 2 * gcHeadroom, maxGCPercent},
-		{"a million rows", 90 * mb, gcHeadroom * 100 / (90 * mb)},
+		{"between: the headroom", 4 * gcHeadroom, 25},
+		{"a million rows: the floor", 90 * mb, minGCPercent},
 		{"ten million rows: the floor", 900 * mb, minGCPercent},
 	}
 	for _, tc := range cases {

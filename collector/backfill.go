@@ -51,6 +51,8 @@ type backfillState struct {
 	lost []lostBansRow
 	// dev and ino name the file the startup read read.
 	dev, ino uint64
+	// valid is backfillStep's scratch list of a chunk's valid rows.
+	valid []*sourceRow
 }
 
 // lostBansRow is a bans row removed from the engine, with its rowid.
@@ -136,10 +138,20 @@ func (e *engine) endBackfillRange() {
 // the engine's bans rows of those rowids whose row is gone or changed, plus
 // those removed since the last step. It returns done when the range is
 // complete (the backfill is then over).
-func (e *engine) backfillStep(rows []sourceRow, hi int64) (events []archive.Event, done bool) {
+func (e *engine) backfillStep(rows []sourceRow, hi int64, events []archive.Event) (_ []archive.Event, done bool) {
 	b := e.backfill
 	hi = min(hi, b.to)
-	byRowid := make(map[int64]*sourceRow, len(rows))
+	// The valid rows of the step in rowid order (rows are read in rowid
+	// order), found by binary search: no map of a chunk per step.
+	valid := b.valid[:0]
+	defer func() { clear(valid); b.valid = valid[:0] }()
+	byRowid := func(rowid int64) (*sourceRow, bool) {
+		i, ok := slices.BinarySearchFunc(valid, rowid, func(r *sourceRow, id int64) int { return cmp.Compare(r.Rowid, id) })
+		if !ok {
+			return nil, false
+		}
+		return valid[i], true
+	}
 	for i := range rows {
 		r := &rows[i]
 		if r.Rowid <= b.cursor || r.Rowid > hi {
@@ -149,7 +161,7 @@ func (e *engine) backfillStep(rows []sourceRow, hi int64) (events []archive.Even
 		if reason != "" {
 			continue
 		}
-		byRowid[r.Rowid] = r
+		valid = append(valid, r)
 		if e.isFromArchiveByName(r.Jail, addr, r.TimeOfBan) {
 			continue // a restart's backfill: already archived
 		}
@@ -162,7 +174,7 @@ func (e *engine) backfillStep(rows []sourceRow, hi int64) (events []archive.Even
 			continue
 		}
 		o := e.engineOffer(ev)
-		if r, ok := byRowid[ev.rowid]; ok && samePending(&o, e.jailNames, r) {
+		if r, ok := byRowid(ev.rowid); ok && samePending(&o, e.jailNames, r) {
 			continue
 		}
 		missing = append(missing, o)
@@ -171,7 +183,7 @@ func (e *engine) backfillStep(rows []sourceRow, hi int64) (events []archive.Even
 	// unless their row is still there (a reconciliation reread it).
 	kept := b.lost[:0]
 	for _, l := range b.lost {
-		switch r, ok := byRowid[l.rowid]; {
+		switch r, ok := byRowid(l.rowid); {
 		case l.rowid > hi:
 			kept = append(kept, l)
 		case ok && samePending(&l.offer, e.jailNames, r):
@@ -240,11 +252,16 @@ func (ex *Exporter) runBackfill(ctx context.Context, eng *engine) {
 		}
 	}()
 	var buf []sourceRow
+	// The events of a step: AddWaitBelow copies them into the archive's
+	// queue, so one buffer serves every step.
+	var evBuf []archive.Event
 	written := 0
 	for {
 		if src == nil {
 			var err error
-			if src, err = openSource(ctx, ex.opts.DBPath); err != nil {
+			// A small page cache: the backfill reads each page once,
+			// in order, beside the startup's peak of memory.
+			if src, err = openSource(ctx, ex.opts.DBPath, "PRAGMA cache_size = -256"); err != nil {
 				if !ex.backfillWait(ctx, err) {
 					return
 				}
@@ -287,7 +304,8 @@ func (ex *Exporter) runBackfill(ctx context.Context, eng *engine) {
 			ex.mu.Unlock()
 			return
 		}
-		events, done := eng.backfillStep(rows, hi)
+		events, done := eng.backfillStep(rows, hi, evBuf[:0])
+		evBuf = events
 		ex.mu.Unlock()
 		if err := store.AddWaitBelow(ctx, backfillQueued, events...); err != nil {
 			ex.logger.Warn("ban archive: backfill stopped; the rows it did not queue stay in fail2ban's database and are offered at the next start", "err", err)

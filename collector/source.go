@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -139,8 +140,9 @@ func fileID(path string) (dev, ino uint64, err error) {
 	return 0, 0, nil
 }
 
-// openSource opens fail2ban's database at path and checks its schema.
-func openSource(ctx context.Context, path string) (*source, error) {
+// openSource opens fail2ban's database at path and checks its schema;
+// pragmas are set after sourcePragmas.
+func openSource(ctx context.Context, path string, pragmas ...string) (*source, error) {
 	dev, ino, err := fileID(path)
 	if err != nil {
 		return nil, fmt.Errorf("stat fail2ban database: %w", err)
@@ -158,7 +160,7 @@ func openSource(ctx context.Context, path string) (*source, error) {
 		return nil, fmt.Errorf("open fail2ban database: %w", err)
 	}
 	s := &source{path: path, conn: conn, dev: dev, ino: ino}
-	for _, p := range sourcePragmas {
+	for _, p := range append(slices.Clip(sourcePragmas), pragmas...) {
 		if err := conn.Exec(ctx, p); err != nil {
 			s.close()
 			return nil, fmt.Errorf("open fail2ban database: %s: %w", p, err)

@@ -411,6 +411,10 @@ func (s *Store) cycle(ctx context.Context, failing bool) bool {
 	return false
 }
 
+// maxReusedQueue is the largest written batch whose array the queue reuses
+// (64 bytes an event: 2 MB).
+const maxReusedQueue = 1 << 15
+
 // Flush writes every queued event in one transaction with one commit. On
 // failure the events go back to the front of the queue and the error is
 // returned. With nothing queued it does not touch the database.
@@ -431,6 +435,14 @@ func (s *Store) Flush(ctx context.Context) error {
 	if err != nil {
 		s.queue = append(batch, s.queue...)
 	} else {
+		if s.queue == nil && cap(batch) <= maxReusedQueue {
+			// The next events go into the written batch's array
+			// (cleared: it must not keep their strings alive) instead
+			// of growing a new one from nothing: a backfill queues a
+			// million events, a batch at a time.
+			clear(batch)
+			s.queue = batch[:0]
+		}
 		s.signalRoomLocked()
 	}
 	s.mu.Unlock()

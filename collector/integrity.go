@@ -125,7 +125,8 @@ func (c *integrityCheck) begin(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("integrity check: %w", err)
 	}
-	db, err := sql.Open("sqlite", readOnlyURI(c.path))
+	// A small page cache: a pass reads each page once, in order.
+	db, err := sql.Open("sqlite", readOnlyURI(c.path)+"&_pragma=cache_size(-256)")
 	if err != nil {
 		return fmt.Errorf("integrity check: open %s: %w", c.path, err)
 	}

@@ -281,3 +281,48 @@ func TestReadOnlyURI(t *testing.T) {
 		t.Fatal("the file changed")
 	}
 }
+
+// TestSourceConnectionIsReadOnly checks the source's own connection
+// (sqliteread, not database/sql) as TestReadOnlyURI checks the DSN: a
+// missing file is not created, writes are refused, query_only is on and
+// the busy timeout is below fail2ban's 5 s, and the file is unchanged.
+func TestSourceConnectionIsReadOnly(t *testing.T) {
+	ctx := context.Background()
+	missing := filepath.Join(t.TempDir(), "none.sqlite3")
+	if _, err := openSource(ctx, missing); err == nil {
+		t.Error("opening a missing file succeeded")
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Fatal("the source created the missing file")
+	}
+
+	d := newF2BDB(t, 4)
+	d.ban("sshd", "192.0.2.1", 1_790_000_000, 600)
+	before := stateOf(t, d.path)
+	for _, extra := range [][]string{nil, {"PRAGMA cache_size = -256"}} { // the refresh's and the backfill's
+		src, err := openSource(ctx, d.path, extra...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{"CREATE TABLE x(a)", "INSERT INTO jails(name) VALUES('x')", "DELETE FROM bans", "PRAGMA user_version = 7"} {
+			if err := src.conn.Exec(ctx, q); err == nil {
+				t.Errorf("%s through the source's connection succeeded", q)
+			}
+		}
+		var v [1]int64
+		if err := queryInts(ctx, src.conn, v[:], nil, "PRAGMA query_only"); err != nil || v[0] != 1 {
+			t.Errorf("query_only %d (%v), want 1", v[0], err)
+		}
+		if err := queryInts(ctx, src.conn, v[:], nil, "PRAGMA busy_timeout"); err != nil || v[0] <= 0 || v[0] >= 5000 {
+			t.Errorf("busy_timeout %d ms (%v), want between 0 and 5000", v[0], err)
+		}
+		rows, err := src.readAfter(ctx, nil, "bans", 0, 10)
+		if err != nil || len(rows) != 1 || rows[0].IP != "192.0.2.1" {
+			t.Errorf("read %v (%v), want the one ban", rows, err)
+		}
+		src.close()
+	}
+	if after := stateOf(t, d.path); after != before {
+		t.Fatal("the file changed")
+	}
+}

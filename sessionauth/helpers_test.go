@@ -122,7 +122,7 @@ func openCountingDB(t testing.TB) *countingDB {
 	w := sql.OpenDB(&countingConnector{dsn: dsn(false), drv: &sqlite.Driver{}, c: writes})
 	w.SetMaxOpenConns(1)
 	r := sql.OpenDB(&countingConnector{dsn: dsn(true), drv: &sqlite.Driver{}, c: reads})
-	db := &countingDB{DB: &appdb.DB{Writer: w, Reader: r}, reads: reads, writes: writes}
+	db := &countingDB{DB: appdb.Wrap(path, w, r), reads: reads, writes: writes}
 	t.Cleanup(func() { _ = db.Close() })
 	return db
 }

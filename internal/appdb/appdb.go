@@ -100,6 +100,14 @@ func open(ctx context.Context, path string) (*DB, error) {
 	return &DB{Writer: w, Reader: r, path: path}, nil
 }
 
+// Wrap makes a DB of pools the caller opened on the database file at path
+// (e.g. with counting connectors in a test): Migrate and BulkReader work on
+// it as on one from Open. The caller has created the file in WAL mode
+// (Open does) and closes the pools with Close.
+func Wrap(path string, writer, reader *sql.DB) *DB {
+	return &DB{Writer: writer, Reader: reader, path: path}
+}
+
 // createFile creates path with mode 0600 when it is missing (created
 // true), or checks that the existing file can be opened for writing. The
 // error is the operating system's, which names the path and the cause
@@ -186,6 +194,9 @@ func dsn(path string, readOnly bool) string {
 // database as the Reader pool does (WAL: the last commit, never blocking
 // the writer). The caller closes it when the read is done.
 func (d *DB) BulkReader(ctx context.Context) (*sqliteread.Conn, error) {
+	if d.path == "" {
+		return nil, errors.New("appdb: bulk reader: the database has no path (make it with Open or Wrap)")
+	}
 	u := url.URL{Scheme: "file", Path: d.path, OmitHost: true, RawQuery: "mode=ro"}
 	c, err := sqliteread.Open(u.String())
 	if err != nil {

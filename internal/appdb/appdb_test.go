@@ -154,3 +154,11 @@ func TestBulkReader(t *testing.T) {
 		t.Error("the bulk reader wrote")
 	}
 }
+
+// A DB without a path (pools put together by hand, not Open or Wrap) has no
+// file for a bulk reader: an error, not an empty temporary database.
+func TestBulkReaderNeedsPath(t *testing.T) {
+	if _, err := (&DB{}).BulkReader(context.Background()); err == nil {
+		t.Fatal("a bulk reader without a path opened")
+	}
+}

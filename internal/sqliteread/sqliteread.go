@@ -333,18 +333,19 @@ func (r *Rows) Int64(i int) int64 {
 // NULL). It points into SQLite's memory: valid until Next or Close, never
 // to be kept or changed.
 func (r *Rows) Bytes(i int) []byte {
-	p := sqlite3.Xsqlite3_column_text(r.c.tls, r.stmt, int32(i))
-	if p == 0 {
-		return nil
-	}
-	n := sqlite3.Xsqlite3_column_bytes(r.c.tls, r.stmt, int32(i))
-	return unsafe.Slice(cmem[byte](p), int(n))
+	return r.inPlace(sqlite3.Xsqlite3_column_text(r.c.tls, r.stmt, int32(i)), i)
 }
 
 // Blob is column i as a blob (nil for NULL or an empty blob), in SQLite's
 // memory as Bytes is.
 func (r *Rows) Blob(i int) []byte {
-	p := sqlite3.Xsqlite3_column_blob(r.c.tls, r.stmt, int32(i))
+	return r.inPlace(sqlite3.Xsqlite3_column_blob(r.c.tls, r.stmt, int32(i)), i)
+}
+
+// inPlace is the value of column i that sqlite3_column_text or _blob put
+// at p, with its length from sqlite3_column_bytes (which SQLite wants
+// called after them).
+func (r *Rows) inPlace(p uintptr, i int) []byte {
 	if p == 0 {
 		return nil
 	}

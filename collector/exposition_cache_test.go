@@ -371,13 +371,7 @@ func (c *countingCountries) count() int {
 // beside refreshes and new bans without a race.
 func TestCountryRefreshAside(t *testing.T) {
 	t0 := int64(1_790_000_000)
-	d := newF2BDB(t, 4)
-	d.addJail("sshd", true)
-	clk := newClock(t0)
-	countries := &countingCountries{tableCountries: newTableCountries()}
-	windows := windowsOf(t, "1h", "1d")
-	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
-	defer func() { _ = x.Close() }()
+	d, clk, countries, windows, x := newCountingExporter(t, t0, "1h", "1d")
 	x.inlineCountries = 0 // the background pass, even for a few IPs
 	ips := make([]string, 40)
 	for i := range ips {
@@ -503,13 +497,7 @@ func scrapeLight(t *testing.T, x *Exporter) map[string]float64 {
 // pass, and the next scrapes show the countries.
 func TestScrapeLeavesCountriesAside(t *testing.T) {
 	t0 := int64(1_790_000_000)
-	d := newF2BDB(t, 4)
-	d.addJail("sshd", true)
-	clk := newClock(t0)
-	countries := &countingCountries{tableCountries: newTableCountries()}
-	windows := windowsOf(t, "1h")
-	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
-	defer func() { _ = x.Close() }()
+	d, clk, countries, windows, x := newCountingExporter(t, t0, "1h")
 	x.inlineCountries = 0 // the background pass, even for a few IPs
 	for i := range 50 {
 		d.ban("sshd", fmt.Sprintf("198.51.100.%d", i+1), t0-int64(i), 3600)
@@ -568,12 +556,7 @@ func TestScrapeMovesFewCountriesItself(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t0 := int64(1_790_000_000)
-			d := newF2BDB(t, 4)
-			d.addJail("sshd", true)
-			clk := newClock(t0)
-			countries := &countingCountries{tableCountries: newTableCountries()}
-			x := NewExporter(Options{DBPath: d.path, Windows: windowsOf(t, "1h"), Now: clk.Now}, countries)
-			defer func() { _ = x.Close() }()
+			d, _, countries, _, x := newCountingExporter(t, t0, "1h")
 			x.inlineCountries = tc.inline
 			for i := range tc.ips {
 				d.ban("sshd", fmt.Sprintf("198.51.100.%d", i+1), t0-int64(i), 3600)
@@ -619,13 +602,7 @@ func TestCountryPassLooksAtUnknownIPs(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t0 := int64(1_790_000_000)
-			d := newF2BDB(t, 4)
-			d.addJail("sshd", true)
-			clk := newClock(t0)
-			countries := &countingCountries{tableCountries: newTableCountries()}
-			windows := windowsOf(t, "1h")
-			x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
-			defer func() { _ = x.Close() }()
+			d, clk, countries, windows, x := newCountingExporter(t, t0, "1h")
 			ip := func(i int) string { return fmt.Sprintf("198.51.100.%d", i+1) }
 			// 40 IPs with a country, 10 without.
 			for i := range 50 {
@@ -663,4 +640,20 @@ func TestCountryPassLooksAtUnknownIPs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newCountingExporter is the set-up of the country-pass tests: a schema-4
+// database with an enabled sshd jail, a clock at t0, countries that count
+// their lookups, and an Exporter over them with the given windows (closed
+// at the test's end).
+func newCountingExporter(t *testing.T, t0 int64, windowLabels ...string) (*f2bDB, *clock, *countingCountries, []Window, *Exporter) {
+	t.Helper()
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	clk := newClock(t0)
+	countries := &countingCountries{tableCountries: newTableCountries()}
+	windows := windowsOf(t, windowLabels...)
+	x := NewExporter(Options{DBPath: d.path, Windows: windows, Now: clk.Now}, countries)
+	t.Cleanup(func() { _ = x.Close() })
+	return d, clk, countries, windows, x
 }

@@ -598,12 +598,8 @@ func (s *Store) jailID(ctx context.Context, tx *sql.Tx, name string, created map
 	return id, nil
 }
 
-// ipBytes is the archive's form of an IP: 4 bytes for IPv4, 16 for IPv6.
-func ipBytes(a netip.Addr, buf *[16]byte) []byte {
-	return appendIP(buf[:0], a)
-}
-
-// appendIP appends the archive's form of a to b.
+// appendIP appends the archive's form of a to b: 4 bytes for IPv4, 16 for
+// IPv6.
 func appendIP(b []byte, a netip.Addr) []byte {
 	a = a.Unmap().WithZone("")
 	if a.Is4() {

@@ -181,7 +181,7 @@ func BenchmarkIngestBaseline(b *testing.B) {
 		var buf [16]byte
 		for i := range events {
 			e := &events[i]
-			if _, err := stmt.ExecContext(ctx, e.TimeOfBan, jails[e.Jail], ipBytes(e.IP, &buf), e.Bantime, e.Bancount); err != nil {
+			if _, err := stmt.ExecContext(ctx, e.TimeOfBan, jails[e.Jail], appendIP(buf[:0], e.IP), e.Bantime, e.Bancount); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -317,7 +317,7 @@ func writeVariant(b *testing.B, db *appdb.DB, ddl, insert string, ipText bool, e
 	var buf [16]byte
 	for i := range events {
 		e := &events[i]
-		var jail, ip any = jails[e.Jail], ipBytes(e.IP, &buf)
+		var jail, ip any = jails[e.Jail], appendIP(buf[:0], e.IP)
 		if ipText {
 			jail, ip = e.Jail, e.IP.String()
 		}

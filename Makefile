@@ -5,7 +5,7 @@
 #   make demo      run the exporter on a sandboxed fail2ban with sample bans
 #   make bench     Go benchmarks and the whole-process benchmark
 #   make generate  regenerate the mixin: dashboards and rules (mixin/, dashboards/*.json, deploy/prometheus/rules/)
-#   make lint      golangci-lint
+#   make lint      go vet and golangci-lint
 #   make docker    the Docker image for this host's architecture (docker-all: amd64, arm64, armv7)
 #   make package   the Debian package (nfpm) in .build/deb, checked by lintian
 

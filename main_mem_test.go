@@ -20,8 +20,9 @@ func TestGCPercentFor(t *testing.T) {
 		{"small heap: the most headroom", 5 * mb, maxGCPercent},
 		{"at the headroom twice over", 2 * gcHeadroom, maxGCPercent},
 		{"between: the headroom", 4 * gcHeadroom, 25},
-		{"a million rows: the floor", 90 * mb, minGCPercent},
+		{"a million rows: the headroom", 90 * mb, 8},
 		{"ten million rows: the floor", 900 * mb, minGCPercent},
+		{"beyond: the floor", 4000 * mb, minGCPercent},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -104,6 +104,9 @@ type Exporter struct {
 	// itself while RunCountryRefresh runs (inlineCountryIPs; tests lower
 	// it to exercise the background pass with a few IPs).
 	inlineCountries int
+	// countryChunk is how many IPs a background country pass handles at
+	// a time (countryProbeChunk; tests set fewer).
+	countryChunk int
 	// integrityErr is the damage the last integrity pass found (nil: none,
 	// or no pass yet); while set, refreshes fail with it.
 	integrityErr error
@@ -171,6 +174,7 @@ func NewExporter(opts Options, countries CountryLookup) *Exporter {
 		offerCancel:     offerCancel,
 		kickCountries:   make(chan struct{}, 1),
 		inlineCountries: inlineCountryIPs,
+		countryChunk:    countryProbeChunk,
 	}
 }
 

@@ -55,6 +55,13 @@ type probedIP struct {
 	code    [2]byte
 }
 
+// countryProbeChunk is how many IPs a background pass copies, looks up and
+// moves at a time: the copy is 24 bytes per IP, so a pass holds at most
+// ≈ 3 MB of it however many IPs the engine holds (all 2.35M at once were
+// 56 MB of the first start's peak at ten million rows), and a scrape waits
+// for the lock at most one chunk's moves.
+const countryProbeChunk = 1 << 17
+
 // refreshCountriesAside is one background pass; it does nothing unless
 // geo's generation moved since the engine last looked, and stops early
 // when ctx ends (a shutdown does not wait for a whole pass).
@@ -68,31 +75,61 @@ func (ex *Exporter) refreshCountriesAside(ctx context.Context) {
 	}
 	startGen := eng.countryGen
 	reassigned, all := eng.countryScope()
-	var probe []probedIP
-	if all {
-		probe = make([]probedIP, 0, eng.ipIndex.count())
-	}
-	for i := range eng.ips {
-		if info := &eng.ips[i]; info.refs > 0 && (all || info.country == 0) {
-			probe = append(probe, probedIP{key: info.key, idx: uint32(i), country: info.country})
-		}
-	}
 	ex.mu.Unlock()
 
-	// The lookups, without the lock: a scrape meanwhile does not wait.
-	for i := range probe {
-		if i%4096 == 0 && ctx.Err() != nil {
-			return
+	var probe []probedIP
+	for lo := 0; ; lo += ex.countryChunk {
+		// Copy a chunk of the IPs under the lock.
+		ex.mu.Lock()
+		if ex.eng != eng {
+			ex.mu.Unlock()
+			return // reloaded meanwhile: the new engine looked up its IPs itself
 		}
-		if c := normalizeCountry(ex.countries.Country(probe[i].key.addr())); c != "" {
-			probe[i].code = [2]byte{c[0], c[1]}
+		hi := min(lo+ex.countryChunk, len(eng.ips))
+		probe = probe[:0]
+		for i := lo; i < hi; i++ {
+			if info := &eng.ips[i]; info.refs > 0 && (all || info.country == 0) {
+				probe = append(probe, probedIP{key: info.key, idx: uint32(i), country: info.country})
+			}
+		}
+		ex.mu.Unlock()
+		if lo >= hi {
+			break
+		}
+
+		// The lookups, without the lock: a scrape meanwhile does not wait.
+		for i := range probe {
+			if i%4096 == 0 && ctx.Err() != nil {
+				return
+			}
+			if c := normalizeCountry(ex.countries.Country(probe[i].key.addr())); c != "" {
+				probe[i].code = [2]byte{c[0], c[1]}
+			}
+		}
+
+		if !ex.moveProbed(eng, probe) {
+			return
 		}
 	}
 
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
+	if ex.eng == eng && eng.countryGen == startGen {
+		// Every IP held now has a country at least as recent as gen: the
+		// probed ones were looked up after gen was read, the others were
+		// interned (and looked up) since, or (not all) had a country that
+		// no reassignment changed.
+		eng.countryGen, eng.reassignGen = gen, reassigned
+	}
+}
+
+// moveProbed moves, under the lock, the probed IPs whose country changed;
+// false when the engine was replaced meanwhile.
+func (ex *Exporter) moveProbed(eng *engine, probe []probedIP) bool {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
 	if ex.eng != eng {
-		return // reloaded meanwhile: the new engine looked up its IPs itself
+		return false // reloaded meanwhile: the new engine looked up its IPs itself
 	}
 	var moves []countryMove
 	for _, p := range probe {
@@ -107,11 +144,5 @@ func (ex *Exporter) refreshCountriesAside(ctx context.Context) {
 		}
 	}
 	eng.moveCountries(moves)
-	if eng.countryGen == startGen {
-		// Every IP held now has a country at least as recent as gen: the
-		// probed ones were looked up after gen was read, the others were
-		// interned (and looked up) since, or (not all) had a country that
-		// no reassignment changed.
-		eng.countryGen, eng.reassignGen = gen, reassigned
-	}
+	return true
 }

@@ -370,9 +370,16 @@ func (c *countingCountries) count() int {
 // the exposition equals the naive recomputation; the background pass runs
 // beside refreshes and new bans without a race.
 func TestCountryRefreshAside(t *testing.T) {
+	for _, chunk := range []int{countryProbeChunk, 7, 1} {
+		t.Run(fmt.Sprintf("chunks of %d IPs", chunk), func(t *testing.T) { testCountryRefreshAside(t, chunk) })
+	}
+}
+
+func testCountryRefreshAside(t *testing.T, chunk int) {
 	t0 := int64(1_790_000_000)
 	d, clk, countries, windows, x := newCountingExporter(t, t0, "1h", "1d")
 	x.inlineCountries = 0 // the background pass, even for a few IPs
+	x.countryChunk = chunk
 	ips := make([]string, 40)
 	for i := range ips {
 		ips[i] = fmt.Sprintf("198.51.100.%d", i+1)

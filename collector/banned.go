@@ -98,8 +98,8 @@ func (e *engine) bannedChunk(buf []BannedIP, after int64, multi map[pairKey]stru
 			IP:        info.key,
 			Country:   e.countryNames[info.country],
 			TimeOfBan: int64(rec.timeOfBan),
-			Bantime:   rec.bantime,
-			Bancount:  e.bancountOf(rec.rowid),
+			Bantime:   e.bantimeOf(rec),
+			Bancount:  e.bancountOf(rec),
 		})
 		if len(buf) == walkChunk {
 			return buf, after, i == len(e.bipsRows)-1
@@ -108,33 +108,37 @@ func (e *engine) bannedChunk(buf []BannedIP, after int64, multi map[pairKey]stru
 	return buf, after, true
 }
 
-// bancountOf is fail2ban's bancount of the bips row rowid: 0 for schema 2,
-// else the sparse table's value or 1 (fail2ban's default), which most rows
-// have and the table leaves out.
-func (e *engine) bancountOf(rowid int64) int64 {
+// bancountOf is fail2ban's bancount of the bips row rec: 0 for schema 2.
+func (e *engine) bancountOf(rec *bipsRow) int64 {
 	if e.schema < 4 {
 		return 0
 	}
-	if n, ok := e.bancounts[rowid]; ok {
-		return n
+	if rec.bancount == wideBancount {
+		return e.wideBancounts[rec.rowid]
 	}
-	return 1
+	return int64(rec.bancount)
 }
 
-// noteBancount records the bancount of a schema-4 bips row when it is not
-// 1; forgetBancount drops it with the row.
-func (e *engine) noteBancount(rowid, bancount int64) {
-	if bancount == 1 {
+// setBancount stores bancount in rec, in wideBancounts when it does not
+// fit.
+func (e *engine) setBancount(rec *bipsRow, bancount int64) {
+	if bancount >= 0 && bancount < wideBancount {
+		rec.bancount = uint16(bancount)
 		return
 	}
-	if e.bancounts == nil {
-		e.bancounts = map[int64]int64{}
+	rec.bancount = wideBancount
+	if e.wideBancounts == nil {
+		e.wideBancounts = map[int64]int64{}
 	}
-	e.bancounts[rowid] = bancount
+	e.wideBancounts[rec.rowid] = bancount
 }
 
-func (e *engine) forgetBancount(rowid int64) {
-	if e.bancounts != nil {
-		delete(e.bancounts, rowid)
+// forgetWide drops the wide values of the bips row rec with the row.
+func (e *engine) forgetWide(rec *bipsRow) {
+	if rec.bantime == wideBantime && e.wideBantimes != nil {
+		delete(e.wideBantimes, rec.rowid)
+	}
+	if rec.bancount == wideBancount && e.wideBancounts != nil {
+		delete(e.wideBancounts, rec.rowid)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestWalkBanned checks that the walk yields exactly the pairs
@@ -20,14 +21,17 @@ func TestWalkBanned(t *testing.T) {
 		bancount  int64
 		wantCount int
 	}
+	const century = int64(100 * 365 * 86400) // beyond a bipsRow's int32 bantime
 	tests := []struct {
 		name   string
 		schema int
-		many   int // extra banned IPs in jail "bulk" (crosses walkChunk)
+		many   int   // extra banned IPs in jail "bulk" (crosses walkChunk)
+		defBan int64 // --fail2ban.default-bantime in seconds
 	}{
-		{"schema 4", 4, 0},
-		{"schema 2", 2, 0},
-		{"schema 4, more than one chunk", 4, walkChunk + 17},
+		{"schema 4", 4, 0, 600},
+		{"schema 2", 2, 0, 600},
+		{"schema 2, a default bantime of a century", 2, 0, century},
+		{"schema 4, more than one chunk", 4, walkChunk + 17, 600},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -45,13 +49,18 @@ func TestWalkBanned(t *testing.T) {
 			// Two spellings of one address: two bips rows, one banned pair.
 			d.ban("sshd", "::ffff:192.0.2.9", t0-5, 600)
 			d.ban("sshd", "192.0.2.9", t0-6, 600)
+			// Values wider than a bipsRow's fields: kept exact.
+			d.ban("wide", "192.0.2.50", t0-40, 1<<40)
+			d.ban("wide", "192.0.2.51", t0-41, -(1 << 40))
 			if tc.schema == 4 {
 				d.exec("UPDATE bips SET bancount = 3 WHERE ip = '192.0.2.2'")
+				d.exec("UPDATE bips SET bancount = 100000 WHERE ip = '192.0.2.50'")
+				d.exec("UPDATE bips SET bancount = -2 WHERE ip = '192.0.2.51'")
 			}
 			for i := range tc.many {
 				d.ban("bulk", fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255), t0-int64(i%500), 3600)
 			}
-			x := newFixtureExporter(t, d.path, clk, countries, Options{DefaultBantime: 600e9})
+			x := newFixtureExporter(t, d.path, clk, countries, Options{DefaultBantime: time.Duration(tc.defBan) * time.Second})
 			// Before the first read there is nothing to walk.
 			n := 0
 			if err := x.WalkBanned(t.Context(), func(c []BannedIP) { n += len(c) }); err != nil || n != 0 {
@@ -81,20 +90,24 @@ func TestWalkBanned(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			bc1, bc3 := int64(1), int64(3)
+			bc1, bc3, bcWide, bcNeg := int64(1), int64(3), int64(100000), int64(-2)
+			ban600, permBantime, wideBan, wideNeg := int64(600), int64(-1), int64(1<<40), -int64(1<<40)
 			if tc.schema == 2 {
-				bc1, bc3 = 0, 0
-			}
-			permBantime := int64(-1)
-			if tc.schema == 2 {
-				permBantime = 600 // schema 2 has no bantime: the default
+				bc1, bc3, bcWide, bcNeg = 0, 0, 0, 0
+				// Schema 2 has no bantime: the default.
+				ban600, permBantime, wideBan, wideNeg = tc.defBan, tc.defBan, tc.defBan, tc.defBan
 			}
 			expected := map[string]want{
-				"sshd 192.0.2.1":   {"DE", t0 - 100, 600, bc1, 1},
-				"sshd 192.0.2.2":   {UnknownCountry, t0 - 50, 600, bc3, 1},
+				"sshd 192.0.2.1":   {"DE", t0 - 100, ban600, bc1, 1},
+				"sshd 192.0.2.2":   {UnknownCountry, t0 - 50, ban600, bc3, 1},
 				"perm 192.0.2.1":   {"DE", t0 - 30, permBantime, bc1, 1},
 				"perm 2001:db8::1": {UnknownCountry, t0 - 20, permBantime, bc1, 1},
-				"sshd 192.0.2.9":   {UnknownCountry, t0 - 5, 600, bc1, 1},
+				"sshd 192.0.2.9":   {UnknownCountry, t0 - 5, ban600, bc1, 1},
+				"wide 192.0.2.50":  {UnknownCountry, t0 - 40, wideBan, bcWide, 1},
+				"wide 192.0.2.51":  {UnknownCountry, t0 - 41, wideNeg, bcNeg, 1},
+			}
+			if tc.schema == 2 && tc.defBan > 10_000 {
+				expected["sshd 192.0.2.3"] = want{UnknownCountry, t0 - 10_000, tc.defBan, 0, 1} // not expired yet
 			}
 			if !maps.Equal(got, expected) {
 				t.Errorf("walk:\n got %v\nwant %v", got, expected)
@@ -114,6 +127,19 @@ func TestWalkBanned(t *testing.T) {
 			}
 			if wantChunks := 1 + (len(expected)+tc.many)/walkChunk; tc.many > 0 && chunks < wantChunks {
 				t.Errorf("%d chunks, want at least %d", chunks, wantChunks)
+			}
+			if tc.schema == 4 {
+				// The wide values leave with their rows.
+				d.exec("DELETE FROM bips WHERE jail = 'wide'")
+				if err := x.Refresh(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				x.mu.Lock()
+				nb, nc := len(x.eng.wideBantimes), len(x.eng.wideBancounts)
+				x.mu.Unlock()
+				if nb != 0 || nc != 0 {
+					t.Errorf("after the wide rows left bips: %d wide bantimes, %d wide bancounts, want none", nb, nc)
+				}
 			}
 		})
 	}

@@ -8,22 +8,35 @@ package collector
 import (
 	"cmp"
 	"container/heap"
+	"math"
 	"slices"
 )
 
 // bipsRow is the engine's copy of one row of fail2ban's bips table (schema
 // 4) or, for schema 2, the latest ban of
 // an (ip, jail) pair derived from bans.
+// bantime and bancount hold fail2ban's values where they fit (nearly all
+// rows: bantimes of seconds to years, bancounts of a few); a value that does
+// not is wideBantime or wideBancount here and exact in the engine's sparse
+// wideBantimes or wideBancounts, keyed by rowid (bantimeOf, bancountOf). So
+// the bancount needs no map entry of its own (37 MB at ten million rows)
+// and a bipsRow stays at 32 bytes.
 type bipsRow struct {
 	rowid     int64
-	bantime   int64
+	bantime   int32
 	timeOfBan uint32
 	ip        uint32
 	mix       int32
 	jail      uint16
+	bancount  uint16
 	skip      uint8
-	state     uint8 // bipsBanned, bipsDead: one byte keeps a bipsRow at 32 bytes
+	state     uint8 // bipsBanned, bipsDead
 }
+
+const (
+	wideBantime  = math.MinInt32  // bipsRow.bantime: see engine.wideBantimes
+	wideBancount = math.MaxUint16 // bipsRow.bancount: see engine.wideBancounts
+)
 
 const (
 	bipsBanned uint8 = 1 << iota // counted in banned right now
@@ -60,8 +73,43 @@ func (h *expiryHeap) Pop() any {
 
 // ---- bips / current bans ------------------------------------------------
 
-func isBanned(rec *bipsRow, now int64) bool {
-	return rec.bantime <= -1 || int64(rec.timeOfBan)+rec.bantime > now
+func (e *engine) isBanned(rec *bipsRow, now int64) bool {
+	bantime := e.bantimeOf(rec)
+	return bantime <= -1 || int64(rec.timeOfBan)+bantime > now
+}
+
+// bantimeOf is the bantime of the bips row rec: for schema 2 the default
+// bantime, which every derived row has.
+func (e *engine) bantimeOf(rec *bipsRow) int64 {
+	if rec.bantime != wideBantime {
+		return int64(rec.bantime)
+	}
+	if e.schema == 2 {
+		return e.defaultBanSec
+	}
+	return e.wideBantimes[rec.rowid]
+}
+
+// setBantime stores bantime in rec, in wideBantimes when it does not fit.
+func (e *engine) setBantime(rec *bipsRow, bantime int64) {
+	if bantime > math.MinInt32 && bantime <= math.MaxInt32 {
+		rec.bantime = int32(bantime)
+		return
+	}
+	rec.bantime = wideBantime
+	if e.schema == 2 {
+		return // always the default bantime (bantimeOf)
+	}
+	if e.wideBantimes == nil {
+		e.wideBantimes = map[int64]int64{}
+	}
+	e.wideBantimes[rec.rowid] = bantime
+}
+
+// expiresAt is when the banned bips row rec expires, false when never.
+func (e *engine) expiresAt(rec *bipsRow) (int64, bool) {
+	bantime := e.bantimeOf(rec)
+	return int64(rec.timeOfBan) + bantime, bantime > -1
 }
 
 func (e *engine) setBanned(rec *bipsRow, banned bool) {
@@ -104,14 +152,15 @@ func (e *engine) findBipsRow(rowid int64) int {
 // once rather than being found missing by reconciliation later. The caller
 // places the bipsRow in rowid order and then calls activateBipsRow.
 func (e *engine) newBipsRow(r *sourceRow, now int64) bipsRow {
-	rec := bipsRow{rowid: r.Rowid, mix: rowMix(r), ip: noIP, bantime: r.Bantime}
+	rec := bipsRow{rowid: r.Rowid, mix: rowMix(r), ip: noIP}
+	e.setBantime(&rec, r.Bantime)
 	addr, reason := classify(r, true)
 	if reason != "" {
 		rec.skip = skipIndex(reason)
 		return rec
 	}
 	rec.timeOfBan = uint32(r.TimeOfBan)
-	e.noteBancount(rec.rowid, r.Bancount)
+	e.setBancount(&rec, r.Bancount)
 	rec.jail = e.jail(r.Jail)
 	rec.ip = e.internIP(addr)
 	pk := pairKey{ip: rec.ip, jail: rec.jail}
@@ -138,9 +187,9 @@ func (e *engine) activateBipsRow(idx int, now int64) {
 	if old, ok := e.latestBipsRow.get(pk); !ok || old < rec.rowid {
 		e.latestBipsRow.set(pk, rec.rowid)
 	}
-	e.setBanned(rec, isBanned(rec, now))
-	if rec.banned() && rec.bantime > -1 {
-		heap.Push(&e.expiries, expiry{at: int64(rec.timeOfBan) + rec.bantime, rowid: rec.rowid})
+	e.setBanned(rec, e.isBanned(rec, now))
+	if at, expires := e.expiresAt(rec); rec.banned() && expires {
+		heap.Push(&e.expiries, expiry{at: at, rowid: rec.rowid})
 	}
 }
 
@@ -152,7 +201,7 @@ func (e *engine) removeBipsRowAt(idx int, _ int64) {
 		return
 	}
 	addFP(e.bipsFP, rec.rowid, rec.mix, -1)
-	e.forgetBancount(rec.rowid)
+	e.forgetWide(rec)
 	rec.state |= bipsDead
 	e.deadBipsRows++
 	e.liveBipsRows--
@@ -178,15 +227,17 @@ func (e *engine) deriveSchema2Ban(pk pairKey, timeOfBan uint32, now int64) {
 			return
 		}
 		rec.timeOfBan = timeOfBan
-		e.setBanned(rec, isBanned(rec, now))
+		e.setBanned(rec, e.isBanned(rec, now))
 	} else {
 		e.lastDerivedRowid++
 		e.ips[pk.ip].refs++
-		e.bipsRows = append(e.bipsRows, bipsRow{rowid: e.lastDerivedRowid, timeOfBan: timeOfBan, bantime: e.defaultBanSec, ip: pk.ip, jail: pk.jail})
+		rec := bipsRow{rowid: e.lastDerivedRowid, timeOfBan: timeOfBan, ip: pk.ip, jail: pk.jail}
+		e.setBantime(&rec, e.defaultBanSec)
+		e.bipsRows = append(e.bipsRows, rec)
 		e.liveBipsRows++
 		e.latestBipsRow.set(pk, e.lastDerivedRowid)
 		last := &e.bipsRows[len(e.bipsRows)-1]
-		e.setBanned(last, isBanned(last, now))
+		e.setBanned(last, e.isBanned(last, now))
 	}
 	latest, _ := e.latestBipsRow.get(pk)
 	heap.Push(&e.expiries, expiry{at: int64(timeOfBan) + e.defaultBanSec, rowid: latest})
@@ -220,9 +271,9 @@ func (e *engine) recountBanned(now int64) {
 		if rec.dead() || rec.skip != 0 {
 			continue
 		}
-		e.setBanned(rec, isBanned(rec, now))
-		if rec.banned() && rec.bantime > -1 {
-			e.expiries = append(e.expiries, expiry{at: int64(rec.timeOfBan) + rec.bantime, rowid: rec.rowid})
+		e.setBanned(rec, e.isBanned(rec, now))
+		if at, expires := e.expiresAt(rec); rec.banned() && expires {
+			e.expiries = append(e.expiries, expiry{at: at, rowid: rec.rowid})
 		}
 	}
 	heap.Init(&e.expiries)

@@ -138,9 +138,11 @@ type engine struct {
 
 	skipped map[[2]string]int // (table, reason) → rows
 
-	// bancounts: bips rowid → fail2ban's bancount, only where it is not 1
-	// (banned.go).
-	bancounts map[int64]int64
+	// wideBantimes and wideBancounts: bips rowid → fail2ban's bantime or
+	// bancount, only for the rare rows whose value does not fit in its
+	// bipsRow field (wideBantime, wideBancount).
+	wideBantimes  map[int64]int64
+	wideBancounts map[int64]int64
 
 	// bans_total
 	live       bool // past the initial load: new ban events count into bans_total
@@ -425,7 +427,7 @@ func (e *engine) advance(now int64) {
 			continue
 		}
 		rec := &e.bipsRows[idx]
-		if rec.skip != 0 || isBanned(rec, now) {
+		if rec.skip != 0 || e.isBanned(rec, now) {
 			// Stale entry: the bips row moved on and has a newer entry.
 			continue
 		}

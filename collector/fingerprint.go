@@ -37,7 +37,7 @@ func spellingPart(ipLen, jailLen int64) int64 { return 5*ipLen + 7*jailLen }
 // spellings of its ip and jail.
 func (e *engine) spellingMix(idx int) int64 {
 	rec := &e.bipsRows[idx]
-	return int64(rec.mix) - int64(rec.timeOfBan)%fingerprintModulus - 3*(rec.bantime%fingerprintModulus)
+	return int64(rec.mix) - int64(rec.timeOfBan)%fingerprintModulus - 3*(e.bantimeOf(rec)%fingerprintModulus)
 }
 
 func (f *fingerprint) add(rowid int64, mix int32, sign int64) {

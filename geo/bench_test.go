@@ -303,7 +303,7 @@ func BenchmarkHeap1M(b *testing.B) {
 			before := heap()
 			r := resolvedResolver(b, db, ips)
 			r.mu.Lock()
-			r.dirty = nil // what a flush leaves
+			r.dirty = keyList{} // what a flush leaves
 			r.mu.Unlock()
 			after := heap()
 			b.ReportMetric(float64(after-before)/1e6, "heap-MB")

@@ -74,7 +74,7 @@ type Resolver struct {
 
 	mu      sync.Mutex
 	entries entryMap
-	dirty   []key
+	dirty   keyList // keys of the dirty entries no running Flush took, each once
 	// flushing is how many dirty entries a running Flush took: they count
 	// as dirty (not yet persisted) until its transaction committed.
 	flushing   int
@@ -402,7 +402,7 @@ func (r *Resolver) Status() Status {
 		Unresolved:      r.entries.len() - r.nResolved,
 		Pending:         r.nPending,
 		Tracked:         r.nTracked,
-		Dirty:           len(r.dirty) + r.flushing,
+		Dirty:           r.dirty.len() + r.flushing,
 		Generation:      r.generation.Load(),
 		LastFlush:       r.flushState.last,
 		LastFlushError:  r.flushState.lastErr,

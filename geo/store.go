@@ -3,6 +3,7 @@ package geo
 import (
 	"context"
 	"fmt"
+	"iter"
 	"net/netip"
 	"time"
 
@@ -140,7 +141,7 @@ func (r *Resolver) Flush(ctx context.Context) error {
 	r.flushMu.Lock()
 	defer r.flushMu.Unlock()
 	var written flushProgress
-	if keys := r.takeDirtyKeys(); len(keys) > 0 {
+	if keys := r.takeDirtyKeys(); keys.len() > 0 {
 		var err error
 		if written, err = r.writeDirty(ctx, keys); err != nil {
 			r.restoreDirty(keys, written)
@@ -167,17 +168,18 @@ func (r *Resolver) Flush(ctx context.Context) error {
 
 // takeDirtyKeys takes the list of dirty entries; their flags stay set until
 // writeDirty copies them.
-func (r *Resolver) takeDirtyKeys() []key {
+func (r *Resolver) takeDirtyKeys() keyList {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	keys := r.dirty
-	r.dirty = nil
-	r.flushing = len(keys)
+	r.dirty = keyList{}
+	r.flushing = keys.len()
 	return keys
 }
 
-// flushProgress is how far writeDirty got: keys[:taken] had their dirty
-// flags cleared (copied), rows of them were still dirty and written.
+// flushProgress is how far writeDirty got: the keys at indexes [0, taken)
+// had their dirty flags cleared (copied), rows of them were still dirty and
+// written.
 type flushProgress struct {
 	taken, rows int
 }
@@ -185,7 +187,7 @@ type flushProgress struct {
 // writeDirty upserts the dirty entries of keys in one transaction, copying
 // flushChunk of them at a time under the lock (the IPs formatted outside
 // it, so Country calls wait for a copy, not for formatting).
-func (r *Resolver) writeDirty(ctx context.Context, keys []key) (flushProgress, error) {
+func (r *Resolver) writeDirty(ctx context.Context, keys keyList) (flushProgress, error) {
 	var p flushProgress
 	tx, err := r.db.Writer.BeginTx(ctx, nil)
 	if err != nil {
@@ -197,10 +199,10 @@ func (r *Resolver) writeDirty(ctx context.Context, keys []key) (flushProgress, e
 		return p, fmt.Errorf("geo: flush: prepare: %w", err)
 	}
 	defer stmt.Close() //nolint:errcheck // closed with the transaction anyway
-	rows := make([]flushRow, 0, min(len(keys), flushChunk))
-	for p.taken < len(keys) {
-		next := min(p.taken+flushChunk, len(keys))
-		rows = r.copyDirty(rows[:0], keys[p.taken:next])
+	rows := make([]flushRow, 0, min(keys.len(), flushChunk))
+	for p.taken < keys.len() {
+		next := min(p.taken+flushChunk, keys.len())
+		rows = r.copyDirty(rows[:0], keys.span(p.taken, next))
 		p.taken = next
 		for i := range rows {
 			row := &rows[i]
@@ -220,7 +222,7 @@ func (r *Resolver) writeDirty(ctx context.Context, keys []key) (flushProgress, e
 
 // copyDirty appends to rows the entries of keys that are still dirty and
 // clears their dirty flags.
-func (r *Resolver) copyDirty(rows []flushRow, keys []key) []flushRow {
+func (r *Resolver) copyDirty(rows []flushRow, keys iter.Seq2[int, key]) []flushRow {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, k := range keys {
@@ -249,17 +251,17 @@ func (r *Resolver) copyDirty(rows []flushRow, keys []key) []flushRow {
 // those it copied are marked dirty again (unless they changed since and are
 // dirty already); those it had not reached yet kept their flags and only
 // need their place in the list back.
-func (r *Resolver) restoreDirty(keys []key, p flushProgress) {
+func (r *Resolver) restoreDirty(keys keyList, p flushProgress) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for i, k := range keys {
+	for i, k := range keys.all() {
 		ce, ok := r.entries.get(k)
 		if !ok {
 			continue
 		}
 		if i >= p.taken {
 			if ce.has(flagDirty) {
-				r.dirty = append(r.dirty, k)
+				r.dirty.append(k)
 			}
 			continue
 		}

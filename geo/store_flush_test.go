@@ -86,7 +86,7 @@ func TestStatusCountsEntriesBeingFlushed(t *testing.T) {
 	testkit.EventuallyTrue(t, 10*time.Second, "the flush to take the dirty entries", func() bool {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		return len(r.dirty) == 0
+		return r.dirty.len() == 0
 	})
 	if s := r.Status(); s.Dirty != n {
 		t.Errorf("%d dirty while the flush waits to write them, want %d", s.Dirty, n)

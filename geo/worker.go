@@ -391,7 +391,7 @@ func (r *Resolver) providerIndex(name string) uint8 {
 func (r *Resolver) markDirtyLocked(k key, ce *cacheEntry) {
 	if !ce.has(flagDirty) {
 		ce.flags |= flagDirty
-		r.dirty = append(r.dirty, k)
+		r.dirty.append(k)
 	}
 }
 

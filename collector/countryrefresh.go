@@ -88,7 +88,7 @@ func (ex *Exporter) refreshCountriesAside(ctx context.Context) {
 		hi := min(lo+ex.countryChunk, len(eng.ips))
 		probe = probe[:0]
 		for i := lo; i < hi; i++ {
-			if info := &eng.ips[i]; info.refs > 0 && (all || info.country == 0) {
+			if info := &eng.ips[i]; eng.ipRefs[i] > 0 && (all || info.country == 0) {
 				probe = append(probe, probedIP{key: info.key, idx: uint32(i), country: info.country})
 			}
 		}
@@ -136,7 +136,7 @@ func (ex *Exporter) moveProbed(eng *engine, probe []probedIP) bool {
 		info := &eng.ips[p.idx]
 		// An IP released, replaced by another in its slot, or moved by a
 		// scrape meanwhile is left to the next pass.
-		if info.refs == 0 || info.key != p.key || info.country != p.country {
+		if eng.ipRefs[p.idx] == 0 || info.key != p.key || info.country != p.country {
 			continue
 		}
 		if c := eng.countryOf(p.code); c != info.country {

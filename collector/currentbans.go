@@ -230,7 +230,7 @@ func (e *engine) deriveSchema2Ban(pk pairKey, timeOfBan uint32, now int64) {
 		e.setBanned(rec, e.isBanned(rec, now))
 	} else {
 		e.lastDerivedRowid++
-		e.ips[pk.ip].refs++
+		e.ipRefs[pk.ip]++
 		rec := bipsRow{rowid: e.lastDerivedRowid, timeOfBan: timeOfBan, ip: pk.ip, jail: pk.jail}
 		e.setBantime(&rec, e.defaultBanSec)
 		e.bipsRows = append(e.bipsRows, rec)

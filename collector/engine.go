@@ -104,7 +104,14 @@ type engine struct {
 	reassigns   ReassignCountryLookup
 	reassignGen uint64
 
-	ips     []ipInfo
+	ips []ipInfo
+	// ipRefs counts, per index of ips, the bans rows, bips rows and kept
+	// ban events referencing the IP (0: free). Apart from ips, every
+	// reference taken or dropped touches 4 bytes of a dense slice (9 MB
+	// at ten million rows, 2.35M IPs) rather than a 24-byte entry of a 56
+	// MB one: at a restart with ten million rows, 25 million references
+	// taken one after the other each missed the cache.
+	ipRefs  []uint32
 	ipIndex ipTable
 	ipFree  []uint32
 

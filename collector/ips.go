@@ -23,11 +23,11 @@ func keyOf(a netip.Addr) ipKey { return a.As16() }
 // addr is the address of k (IPv4 for the IPv4-mapped range).
 func (k ipKey) addr() netip.Addr { return netip.AddrFrom16(k).Unmap() }
 
-// ipInfo is what the engine knows of one interned IP.
+// ipInfo is what the engine knows of one interned IP; its reference count
+// is apart, in engine.ipRefs.
 type ipInfo struct {
 	key     ipKey
 	country uint16 // index into engine.countries; 0 is UnknownCountry
-	refs    uint32 // bans rows, bips rows and kept ban events referencing this IP
 }
 
 // seriesKey is a (jail, country) pair: the label set of the engine's series.
@@ -92,18 +92,20 @@ func (e *engine) countryOf(code [2]byte) uint16 {
 func (e *engine) internIP(addr netip.Addr) uint32 {
 	key := keyOf(addr)
 	if i, ok := e.ipIndex.find(e.ips, key); ok {
-		e.ips[i].refs++
+		e.ipRefs[i]++
 		return i
 	}
-	info := ipInfo{key: key, refs: 1, country: e.country(normalizeCountry(e.countries.Country(addr)))}
+	info := ipInfo{key: key, country: e.country(normalizeCountry(e.countries.Country(addr)))}
 	var i uint32
 	if n := len(e.ipFree); n > 0 {
 		i = e.ipFree[n-1]
 		e.ipFree = e.ipFree[:n-1]
 		e.ips[i] = info
+		e.ipRefs[i] = 1
 	} else {
 		i = uint32(len(e.ips))
 		e.ips = append(e.ips, info)
+		e.ipRefs = append(e.ipRefs, 1)
 	}
 	e.ipIndex.insert(e.ips, i)
 	e.countries.Track(addr)
@@ -111,8 +113,8 @@ func (e *engine) internIP(addr netip.Addr) uint32 {
 }
 
 func (e *engine) releaseIP(i uint32) {
-	e.ips[i].refs--
-	if e.ips[i].refs > 0 {
+	e.ipRefs[i]--
+	if e.ipRefs[i] > 0 {
 		return
 	}
 	key := e.ips[i].key
@@ -158,7 +160,7 @@ func (e *engine) refreshCountries() {
 	var moves []countryMove
 	for i := range e.ips {
 		info := &e.ips[i]
-		if info.refs == 0 || (!all && info.country != 0) {
+		if e.ipRefs[i] == 0 || (!all && info.country != 0) {
 			continue
 		}
 		if c := e.country(normalizeCountry(e.countries.Country(info.key.addr()))); c != info.country {

@@ -130,7 +130,7 @@ func (e *engine) mergeBanEvents(now int64) {
 		for k := range added {
 			if t := &added[k]; !t.kept {
 				t.kept = true
-				e.ips[t.ip].refs++
+				e.ipRefs[t.ip]++
 			}
 		}
 	}

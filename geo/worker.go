@@ -141,6 +141,11 @@ func (r *Resolver) RetryDue() int {
 	return queued
 }
 
+// wakeCoalesce is how long a stage woken from an empty queue waits before
+// taking from it. A refresh that reads a thousand new bans tracks their IPs
+// within a few milliseconds.
+const wakeCoalesce = 5 * time.Millisecond
+
 // runStage feeds one provider from its queue.
 func (r *Resolver) runStage(ctx context.Context, i int) {
 	st := r.stages[i]
@@ -156,8 +161,21 @@ func (r *Resolver) runStage(ctx context.Context, i int) {
 			case <-ctx.Done():
 				return
 			case <-st.wake:
-				continue
 			}
+			// Let the burst that woke the stage (a refresh tracking a
+			// round of new bans' IPs, one Track each) fill the queue
+			// first: one batch then, instead of a wake-up, a batch of
+			// one and a round trip on r.mu per IP, racing the engine's
+			// refresh for the lock and for the CPU while it holds its
+			// own lock.
+			t := time.NewTimer(wakeCoalesce)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
 		}
 		r.resolveBatch(ctx, i, batch)
 		if ctx.Err() != nil {

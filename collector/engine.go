@@ -111,9 +111,16 @@ type engine struct {
 	// at ten million rows, 2.35M IPs) rather than a 24-byte entry of a 56
 	// MB one: at a restart with ten million rows, 25 million references
 	// taken one after the other each missed the cache.
-	ipRefs  []uint32
-	ipIndex ipTable
-	ipFree  []uint32
+	ipRefs []uint32
+	// ipFirstEvent is, per index of ips, a lower bound of the timeofban of
+	// every ban event merged for the IP since it was interned
+	// (math.MaxUint32: none). A country pass that moves a few IPs walks
+	// the ban events from the earliest of theirs, not from the start of
+	// the longest window: an IP geo just placed was first banned moments
+	// ago.
+	ipFirstEvent []uint32
+	ipIndex      ipTable
+	ipFree       []uint32
 
 	// bans
 	bansRows      []bansRow  // sorted by rowid

@@ -8,6 +8,7 @@ package collector
 import (
 	"math"
 	"net/netip"
+	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -102,10 +103,12 @@ func (e *engine) internIP(addr netip.Addr) uint32 {
 		e.ipFree = e.ipFree[:n-1]
 		e.ips[i] = info
 		e.ipRefs[i] = 1
+		e.ipFirstEvent[i] = noEvent
 	} else {
 		i = uint32(len(e.ips))
 		e.ips = append(e.ips, info)
 		e.ipRefs = append(e.ipRefs, 1)
+		e.ipFirstEvent = append(e.ipFirstEvent, noEvent)
 	}
 	e.ipIndex.insert(e.ips, i)
 	e.countries.Track(addr)
@@ -182,6 +185,9 @@ func (e *engine) countryScope() (reassigned uint64, all bool) {
 	return reassigned, reassigned != e.reassignGen
 }
 
+// noEvent is the ipFirstEvent of an IP without ban events.
+const noEvent = math.MaxUint32
+
 // countryMove gives the IP at index ip the country index to.
 type countryMove struct {
 	ip uint32
@@ -190,43 +196,63 @@ type countryMove struct {
 
 // moveCountries gives each IP of moves its new country and moves its counts
 // in fail2ban_banned_ips and fail2ban_recent_bans with it. The window counts
-// move in one pass over the ban events of the longest window, with a slice
-// lookup per event; when many IPs moved (a first start: every IP was
-// interned before geo answered) counting the windows again is cheaper.
+// move in one pass over the ban events from the earliest of the moved IPs'
+// (ipFirstEvent), with a lookup per event; when many IPs moved (a first
+// start: every IP was interned before geo answered) counting the windows
+// again is cheaper. A pass of the few IPs geo placed since the last one
+// (new bans) touches their banned pairs and the last moments of ban events
+// only, so the lock it holds stays short whatever the engine holds.
 func (e *engine) moveCountries(moves []countryMove) {
 	if len(moves) == 0 {
 		return
 	}
-	// old[i] is the country IP i had before, for the IPs that move
-	// (unchangedCountry for the others): a dense slice, not a map.
-	old := make([]uint16, len(e.ips))
-	for k := range old {
-		old[k] = unchangedCountry
-	}
+	old := e.movedFrom(moves)
 	for _, m := range moves {
-		old[m.ip] = e.ips[m.ip].country
 		e.ips[m.ip].country = m.to
 	}
-	for pk := range e.bannedRefs {
-		if o := old[pk.ip]; o != unchangedCountry {
-			e.changes[familyBanned]++
-			jc := seriesKey{jail: pk.jail, country: o}
-			if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
-				delete(e.bannedNow, jc)
+	moveBanned := func(pk pairKey, o uint16) {
+		e.changes[familyBanned]++
+		jc := seriesKey{jail: pk.jail, country: o}
+		if e.bannedNow[jc]--; e.bannedNow[jc] <= 0 {
+			delete(e.bannedNow, jc)
+		}
+		e.bannedNow[seriesKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
+	}
+	if len(moves)*len(e.jailNames) < len(e.bannedRefs)/4 {
+		// Few IPs: look their pairs up, jail by jail.
+		for _, m := range moves {
+			for j := range e.jailNames {
+				pk := pairKey{ip: m.ip, jail: uint16(j)}
+				if _, ok := e.bannedRefs[pk]; ok {
+					moveBanned(pk, old.of(m.ip))
+				}
 			}
-			e.bannedNow[seriesKey{jail: pk.jail, country: e.ips[pk.ip].country}]++
+		}
+	} else {
+		for pk := range e.bannedRefs {
+			if o := old.of(pk.ip); o != unchangedCountry {
+				moveBanned(pk, o)
+			}
 		}
 	}
 	from := len(e.banEvents)
 	for w := range e.windows {
 		from = min(from, e.cursors[w])
 	}
+	first := uint32(noEvent)
+	for _, m := range moves {
+		first = min(first, e.ipFirstEvent[m.ip])
+	}
+	if first == noEvent {
+		return // no moved IP has a ban event
+	}
+	from += sort.Search(len(e.banEvents)-from, func(i int) bool { return e.banEvents[from+i].timeOfBan >= first })
 	if len(moves) >= recountMoves && len(moves) >= e.ipIndex.count()/8 {
 		// Many IPs moved: counting the windows again is cheaper than
 		// moving each of their ban events. The windows' generation moves
 		// only if a moved IP has a counted ban event.
 		for j := from; j < len(e.banEvents); j++ {
-			if t := &e.banEvents[j]; t.alive() && old[t.ip] != unchangedCountry {
+			if t := &e.banEvents[j]; t.alive() && old.of(t.ip) != unchangedCountry {
 				e.changes[familyRecent]++
 				e.countWindows()
 				return
@@ -236,8 +262,11 @@ func (e *engine) moveCountries(moves []countryMove) {
 	}
 	for j := from; j < len(e.banEvents); j++ {
 		t := &e.banEvents[j]
-		o := old[t.ip]
-		if o == unchangedCountry || !t.alive() {
+		if !t.alive() {
+			continue
+		}
+		o := old.of(t.ip)
+		if o == unchangedCountry {
 			continue
 		}
 		for w := range e.windows {
@@ -247,6 +276,45 @@ func (e *engine) moveCountries(moves []countryMove) {
 			}
 		}
 	}
+}
+
+// movedFrom records the country each IP of moves had before: a dense
+// slice over every IP when many move, else a map (a slice of a few MB per
+// pass of a handful of IPs would cost more than the pass).
+func (e *engine) movedFrom(moves []countryMove) previousCountries {
+	var p previousCountries
+	if len(moves) > len(e.ips)/64 {
+		p.dense = make([]uint16, len(e.ips))
+		for k := range p.dense {
+			p.dense[k] = unchangedCountry
+		}
+		for _, m := range moves {
+			p.dense[m.ip] = e.ips[m.ip].country
+		}
+		return p
+	}
+	p.sparse = make(map[uint32]uint16, len(moves))
+	for _, m := range moves {
+		p.sparse[m.ip] = e.ips[m.ip].country
+	}
+	return p
+}
+
+// previousCountries is the country moved IPs had before moveCountries.
+type previousCountries struct {
+	dense  []uint16
+	sparse map[uint32]uint16
+}
+
+// of returns the country IP i had before it moved, or unchangedCountry.
+func (p previousCountries) of(i uint32) uint16 {
+	if p.dense != nil {
+		return p.dense[i]
+	}
+	if c, ok := p.sparse[i]; ok {
+		return c
+	}
+	return unchangedCountry
 }
 
 // recountMoves is the least number of moved IPs for which moveCountries

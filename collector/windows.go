@@ -109,6 +109,10 @@ func (e *engine) mergeBanEvents(now int64) {
 		return
 	}
 	added := e.newBanEvents
+	for k := range added {
+		t := &added[k]
+		e.ipFirstEvent[t.ip] = min(e.ipFirstEvent[t.ip], t.timeOfBan)
+	}
 	slices.SortFunc(added, func(a, b banEvent) int { return compareBanEvents(&a, &b) })
 	// Fold duplicates within the batch.
 	folded := added[:1]

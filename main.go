@@ -45,6 +45,7 @@ type coreFlags struct {
 	windows         *[]string
 	chunkSize       *int
 	integrityCheck  *time.Duration
+	watchInterval   *time.Duration
 	enablePprof     *bool
 
 	// maxConnections is --web.max-connections (main_server.go).
@@ -69,6 +70,9 @@ func addCoreFlags(app *kingpin.Application) *coreFlags {
 		integrityCheck: app.Flag("fail2ban.integrity-check-interval",
 			"How often every page of fail2ban's database is read in the background (short chunks, about 5% of a core while it runs) to find damage the incremental reader would not see; a damaged page sets fail2ban_up to 0. 0 turns it off.").
 			Default("5m").Duration(),
+		watchInterval: app.Flag("fail2ban.watch-interval",
+			"How often the exporter looks for fail2ban's new bans between scrapes (one cheap query; rows are read only when fail2ban wrote), so that a scrape finds them read. 0 leaves all reading to scrapes.").
+			Default(collector.DefaultWatchInterval.String()).Duration(),
 		enablePprof: addPprofFlag(app),
 	}
 	app.GetFlag("fail2ban.db").IsSetByUser(&f.fail2banDBGiven)
@@ -225,6 +229,7 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 		Archive:        store,
 
 		IntegrityCheckInterval: *flags.integrityCheck,
+		WatchInterval:          *flags.watchInterval,
 	}, e.countries)
 	e.atShutdown(phaseEngine, func(context.Context) error { return f2b.Close() })
 	// The /metrics handler writes f2b's large families from its cache
@@ -283,6 +288,8 @@ func serve(ctx context.Context, logger *slog.Logger, flags *coreFlags, geoFlags 
 	e.goBackground(phaseWorkers, f2b.RunCountryRefresh)
 	// Scrapes do not count fail2ban's rows; this does, after them.
 	e.goBackground(phaseWorkers, f2b.RunVerify)
+	// New bans are read as fail2ban writes them, not when scraped.
+	e.goBackground(phaseWorkers, f2b.RunWatch)
 	e.start(ctx)
 
 	server := newHTTPServer(e.mux, "/api/", logger)

@@ -87,4 +87,7 @@ type Options struct {
 	// IntegrityCheckInterval is how often RunIntegrityCheck reads the
 	// whole database for damaged pages; 0 turns the check off.
 	IntegrityCheckInterval time.Duration
+	// WatchInterval is how often RunWatch looks for fail2ban's writes
+	// between scrapes; 0 turns it off (rows are then read by scrapes only).
+	WatchInterval time.Duration
 }

@@ -78,6 +78,23 @@ func (e *engine) searchBanEvent(key *banEvent) (int, bool) {
 	return lo + i, found
 }
 
+// searchLoadedEvent finds the ban event (timeOfBan, jail) of the IP whose
+// key is key, comparing keys in ips rather than looking the IP up: the
+// entries of one time and jail are next to each other, nearly always one.
+func (e *engine) searchLoadedEvent(timeOfBan uint32, jail uint16, key ipKey) (int, bool) {
+	i, _ := e.searchBanEvent(&banEvent{timeOfBan: timeOfBan, jail: jail})
+	for ; i < len(e.banEvents); i++ {
+		t := &e.banEvents[i]
+		if t.timeOfBan != timeOfBan || t.jail != jail {
+			return i, false
+		}
+		if e.ipRefs[t.ip] > 0 && e.ips[t.ip].key == key {
+			return i, true
+		}
+	}
+	return i, false
+}
+
 // dropKept ends a kept entry without rows that left the longest window.
 func (e *engine) dropKept(t *banEvent) {
 	t.kept = false

@@ -48,7 +48,7 @@ func addGeoFlags(app *kingpin.Application) *geoFlags {
 			fmt.Sprintf("Country providers in the order they are asked, comma-separated: %s; 'none' disables country resolution. A provider without its flag (%s) is left out.", strings.Join(names, ", "), geoProviderEnableFlags())).
 			Default(strings.Join(names, ",")).String(),
 		cacheSize: app.Flag("geo.cache-size",
-			"Maximum IPs kept in the memory cache (and loaded from the app database at start); IPs currently banned are never evicted. 0 means no bound.").
+			"Maximum IPs kept in the memory cache (and loaded from the app database at start); IPs currently banned are never evicted, and a start loads at least as many as were banned at the last flush. 0 means no bound.").
 			Default(fmt.Sprint(geo.DefaultCacheSize)).Int(),
 		negativeTTL: app.Flag("geo.negative-ttl",
 			"How long an IP whose lookup failed is not retried; doubles with every further failure (up to 64x, at most 24h).").

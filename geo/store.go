@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/bangui/bangui_exporter/internal/appdb"
+	"github.com/bangui/bangui_exporter/internal/sqliteread"
 )
 
 // migrations of the geo component's tables in the app database.
@@ -23,6 +24,14 @@ var migrations = []appdb.Migration{
 		failures     INTEGER NOT NULL DEFAULT 0,
 		message      TEXT                       -- "private range", "reserved range", "invalid query", or the last error
 	)`},
+	// geo_state: counters carried across restarts. "tracked" is how many
+	// IPs the engine tracked at the last flush: the next start loads at
+	// least that many entries, so a cache size below it does not leave the
+	// rest of the banned IPs to be looked up (and written) again.
+	{Version: 2, SQL: `CREATE TABLE geo_state (
+		name  TEXT PRIMARY KEY NOT NULL,
+		value INTEGER NOT NULL
+	)`},
 }
 
 func migrate(ctx context.Context, db *appdb.DB) error {
@@ -33,13 +42,12 @@ func migrate(ctx context.Context, db *appdb.DB) error {
 }
 
 // load fills the memory tier from geo_cache: the newest rows first, up to the
-// cache size.
+// cache size or, when more, the number of IPs tracked at the last flush
+// (and a twentieth more, for the IPs banned since): tracked IPs are never
+// evicted, so that many would be held again as soon as the engine has
+// read, and those left out would be looked up and written again.
 func (r *Resolver) load(ctx context.Context) error {
 	start := time.Now()
-	limit := -1 // SQLite: no limit
-	if r.cacheSize > 0 {
-		limit = r.cacheSize
-	}
 	// A connection of its own, without database/sql: a restart loads
 	// hundreds of thousands of rows, and through database/sql the driver
 	// costs more than SQLite's reading.
@@ -48,6 +56,14 @@ func (r *Resolver) load(ctx context.Context) error {
 		return fmt.Errorf("geo: load geo_cache: %w", err)
 	}
 	defer conn.Close()
+	limit := -1 // SQLite: no limit
+	var tracked int64
+	if r.cacheSize > 0 {
+		if tracked, err = trackedAtLastFlush(ctx, conn); err != nil {
+			return err
+		}
+		limit = max(r.cacheSize, int(tracked+tracked/20))
+	}
 	rows, err := conn.Query(ctx, `SELECT ip, country_code, country_name, asn, provider,
 		resolved_at, failed_at, failures, message FROM geo_cache ORDER BY rowid DESC LIMIT ?`, limit)
 	if err != nil {
@@ -112,9 +128,30 @@ func (r *Resolver) load(ctx context.Context) error {
 		r.generation.Add(1)
 	}
 	r.logger.Info("geo cache loaded", "entries", loaded, "resolved", r.nResolved, "skipped_rows", skipped,
-		"duration", time.Since(start).Round(time.Millisecond))
+		"tracked_at_last_flush", tracked, "duration", time.Since(start).Round(time.Millisecond))
 	return nil
 }
+
+// trackedAtLastFlush reads geo_state's tracked count (0 when no flush
+// recorded one).
+func trackedAtLastFlush(ctx context.Context, conn *sqliteread.Conn) (int64, error) {
+	rows, err := conn.Query(ctx, `SELECT value FROM geo_state WHERE name = 'tracked'`)
+	if err != nil {
+		return 0, fmt.Errorf("geo: read geo_state: %w", err)
+	}
+	defer rows.Close()
+	var n int64
+	if rows.Next() {
+		n = max(rows.Int64(0), 0)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, fmt.Errorf("geo: read geo_state: %w", err)
+	}
+	return n, nil
+}
+
+const trackedSQL = `INSERT INTO geo_state (name, value) VALUES ('tracked', ?)
+	ON CONFLICT (name) DO UPDATE SET value = excluded.value`
 
 // flushRow is one dirty entry as written to geo_cache.
 type flushRow struct {
@@ -213,6 +250,12 @@ func (r *Resolver) writeDirty(ctx context.Context, keys keyList) (flushProgress,
 			}
 		}
 		p.rows += len(rows)
+	}
+	r.mu.Lock()
+	tracked := r.nTracked
+	r.mu.Unlock()
+	if _, err := tx.ExecContext(ctx, trackedSQL, tracked); err != nil {
+		return p, fmt.Errorf("geo: flush: record the tracked count: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return p, fmt.Errorf("geo: flush: commit %d entries: %w", p.rows, err)

@@ -20,7 +20,20 @@ const verifyEvery = time.Second
 func (ex *Exporter) RunVerify(ctx context.Context) {
 	ex.verifying.Store(true)
 	defer ex.verifying.Store(false)
-	t := time.NewTicker(verifyEvery)
+	everyTick(ctx, verifyEvery, func() {
+		ex.mu.Lock()
+		due := ex.unverified
+		ex.mu.Unlock()
+		if due {
+			_ = ex.Refresh(ctx) // the error is in fail2ban_up and the error counter
+		}
+	})
+}
+
+// everyTick calls fn every interval until ctx ends (the first call one
+// interval after the start).
+func everyTick(ctx context.Context, interval time.Duration, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
@@ -28,11 +41,6 @@ func (ex *Exporter) RunVerify(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ex.mu.Lock()
-		due := ex.unverified
-		ex.mu.Unlock()
-		if due {
-			_ = ex.Refresh(ctx) // the error is in fail2ban_up and the error counter
-		}
+		fn()
 	}
 }

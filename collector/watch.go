@@ -30,20 +30,12 @@ func (ex *Exporter) RunWatch(ctx context.Context) {
 	if interval <= 0 || ex.opts.DBPath == "" {
 		return
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	everyTick(ctx, interval, func() {
+		if ex.idleAndUp() {
+			// The error is in fail2ban_up and the error counter.
+			_ = ex.refresh(ctx, true)
 		}
-		if !ex.idleAndUp() {
-			continue
-		}
-		// The error is in fail2ban_up and the error counter.
-		_ = ex.refresh(ctx, true)
-	}
+	})
 }
 
 // idleAndUp reports whether no refresh is running and the last one read

@@ -137,6 +137,14 @@ func (ex *Exporter) refreshOnce(ctx context.Context) error {
 		err = ex.refreshLocked(ctx)
 	}
 	ex.lastDur = time.Since(start)
+	if err != nil && errors.Is(ctx.Err(), context.Canceled) {
+		// The caller stopped (a shutdown ends the background refreshes'
+		// context): the refresh was abandoned, not failed. The engine
+		// keeps the whole chunks it applied, the next refresh goes on
+		// from there, and scrapes keep the last complete snapshot; no
+		// error is counted or logged, fail2ban_up stays as it was.
+		return err
+	}
 	if err != nil {
 		kind := classifyError(err)
 		ex.readErrors[kind]++

@@ -31,19 +31,27 @@ func (ex *Exporter) RunWatch(ctx context.Context) {
 		return
 	}
 	everyTick(ctx, interval, func() {
-		if ex.idleAndUp() {
+		if ex.wroteSinceRead(ctx) {
 			// The error is in fail2ban_up and the error counter.
 			_ = ex.refresh(ctx, true)
 		}
 	})
 }
 
-// idleAndUp reports whether no refresh is running and the last one read
-// fail2ban's database successfully. It never waits for the lock.
-func (ex *Exporter) idleAndUp() bool {
+// wroteSinceRead reports whether fail2ban committed since the engine last
+// read, while no refresh runs and the last one succeeded. It never waits
+// for the lock. A tick that finds nothing new does not refresh at all, so
+// the self-metrics (the last read's duration, the snapshot) stay those of
+// the last real read. A failing check answers true: the refresh then
+// records the error, and the watcher stops until a scrape recovers.
+func (ex *Exporter) wroteSinceRead(ctx context.Context) bool {
 	if !ex.mu.TryLock() {
 		return false
 	}
 	defer ex.mu.Unlock()
-	return ex.up && ex.loaded && !ex.closed
+	if !ex.up || !ex.loaded || ex.closed || ex.src == nil {
+		return false
+	}
+	v, err := ex.src.currentVersion(ctx)
+	return err != nil || !ex.src.hasVersion || v != ex.src.dataVersion
 }

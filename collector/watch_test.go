@@ -10,18 +10,22 @@ import (
 // TestRunWatch: with a watch interval, a ban fail2ban commits is in the
 // snapshot the next scrape writes before any scrape refreshed; with 0 it
 // waits for the scrape; while the database is unreadable the watcher
-// leaves the retries (and the error counter) to scrapes. RunWatch returns
-// when its context ends.
+// leaves the retries (and the error counter) to scrapes; while fail2ban
+// writes nothing it does not refresh at all (the last read's time and
+// duration stay those of the last real read). RunWatch returns when its
+// context ends.
 func TestRunWatch(t *testing.T) {
 	cases := []struct {
 		name     string
 		interval time.Duration
 		breakDB  bool
+		idle     bool // fail2ban writes nothing
 		wantSeen bool
 	}{
 		{name: "watching", interval: 5 * time.Millisecond, wantSeen: true},
 		{name: "off", interval: 0},
 		{name: "unreadable database", interval: 5 * time.Millisecond, breakDB: true},
+		{name: "nothing written", interval: 5 * time.Millisecond, idle: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,9 +47,10 @@ func TestRunWatch(t *testing.T) {
 					t.Fatal("a refresh of a garbage file succeeded")
 				}
 				errorsBefore = x.readErrorsTotal()
-			} else {
+			} else if !tc.idle {
 				d.ban("sshd", "192.0.2.2", now, 3600)
 			}
+			lastRead := x.lastReadTime()
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan struct{})
 			go func() { x.RunWatch(ctx); close(done) }()
@@ -61,6 +66,11 @@ func TestRunWatch(t *testing.T) {
 			}
 			if seen := x.bannedInSnapshot() == 2; seen != tc.wantSeen {
 				t.Fatalf("second ban in the snapshot without a scrape: %v, want %v", seen, tc.wantSeen)
+			}
+			if tc.idle {
+				if got := x.lastReadTime(); !got.Equal(lastRead) {
+					t.Fatalf("the watcher refreshed with nothing written: last read %v, was %v", got, lastRead)
+				}
 			}
 			if got := x.readErrorsTotal(); got != errorsBefore {
 				t.Fatalf("read errors went from %v to %v while the watcher ran", errorsBefore, got)
@@ -92,4 +102,49 @@ func (ex *Exporter) readErrorsTotal() float64 {
 		n += v
 	}
 	return n
+}
+
+// lastReadTime is the time of the last successful refresh.
+func (ex *Exporter) lastReadTime() time.Time {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.lastSuccess
+}
+
+// TestCanceledRefreshIsNoError: a refresh whose caller stopped (a shutdown
+// ends the background refreshes' context) was abandoned, not failed: it
+// counts no read error and leaves fail2ban_up as it was, and the next
+// refresh takes in what it left.
+func TestCanceledRefreshIsNoError(t *testing.T) {
+	d := newF2BDB(t, 4)
+	d.addJail("sshd", true)
+	now := time.Now().Unix()
+	d.ban("sshd", "192.0.2.1", now, 3600)
+	x := NewExporter(Options{DBPath: d.path, Windows: windowsOf(t, "1h"), ChunkSize: 100}, NoCountries{})
+	defer x.Close()
+	if err := x.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d.ban("sshd", "192.0.2.2", now, 3600)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := x.Refresh(ctx); err == nil {
+		t.Fatal("a refresh with an ended context succeeded")
+	}
+	// The first may share the abandoned refresh (and its error) if that
+	// still runs; the second reads.
+	_ = x.Refresh(context.Background())
+	if err := x.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := x.readErrorsTotal(); got != 0 {
+		t.Fatalf("an abandoned refresh counted %v read errors", got)
+	}
+	s := scrape(t, x)
+	if s["fail2ban_up{}"] != 1 {
+		t.Fatalf("fail2ban_up = %v after an abandoned refresh and a good one", s["fail2ban_up{}"])
+	}
+	if x.bannedInSnapshot() != 2 {
+		t.Fatalf("banned = %d, want 2", x.bannedInSnapshot())
+	}
 }
